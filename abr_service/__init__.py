@@ -1,0 +1,1 @@
+"""The ABR brain: video description, QoE, observation, algorithms, policies (no web imports)."""

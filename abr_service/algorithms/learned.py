@@ -1,0 +1,81 @@
+"""A learned policy as an ABR algorithm: the Pensieve observation into a PyTorch actor.
+
+Greedy (argmax) by default; ``sample=True`` draws the level from the policy's distribution
+with its own seeded generator, as Pensieve-PPO's published test run did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
+from abr_service.observation import empty_observation, update_observation
+from abr_service.policies import LoadedPolicy, load_policy
+from abr_service.video import Video
+from streambed.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LearnedParams:
+    model: str = ""
+    """Checkpoint path (``--model``)."""
+    sample: bool = False
+    """Sample the level from the policy instead of taking the most likely one."""
+    seed: int = 0
+    """Seed of the sampling generator."""
+
+
+@lru_cache(maxsize=8)
+def _cached_policy(path: str, mtime_ns: int, num_levels: int) -> LoadedPolicy:
+    # One load per checkpoint version, however many sessions use it.
+    return load_policy(path, num_levels)
+
+
+class LearnedPolicy(ABRAlgorithm):
+    name = "ppo"
+    Params = LearnedParams
+    params: LearnedParams
+
+    def __init__(
+        self, video: Video, params: LearnedParams | None = None, policy: LoadedPolicy | None = None
+    ) -> None:
+        super().__init__(video, params)
+        if policy is None:
+            if not self.params.model:
+                raise ConfigError("the learned policy needs a checkpoint: give --model PATH")
+            path = Path(self.params.model)
+            mtime = path.stat().st_mtime_ns if path.is_file() else 0
+            policy = _cached_policy(str(path), mtime, video.num_levels)
+        self.policy = policy
+        self.obs = empty_observation()
+        self._rng = np.random.default_rng(self.params.seed)
+
+    def on_chunk(self, feedback: ChunkFeedback) -> None:
+        super().on_chunk(feedback)
+        nxt = feedback.chunk_index + 1
+        update_observation(
+            self.obs,
+            self.video.bitrates_kbps[feedback.quality],
+            self.video.bitrates_kbps[-1],
+            feedback.buffer_s,
+            feedback.chunk_bytes,
+            feedback.download_s,
+            self.video.sizes_at(nxt).astype(np.float64),
+            self.video.num_chunks - nxt,
+        )
+
+    def probabilities(self) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.policy.actor(torch.as_tensor(self.obs, dtype=torch.float32)[None])
+        return torch.softmax(logits[0], dim=-1).double().numpy()
+
+    def select(self, state: PlayerState) -> int:
+        probs = self.probabilities()
+        if self.params.sample:
+            return int(self._rng.choice(len(probs), p=probs / probs.sum()))
+        return int(np.argmax(probs))

@@ -1,0 +1,161 @@
+"""Policy networks over the Pensieve observation, and checkpoint loading.
+
+The Pensieve-PPO network: one 128-unit branch per observation row (Linear over the newest
+value of rows 0, 1 and 5; Linear over the 8-chunk history of rows 2 and 3; Linear over the
+next-chunk sizes of row 4), concatenated, a 128-unit layer, then the head: ``pi_head``
+(logits over levels) for the actor, ``val_head`` for the critic. Layer names follow
+Pensieve-PPO's so its public checkpoints load as they are.
+
+Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
+
+* Pensieve-PPO's ``[actor_state_dict, critic_state_dict]``;
+* a bare actor state dict;
+* Streambed's ``{"format": "streambed-policy/1", "arch": ..., "num_levels": ...,
+  "obs_version": ..., "actor": state_dict, "meta": {...}}``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
+from streambed.errors import ModelError
+
+CHECKPOINT_FORMAT = "streambed-policy/1"
+FEATURES = 128
+
+
+class PensievePPONet(nn.Module):
+    """Pensieve-PPO's trunk with one linear head named ``head_name``."""
+
+    def __init__(self, num_levels: int, out_dim: int, head_name: str) -> None:
+        super().__init__()
+        self.num_levels = num_levels
+        self.fc1_actor = nn.Linear(1, FEATURES)
+        self.fc2_actor = nn.Linear(1, FEATURES)
+        self.conv1_actor = nn.Linear(S_LEN, FEATURES)
+        self.conv2_actor = nn.Linear(S_LEN, FEATURES)
+        self.conv3_actor = nn.Linear(num_levels, FEATURES)
+        self.fc3_actor = nn.Linear(1, FEATURES)
+        self.fc4_actor = nn.Linear(FEATURES * S_INFO, FEATURES)
+        self._head_name = head_name
+        self.add_module(head_name, nn.Linear(FEATURES, out_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        merged = torch.cat(
+            [
+                F.relu(self.fc1_actor(obs[:, 0:1, -1])),
+                F.relu(self.fc2_actor(obs[:, 1:2, -1])),
+                F.relu(self.conv1_actor(obs[:, 2, :])),
+                F.relu(self.conv2_actor(obs[:, 3, :])),
+                F.relu(self.conv3_actor(obs[:, 4, : self.num_levels])),
+                F.relu(self.fc3_actor(obs[:, 5:6, -1])),
+            ],
+            dim=1,
+        )
+        hidden = F.relu(self.fc4_actor(merged))
+        head: nn.Module = getattr(self, self._head_name)
+        return head(hidden)
+
+
+class PensievePPOActor(PensievePPONet):
+    """Logits over the ladder's levels."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__(num_levels, num_levels, "pi_head")
+
+
+class PensievePPOCritic(PensievePPONet):
+    """State value."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__(num_levels, 1, "val_head")
+
+
+ARCHITECTURES: dict[str, type[PensievePPOActor]] = {"pensieve-ppo": PensievePPOActor}
+
+
+@dataclass
+class LoadedPolicy:
+    """An actor ready for inference, with what its checkpoint said about itself."""
+
+    actor: nn.Module
+    arch: str
+    num_levels: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    source_format: str = CHECKPOINT_FORMAT
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a one-line ModelError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable checkpoint ({first[:200]})") from exc
+
+
+def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPolicy:
+    """Validate a loaded checkpoint against the ladder and build its actor."""
+    arch, meta, fmt = "pensieve-ppo", {}, CHECKPOINT_FORMAT
+    if isinstance(data, list | tuple) and data and isinstance(data[0], dict):
+        state, fmt = data[0], "pensieve-ppo"
+    elif isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        arch = str(data.get("arch", "pensieve-ppo"))
+        if data.get("obs_version", OBS_VERSION) != OBS_VERSION:
+            raise ModelError(
+                f"{where}: observation version {data.get('obs_version')!r}, "
+                f"this build serves {OBS_VERSION!r}"
+            )
+        state = data.get("actor")
+        meta = dict(data.get("meta") or {})
+    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        state, fmt = data, "state-dict"
+    else:
+        raise ModelError(
+            f"{where}: not a policy checkpoint (expected a state dict, "
+            "[actor, critic] state dicts, or a Streambed checkpoint)"
+        )
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{where}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{where}: the actor weights are not a state dict of tensors")
+    actor = ARCHITECTURES[arch](num_levels)
+    expected = actor.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(
+            f"{where}: weights do not match the {arch} architecture "
+            f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'})"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelError(
+                f"{where}: {key} has shape {tuple(state[key].shape)}, expected "
+                f"{tuple(tensor.shape)} for a {num_levels}-level ladder"
+            )
+    actor.load_state_dict(state)
+    actor.eval()
+    with torch.no_grad():
+        out = actor(torch.zeros(1, S_INFO, S_LEN))
+    if not torch.isfinite(out).all():
+        raise ModelError(f"{where}: the network's output on a zero observation is not finite")
+    return LoadedPolicy(actor, arch, num_levels, meta, fmt)
+
+
+def load_policy(path: str | Path, num_levels: int) -> LoadedPolicy:
+    """Load and validate a policy checkpoint for a ladder of ``num_levels``."""
+    return policy_from_checkpoint(read_checkpoint(path), num_levels, str(path))

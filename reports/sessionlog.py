@@ -1,0 +1,77 @@
+"""The session log: one JSON line per chunk, and Pensieve's tab-separated log.
+
+Pensieve's log line is ``time_s  bitrate_kbps  buffer_s  rebuffer_s  chunk_bytes  delay_ms
+reward``, one line per chunk, the time being the session clock after the chunk (and any
+sleep). Its readers (Pensieve's plotting scripts) skip the first chunk when averaging.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from streambed.errors import StreambedError
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One downloaded chunk of one session."""
+
+    run_id: str
+    session_id: str
+    trace: str
+    algorithm: str
+    chunk_index: int
+    quality: int
+    bitrate_kbps: int
+    chunk_bytes: int
+    request_start_s: float
+    """Session clock when the request was sent, seconds."""
+    request_end_s: float
+    """Session clock when the last byte arrived, seconds."""
+    download_s: float
+    throughput_kbps: float
+    buffer_before_s: float
+    buffer_s: float
+    """Buffer after the chunk was appended and after any wait, seconds."""
+    rebuffer_s: float
+    sleep_s: float
+    """Wait after the chunk because the buffer was over its cap, seconds."""
+    qoe: float
+    """This chunk's QoE under the run's metric (no switch penalty on the first chunk)."""
+    decision_ms: float = 0.0
+    fallback: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def write_jsonl(records: Iterable[ChunkRecord], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(r.to_json() + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[ChunkRecord]:
+    names = {f.name for f in fields(ChunkRecord)}
+    records = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            records.append(ChunkRecord(**{k: v for k, v in data.items() if k in names}))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise StreambedError(f"{path}: line {lineno}: not a chunk record ({exc})") from exc
+    return records
+
+
+def write_pensieve_log(records: Sequence[ChunkRecord], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{r.request_end_s + r.sleep_s}\t{r.bitrate_kbps}\t{r.buffer_s}\t{r.rebuffer_s}\t"
+        f"{r.chunk_bytes}\t{r.download_s * 1000}\t{r.qoe}\n"
+        for r in records
+    ]
+    path.write_text("".join(lines) + "\n")

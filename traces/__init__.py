@@ -1,0 +1,41 @@
+"""Network traces for Streambed: the ``Trace`` type, Pensieve/Mahimahi I/O, synthetic traces
+and trace sets. Depends on numpy only (no web imports)."""
+
+from traces.formats import (
+    PACKET_BITS,
+    PACKET_BYTES,
+    Trace,
+    detect_format,
+    load_mahimahi,
+    load_pensieve,
+    load_trace,
+    mahimahi_to_pensieve,
+    pensieve_to_mahimahi,
+    save_mahimahi,
+    save_pensieve,
+)
+from traces.synth import SynthParams, constant_trace, generate_set, generate_trace, step_trace
+from traces.traceset import TraceSetSummary, load_traceset, summarize, trace_files
+
+__all__ = [
+    "PACKET_BITS",
+    "PACKET_BYTES",
+    "SynthParams",
+    "Trace",
+    "TraceSetSummary",
+    "constant_trace",
+    "detect_format",
+    "generate_set",
+    "generate_trace",
+    "load_mahimahi",
+    "load_pensieve",
+    "load_trace",
+    "load_traceset",
+    "mahimahi_to_pensieve",
+    "pensieve_to_mahimahi",
+    "save_mahimahi",
+    "save_pensieve",
+    "step_trace",
+    "summarize",
+    "trace_files",
+]

@@ -1,0 +1,161 @@
+"""The chunk-level simulator, batched: thousands of sessions stepped at once with numpy.
+
+Same semantics and constants as :class:`trainer.simulator.Simulator` (tests check agreement to
+1e-9); downloads invert each trace's cumulative deliverable bytes (:class:`TraceBank`) instead
+of looping over intervals. Every session has its own trace, position, buffer and chunk
+counter; sessions that reach the end of the video are restarted by the caller with
+:meth:`BatchedSimulator.reset` (the trainer restarts them all together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from abr_service.observation import empty_observation, update_observation
+from abr_service.video import Video
+from streambed.errors import ConfigError
+from trainer.simulator import MODES, SimConfig, check_traces
+from trainer.tracebank import TraceBank
+from traces import Trace
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """Arrays of shape (N,) (``next_chunk_bytes``: (N, levels)), fields as in ChunkResult."""
+
+    chunk_index: np.ndarray
+    quality: np.ndarray
+    chunk_bytes: np.ndarray
+    delay_s: np.ndarray
+    trace_s: np.ndarray
+    sleep_s: np.ndarray
+    rebuffer_s: np.ndarray
+    buffer_s: np.ndarray
+    chunks_left: np.ndarray
+    end_of_video: np.ndarray
+    next_chunk_bytes: np.ndarray
+
+
+class BatchedSimulator:
+    """``num_sessions`` independent sessions over one list of traces."""
+
+    def __init__(
+        self,
+        traces: Sequence[Trace],
+        video: Video,
+        num_sessions: int,
+        config: SimConfig | None = None,
+        mode: str = "train",
+        rng: np.random.Generator | None = None,
+        observe: bool = True,
+        obs_dtype: type = np.float64,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown simulator mode {mode!r}; choose test or train")
+        if num_sessions < 1:
+            raise ConfigError(f"num_sessions must be >= 1, got {num_sessions}")
+        check_traces(traces)
+        self.config = config or SimConfig()
+        self.video = video
+        self.mode = mode
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.bank = TraceBank(traces, self.config.payload_factor)
+        self.n = num_sessions
+        # One zero column past the last entry: "next chunk" after the end reads zeros.
+        self._sizes = np.concatenate(
+            [video.chunk_bytes.astype(np.float64), np.zeros((video.num_levels, 1))], axis=1
+        )
+        self._bitrates = video.bitrates
+        self.trace = np.zeros(num_sessions, np.int64)
+        self.tau = np.zeros(num_sessions)
+        self.buffer_s = np.zeros(num_sessions)
+        self.chunk = np.zeros(num_sessions, np.int64)
+        self.obs = empty_observation(num_sessions, obs_dtype) if observe else None
+        self.reset()
+
+    def reset(
+        self,
+        mask: np.ndarray | None = None,
+        trace: np.ndarray | None = None,
+        start_line: np.ndarray | None = None,
+    ) -> None:
+        """Restart the sessions in ``mask`` (all by default).
+
+        Training mode draws each a random trace and start line unless given; test mode starts
+        at the first line of ``trace`` (default: session i plays trace i modulo the count).
+        """
+        idx = np.arange(self.n) if mask is None else np.flatnonzero(mask)
+        if trace is None:
+            if self.mode == "train":
+                trace = self.rng.integers(len(self.bank), size=len(idx))
+            else:
+                trace = idx % len(self.bank)
+        trace = np.asarray(trace, np.int64)
+        lengths = self.bank.stop[trace] - self.bank.start[trace]
+        if start_line is None:
+            if self.mode == "train":
+                start_line = (self.rng.random(len(idx)) * (lengths - 1)).astype(np.int64)
+            else:
+                start_line = np.zeros(len(idx), np.int64)
+        start_line = np.asarray(start_line, np.int64)
+        self.trace[idx] = trace
+        self.tau[idx] = self.bank.time[self.bank.start[trace] + start_line]
+        self.buffer_s[idx] = 0.0
+        self.chunk[idx] = 0
+        if self.obs is not None:
+            self.obs[idx] = 0.0
+
+    def step(self, quality: np.ndarray, noise: np.ndarray | None = None) -> BatchStep:
+        """Download every session's next chunk at ``quality`` (shape (N,))."""
+        cfg = self.config
+        quality = np.asarray(quality, np.int64)
+        chunk = self.chunk
+        sizes = self._sizes[quality, chunk]
+        tau, trace_s = self.bank.advance_bytes(self.trace, self.tau, sizes)
+
+        delay = trace_s + cfg.rtt_s
+        if noise is None and self.mode == "train":
+            noise = self.rng.uniform(cfg.noise_low, cfg.noise_high, size=self.n)
+        if noise is not None:
+            delay = delay * noise
+
+        rebuffer = np.maximum(delay - self.buffer_s, 0.0)
+        buffer = np.maximum(self.buffer_s - delay, 0.0) + self.video.chunk_s
+        excess = buffer - cfg.buffer_cap_s
+        sleep = np.where(excess > 0, np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s, 0.0)
+        buffer -= sleep
+        if sleep.any():
+            tau = self.bank.advance_time(self.trace, tau, sleep)
+        self.tau = tau
+        self.buffer_s = buffer
+
+        self.chunk = chunk + 1
+        left = self.video.num_chunks - self.chunk
+        next_sizes = self._sizes[:, self.chunk].T
+        if self.obs is not None:
+            update_observation(
+                self.obs,
+                self._bitrates[quality],
+                self._bitrates[-1],
+                buffer,
+                sizes,
+                delay,
+                next_sizes,
+                left,
+            )
+        return BatchStep(
+            chunk_index=chunk,
+            quality=quality,
+            chunk_bytes=sizes,
+            delay_s=delay,
+            trace_s=trace_s,
+            sleep_s=sleep,
+            rebuffer_s=rebuffer,
+            buffer_s=buffer,
+            chunks_left=left,
+            end_of_video=left <= 0,
+            next_chunk_bytes=next_sizes,
+        )

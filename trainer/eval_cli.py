@@ -1,0 +1,137 @@
+"""``streambed eval``: offline evaluation of ABR algorithms in the test-mode simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from abr_service.algorithms import ALGORITHMS, CLASSIC
+from abr_service.qoe import QOE_NAMES
+from abr_service.video import Video, load_video
+from streambed.defaults import default_traces, default_video
+from streambed.errors import ConfigError
+from trainer.evaluate import EvalResult, evaluate
+from trainer.simulator import SimConfig
+from traces import Trace, load_traceset
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate ABR algorithms on a trace set in the simulator",
+        description=(
+            "Run every algorithm on every trace in the test-mode (noise-free) simulator and "
+            "write OUT/summary.json, OUT/per_trace.csv, per-session logs and PNG plots."
+        ),
+    )
+    p.add_argument("--traces", type=Path, help="trace directory (default: generated traces)")
+    p.add_argument("--video", type=Path, help="video_size_* directory or video.json (default: generated)")
+    p.add_argument(
+        "--algorithms",
+        default=",".join(CLASSIC),
+        help=f"comma-separated, from {', '.join(sorted(ALGORITHMS))}, optimal (default: %(default)s)",
+    )
+    p.add_argument("--model", type=Path, help="checkpoint for the learned policy (ppo)")
+    p.add_argument("--sample", action="store_true", help="sample the learned policy's action")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--qoe", choices=QOE_NAMES, default="lin", help="QoE metric (default: lin)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling policies (recorded)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="ALGO.KEY=VALUE",
+        help="algorithm parameter, e.g. bba.reservoir_s=8 (repeatable)",
+    )
+    p.add_argument("--rtt-ms", type=float, default=80.0, help="round trip per chunk (default 80)")
+    p.add_argument("--payload-factor", type=float, default=0.95, help="default 0.95")
+    p.add_argument("--buffer-cap-s", type=float, default=60.0, help="default 60")
+    p.add_argument("--workers", type=int, help="processes for the optimal planner (default: cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_param_args(items: list[str]) -> dict[str, dict[str, str]]:
+    params: dict[str, dict[str, str]] = {}
+    for item in items:
+        name_key, sep, value = item.partition("=")
+        name, dot, key = name_key.partition(".")
+        if not sep or not dot or not name or not key:
+            raise ConfigError(f"--param {item!r}: expected ALGO.KEY=VALUE")
+        params.setdefault(name, {})[key] = value
+    return params
+
+
+def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[Trace], Video]:
+    if traces_dir is None:
+        traces = default_traces()
+        log.info("no --traces: using %d generated traces", len(traces))
+    else:
+        traces = load_traceset(traces_dir)
+    if video_path is None:
+        video = default_video()
+        log.info("no --video: using the generated video %r", video.name)
+    else:
+        video = load_video(video_path)
+    return traces, video
+
+
+def run(args: argparse.Namespace) -> int:
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    unknown = [a for a in algorithms if a not in ALGORITHMS and a != "optimal"]
+    if unknown:
+        raise ConfigError(
+            f"unknown algorithm(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted([*ALGORITHMS, 'optimal']))}"
+        )
+    params = parse_param_args(args.param)
+    if "ppo" in algorithms:
+        if args.model is None and "model" not in params.get("ppo", {}):
+            raise ConfigError("--algorithms ppo needs --model CHECKPOINT")
+        ppo = params.setdefault("ppo", {})
+        if args.model is not None:
+            ppo["model"] = str(args.model)
+        if args.sample:
+            ppo["sample"] = "true"
+    traces, video = load_inputs(args.traces, args.video)
+    config = SimConfig(
+        rtt_s=args.rtt_ms / 1000, payload_factor=args.payload_factor, buffer_cap_s=args.buffer_cap_s
+    )
+    started = time.perf_counter()
+    result = evaluate(
+        traces,
+        video,
+        algorithms,
+        params=params,
+        qoe_name=args.qoe,
+        config=config,
+        out=args.out,
+        seed=args.seed,
+        run_id=f"eval-{int(time.time())}",
+        progress=not args.no_progress,
+        workers=args.workers,
+    )
+    print(format_table(result))
+    log.info("wrote %s (%.1f s)", args.out, time.perf_counter() - started)
+    print(f"report: {args.out / 'summary.json'}")
+    return 0
+
+
+def format_table(result: EvalResult) -> str:
+    rows = [f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"]
+    for name, s in result.summary["algorithms"].items():
+        rows.append(
+            f"{name:<12}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
+            f"{s['rebuffer_ratio']:>13.4f}{s['switches_per_chunk']:>10.3f}"
+        )
+    return "\n".join(rows)
+
+
+def summary_json(result: EvalResult) -> str:
+    return json.dumps(result.summary, indent=2)

@@ -1,0 +1,201 @@
+"""Offline evaluation: every (algorithm, trace) session in the test-mode simulator.
+
+Each session starts at the trace's beginning with an empty buffer; the first chunk is fetched
+at ``SimConfig.default_quality`` without asking the algorithm (as in Pensieve's test
+harness), then the algorithm gets feedback on every chunk and chooses every next level.
+``optimal`` is planned per trace with knowledge of the future (:mod:`trainer.optimal`) and
+replayed through the same loop, so its QoE is measured exactly like the others'.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from abr_service.algorithms import ABRAlgorithm, ChunkFeedback, PlayerState, make_algorithm
+from abr_service.qoe import QoEMetric, make_qoe
+from abr_service.video import Video
+from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+from reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
+from reports.summary import SessionMetrics, session_metrics, write_report
+from streambed.errors import ConfigError
+from trainer.optimal import FixedPlan, plan_optimal
+from trainer.simulator import SimConfig, Simulator
+from traces import Trace
+
+log = logging.getLogger(__name__)
+
+
+
+def run_session(
+    algorithm: ABRAlgorithm,
+    sim: Simulator,
+    trace_index: int,
+    qoe: QoEMetric,
+    run_id: str = "",
+) -> list[ChunkRecord]:
+    """Play one whole video over one trace (test mode); one record per chunk."""
+    sim.start_session(trace_index)
+    trace = sim.traces[trace_index].name
+    video = sim.video
+    session_id = f"{algorithm.name}/{trace}"
+    quality = sim.config.default_quality
+    last_quality = quality
+    clock = 0.0
+    decision_ms = 0.0
+    records: list[ChunkRecord] = []
+    while True:
+        buffer_before = sim.buffer_s
+        result = sim.download(quality)
+        per_chunk = qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=last_quality)
+        records.append(
+            ChunkRecord(
+                run_id=run_id,
+                session_id=session_id,
+                trace=trace,
+                algorithm=algorithm.name,
+                chunk_index=result.chunk_index,
+                quality=quality,
+                bitrate_kbps=video.bitrates_kbps[quality],
+                chunk_bytes=result.chunk_bytes,
+                request_start_s=clock,
+                request_end_s=clock + result.delay_s,
+                download_s=result.delay_s,
+                throughput_kbps=result.chunk_bytes * 8 / result.delay_s / 1000,
+                buffer_before_s=buffer_before,
+                buffer_s=result.buffer_s,
+                rebuffer_s=result.rebuffer_s,
+                sleep_s=result.sleep_s,
+                qoe=float(per_chunk[0]),
+                decision_ms=decision_ms,
+            )
+        )
+        clock += result.delay_s + result.sleep_s
+        algorithm.on_chunk(
+            ChunkFeedback(
+                chunk_index=result.chunk_index,
+                quality=quality,
+                chunk_bytes=result.chunk_bytes,
+                download_s=result.delay_s,
+                buffer_s=result.buffer_s,
+                rebuffer_s=result.rebuffer_s,
+            )
+        )
+        if result.end_of_video:
+            return records
+        last_quality = quality
+        started = time.perf_counter()
+        quality = algorithm.select(
+            PlayerState(next_chunk=result.chunk_index + 1, buffer_s=result.buffer_s,
+                        last_quality=quality)
+        )
+        decision_ms = (time.perf_counter() - started) * 1000
+        if not 0 <= quality < video.num_levels:
+            raise ConfigError(f"{algorithm.name} chose level {quality}, outside the ladder")
+
+
+@dataclass
+class EvalResult:
+    metrics: list[SessionMetrics]
+    sessions: dict[tuple[str, str], list[ChunkRecord]] = field(repr=False)
+    summary: dict[str, Any]
+
+
+def evaluate(
+    traces: Sequence[Trace],
+    video: Video,
+    algorithms: Sequence[str],
+    *,
+    params: dict[str, dict[str, Any]] | None = None,
+    qoe_name: str = "lin",
+    config: SimConfig | None = None,
+    out: Path | None = None,
+    seed: int = 0,
+    run_id: str = "",
+    progress: bool = True,
+    workers: int | None = None,
+) -> EvalResult:
+    """Evaluate ``algorithms`` on every trace; write the report to ``out`` if given."""
+    config = config or SimConfig()
+    qoe = make_qoe(qoe_name, video.bitrates_kbps)
+    params = params or {}
+    sim = Simulator(traces, video, config, mode="test")
+    metrics: list[SessionMetrics] = []
+    sessions: dict[tuple[str, str], list[ChunkRecord]] = {}
+    timings: dict[str, float] = {}
+    total = len(traces) * len(algorithms)
+    bar = tqdm(total=total, desc="eval", unit="session", disable=not progress, leave=False)
+    for name in algorithms:
+        started = time.perf_counter()
+        algo_params = dict(params.get(name, {}))
+        if name in ("ppo",) and "seed" not in algo_params:
+            algo_params["seed"] = seed
+        plans = _optimal_plans(traces, video, qoe, config, workers) if name == "optimal" else []
+        for index, trace in enumerate(traces):
+            if name == "optimal":
+                algorithm: ABRAlgorithm = FixedPlan(video, plans[index])
+            else:
+                algorithm = make_algorithm(name, video, algo_params)
+            records = run_session(algorithm, sim, index, qoe, run_id)
+            sessions[(name, trace.name)] = records
+            metrics.append(session_metrics(records, video.chunk_s))
+            bar.update(1)
+        timings[name] = time.perf_counter() - started
+        mean = np.mean([m.qoe for m in metrics if m.algorithm == name])
+        log.info("%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name])
+    bar.close()
+    extra = {
+        "qoe": qoe_name,
+        "video": video.name,
+        "traces": len(traces),
+        "seed": seed,
+        "sim_config": config.__dict__,
+        "params": params,
+        "mode": "test",
+        "seconds": timings,
+    }
+    summary: dict[str, Any] = {}
+    if out is not None:
+        summary = write_outputs(out, metrics, sessions, extra)
+    return EvalResult(metrics, sessions, summary)
+
+
+def _plan_one(job: tuple[Trace, Video, QoEMetric, SimConfig]) -> list[int]:
+    return plan_optimal(*job)
+
+
+def _optimal_plans(
+    traces: Sequence[Trace], video: Video, qoe: QoEMetric, config: SimConfig, workers: int | None
+) -> list[list[int]]:
+    """Plan every trace, in worker processes when there are several cores."""
+    jobs = [(trace, video, qoe, config) for trace in traces]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers <= 1:
+        return [_plan_one(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_plan_one, jobs, chunksize=1)
+
+
+def write_outputs(
+    out: Path,
+    metrics: Sequence[SessionMetrics],
+    sessions: dict[tuple[str, str], list[ChunkRecord]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Summary, per-trace CSV, logs of both formats, and the plots."""
+    summary = write_report(out, metrics, extra)
+    for (algorithm, trace), records in sessions.items():
+        write_pensieve_log(records, out / "logs" / algorithm / f"log_{algorithm}_{trace}")
+        write_jsonl(records, out / "sessions" / algorithm / f"{trace}.jsonl")
+    plot_qoe_cdf(metrics, out / "qoe_cdf.png")
+    plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")
+    return summary

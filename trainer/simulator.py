@@ -1,0 +1,198 @@
+"""The chunk-level simulator, scalar: Pensieve's semantics, written to read like the definition.
+
+A chunk of S bytes downloads over the trace from the current trace position: trace interval i,
+from ``times[i-1]`` to ``times[i]`` at ``mbps[i]`` (the first line's bandwidth is never used),
+delivers ``mbps[i] * 1e6 / 8 * duration * payload_factor`` bytes. The download's delay is the
+trace time it took plus one round trip, multiplied in training mode by uniform noise in
+``[noise_low, noise_high]`` (the round trip and the noise do not move the trace position).
+The stall is ``max(delay - buffer, 0)``; the buffer loses the delay (not below 0) and gains the
+chunk duration; a buffer over the cap is drained in whole ``drain_step_s`` sleeps during which
+the trace advances. The trace loops at its end. Every constant is a :class:`SimConfig` field.
+
+Test mode plays each trace once from its beginning with no noise; training mode picks a random
+trace and a random start line (Pensieve's ``randint(1, len)``) and applies the noise.
+:mod:`trainer.batched` implements the same semantics for thousands of sessions at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from abr_service.video import Video
+from streambed.errors import ConfigError, TraceError
+from traces import Trace
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Link and player constants (defaults: Pensieve's and Pensieve-PPO's)."""
+
+    rtt_s: float = 0.08
+    """Round trip added to every chunk's delay, seconds."""
+    payload_factor: float = 0.95
+    """Share of the trace's throughput that carries payload (TCP/IP headers take the rest)."""
+    noise_low: float = 0.9
+    """Lower bound of the training-mode multiplicative delay noise."""
+    noise_high: float = 1.1
+    """Upper bound of the training-mode multiplicative delay noise."""
+    buffer_cap_s: float = 60.0
+    """Buffer above which the player sleeps instead of downloading, seconds."""
+    drain_step_s: float = 0.5
+    """Granularity of those sleeps, seconds."""
+    default_quality: int = 1
+    """Level of the first chunk of every session (Pensieve: 1, i.e. 750 kbps)."""
+
+    def __post_init__(self) -> None:
+        if self.rtt_s < 0 or not 0 < self.payload_factor <= 1:
+            raise ConfigError(f"bad link constants: rtt_s={self.rtt_s}, payload={self.payload_factor}")
+        if not 0 < self.noise_low <= self.noise_high:
+            raise ConfigError(f"bad noise range [{self.noise_low}, {self.noise_high}]")
+        if self.buffer_cap_s <= 0 or self.drain_step_s <= 0:
+            raise ConfigError("buffer_cap_s and drain_step_s must be positive")
+
+
+MODES = ("test", "train")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One chunk download as the player experienced it."""
+
+    chunk_index: int
+    quality: int
+    chunk_bytes: int
+    delay_s: float
+    """Request to last byte: trace time plus round trip (times noise in training mode)."""
+    trace_s: float
+    """Trace time the bytes took (what moved the trace position)."""
+    sleep_s: float
+    rebuffer_s: float
+    buffer_s: float
+    """Buffer after the chunk was appended and after any sleep."""
+    chunks_left: int
+    end_of_video: bool
+    next_chunk_bytes: np.ndarray
+
+
+def check_traces(traces: Sequence[Trace]) -> None:
+    """Reject traces the simulator cannot play (no interval, or no bytes at all)."""
+    if not traces:
+        raise TraceError("no traces given")
+    for trace in traces:
+        where = trace.source or trace.name
+        if len(trace.times_s) < 2:
+            raise TraceError(f"{where}: a trace needs at least two lines")
+        if trace.times_s[-1] <= trace.times_s[0]:
+            raise TraceError(f"{where}: the trace lasts no time")
+        if not (np.diff(trace.times_s) * trace.mbps[1:]).sum() > 0:
+            raise TraceError(f"{where}: the trace delivers no bytes (bandwidth is zero throughout)")
+
+
+class Simulator:
+    """One simulated streaming session at a time over a list of traces."""
+
+    def __init__(
+        self,
+        traces: Sequence[Trace],
+        video: Video,
+        config: SimConfig | None = None,
+        mode: str = "test",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown simulator mode {mode!r}; choose test or train")
+        check_traces(traces)
+        self.traces = list(traces)
+        self.video = video
+        self.config = config or SimConfig()
+        self.mode = mode
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.start_session(0 if mode == "test" else None)
+
+    def start_session(self, trace_index: int | None = None, start_line: int | None = None) -> None:
+        """Begin a session: test mode starts at the trace's first line, train mode anywhere."""
+        if trace_index is None:
+            trace_index = int(self.rng.integers(len(self.traces)))
+        self.trace_index = trace_index
+        trace = self.traces[trace_index]
+        self._times = trace.times_s - trace.times_s[0]
+        self._mbps = trace.mbps
+        if start_line is None:
+            start_line = 0 if self.mode == "test" else int(self.rng.integers(1, len(self._times))) - 1
+        self._ptr = start_line + 1
+        self._last_time = float(self._times[start_line])
+        self.buffer_s = 0.0
+        self.chunk = 0
+
+    def download(self, quality: int, noise: float | None = None) -> ChunkResult:
+        """Download the next chunk at ``quality``; ``noise`` overrides the random delay factor."""
+        cfg = self.config
+        if not 0 <= quality < self.video.num_levels:
+            raise ConfigError(f"quality {quality} outside the ladder 0..{self.video.num_levels - 1}")
+        size = int(self.video.chunk_bytes[quality, self.chunk])
+
+        trace_s = 0.0
+        sent = 0.0
+        while True:
+            throughput = self._mbps[self._ptr] * 1e6 / 8
+            duration = self._times[self._ptr] - self._last_time
+            payload = throughput * duration * cfg.payload_factor
+            if sent + payload > size:
+                fraction = (size - sent) / throughput / cfg.payload_factor
+                trace_s += fraction
+                self._last_time += fraction
+                break
+            sent += payload
+            trace_s += duration
+            self._last_time = self._times[self._ptr]
+            self._advance_line()
+
+        delay = trace_s + cfg.rtt_s
+        if self.mode == "train" or noise is not None:
+            if noise is None:
+                noise = float(self.rng.uniform(cfg.noise_low, cfg.noise_high))
+            delay *= noise
+
+        rebuffer = max(delay - self.buffer_s, 0.0)
+        self.buffer_s = max(self.buffer_s - delay, 0.0) + self.video.chunk_s
+
+        sleep = 0.0
+        if self.buffer_s > cfg.buffer_cap_s:
+            excess = self.buffer_s - cfg.buffer_cap_s
+            sleep = float(np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s)
+            self.buffer_s -= sleep
+            remaining = sleep
+            while True:
+                duration = self._times[self._ptr] - self._last_time
+                if duration > remaining:
+                    self._last_time += remaining
+                    break
+                remaining -= duration
+                self._last_time = self._times[self._ptr]
+                self._advance_line()
+
+        index = self.chunk
+        self.chunk += 1
+        left = self.video.num_chunks - self.chunk
+        return ChunkResult(
+            chunk_index=index,
+            quality=quality,
+            chunk_bytes=size,
+            delay_s=delay,
+            trace_s=trace_s,
+            sleep_s=sleep,
+            rebuffer_s=rebuffer,
+            buffer_s=self.buffer_s,
+            chunks_left=left,
+            end_of_video=left <= 0,
+            next_chunk_bytes=self.video.sizes_at(self.chunk),
+        )
+
+    def _advance_line(self) -> None:
+        self._ptr += 1
+        if self._ptr >= len(self._times):
+            self._ptr = 1
+            self._last_time = 0.0
