@@ -49,7 +49,13 @@ def update_observation(
     ``next_chunk_bytes`` has shape (levels,) or (N, levels).
     """
     levels = next_chunk_bytes.shape[-1]
-    obs[..., :, :-1] = obs[..., :, 1:]
+    if obs.flags.c_contiguous:
+        # One contiguous move: each row's last column takes the next row's first value,
+        # but every last column is rewritten below.
+        flat = obs.reshape(-1)
+        flat[:-1] = flat[1:]
+    else:
+        obs[..., :, :-1] = obs[..., :, 1:]
     obs[..., 0, -1] = np.asarray(bitrate_kbps) / top_bitrate_kbps
     obs[..., 1, -1] = np.asarray(buffer_s) / BUFFER_NORM_S
     obs[..., 2, -1] = np.asarray(chunk_bytes) / np.asarray(download_s) / 1e6

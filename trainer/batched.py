@@ -71,6 +71,7 @@ class BatchedSimulator:
         self._bitrates = video.bitrates
         self.trace = np.zeros(num_sessions, np.int64)
         self.tau = np.zeros(num_sessions)
+        self.line = np.zeros(num_sessions, np.int64)  # global index of tau's interval
         self.buffer_s = np.zeros(num_sessions)
         self.chunk = np.zeros(num_sessions, np.int64)
         self.obs = empty_observation(num_sessions, obs_dtype) if observe else None
@@ -103,6 +104,7 @@ class BatchedSimulator:
         start_line = np.asarray(start_line, np.int64)
         self.trace[idx] = trace
         self.tau[idx] = self.bank.time[self.bank.start[trace] + start_line]
+        self.line[idx] = self.bank.start[trace] + start_line + 1
         self.buffer_s[idx] = 0.0
         self.chunk[idx] = 0
         if self.obs is not None:
@@ -114,7 +116,7 @@ class BatchedSimulator:
         quality = np.asarray(quality, np.int64)
         chunk = self.chunk
         sizes = self._sizes[quality, chunk]
-        tau, trace_s = self.bank.advance_bytes(self.trace, self.tau, sizes)
+        tau, trace_s, line = self.bank.advance_bytes(self.trace, self.tau, sizes, self.line)
 
         delay = trace_s + cfg.rtt_s
         if noise is None and self.mode == "train":
@@ -127,9 +129,13 @@ class BatchedSimulator:
         excess = buffer - cfg.buffer_cap_s
         sleep = np.where(excess > 0, np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s, 0.0)
         buffer -= sleep
-        if sleep.any():
-            tau = self.bank.advance_time(self.trace, tau, sleep)
+        slept = np.flatnonzero(sleep)
+        if slept.size:
+            trace = self.trace[slept]
+            tau[slept] = self.bank.advance_time(trace, tau[slept], sleep[slept])
+            line[slept] = self.bank.line_after(trace, tau[slept])
         self.tau = tau
+        self.line = line
         self.buffer_s = buffer
 
         self.chunk = chunk + 1

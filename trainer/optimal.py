@@ -86,7 +86,7 @@ def plan_optimal(
 
     def advance(tau: np.ndarray, buf: np.ndarray, level: np.ndarray, chunk: int):
         zeros = np.zeros(len(tau), np.int64)
-        tau, trace_s = bank.advance_bytes(zeros, tau, sizes[level, chunk])
+        tau, trace_s, _ = bank.advance_bytes(zeros, tau, sizes[level, chunk])
         delay = trace_s + cfg.rtt_s
         rebuffer = np.maximum(delay - buf, 0.0)
         buf = np.maximum(buf - delay, 0.0) + video.chunk_s

@@ -58,14 +58,20 @@ class TraceBank:
         return np.clip(i, self.start[trace] + 1, self.stop[trace] - 1)
 
     def advance_bytes(
-        self, trace: np.ndarray, tau: np.ndarray, nbytes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Deliver ``nbytes`` from position ``tau``; return (new position, trace seconds taken).
+        self,
+        trace: np.ndarray,
+        tau: np.ndarray,
+        nbytes: np.ndarray,
+        line: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Deliver ``nbytes`` from position ``tau``; return (position, trace seconds, line).
 
+        ``line`` is each position's interval (:meth:`line_after`) when the caller tracks it.
         The download ends at the last instant the trace has delivered no more than the target
-        (so it passes over zero-bandwidth lines that follow an exact fit, as Pensieve's loop does).
+        (so it passes over zero-bandwidth lines that follow an exact fit, as Pensieve's loop
+        does).
         """
-        i0 = self.line_after(trace, tau)
+        i0 = self.line_after(trace, tau) if line is None else line
         delivered = self.cum[i0 - 1] + self.rate[i0] * (tau - self.time[i0 - 1])
         target = delivered + nbytes
         total = self.total_bytes[trace]
@@ -77,16 +83,32 @@ class TraceBank:
 
         lo = self.start[trace] + 1
         hi = self.stop[trace] - 1
+        i = np.where(loops > 0, lo, i0)
+        # Walk forward to the first line with cum > rem: a chunk crosses few lines, so this
+        # beats a cache-missing binary search; stragglers fall back to searchsorted below.
+        active = np.flatnonzero((self.cum[i] <= rem) & (i < hi))
+        for _ in range(self.WALK_STEPS):
+            if not active.size:
+                break
+            i[active] += 1
+            ia = i[active]
+            active = active[(self.cum[ia] <= rem[active]) & (ia < hi[active])]
+        if active.size:
+            i[active] = self._search(trace[active], rem[active], lo[active], hi[active])
+        new_tau = self.time[i - 1] + (rem - self.cum[i - 1]) / self.rate[i]
+        elapsed = loops * self.period[trace] + new_tau - tau
+        return new_tau, elapsed, i
+
+    WALK_STEPS = 6
+
+    def _search(self, trace: np.ndarray, rem: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         i = np.clip(np.searchsorted(self._cum_g, rem + self.byte_base[trace], side="right"), lo, hi)
-        while True:  # exact interval: cum[i-1] <= rem < cum[i]
+        while True:  # exact interval despite the global offsets: cum[i-1] <= rem < cum[i]
             up = (rem >= self.cum[i]) & (i < hi)
             down = (rem < self.cum[i - 1]) & (i > lo)
             if not (up.any() or down.any()):
-                break
+                return i
             i = i + up - down
-        new_tau = self.time[i - 1] + (rem - self.cum[i - 1]) / self.rate[i]
-        elapsed = loops * self.period[trace] + new_tau - tau
-        return new_tau, elapsed
 
     def advance_time(self, trace: np.ndarray, tau: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         """Position after ``seconds`` more of the trace (wrapping at its period)."""
