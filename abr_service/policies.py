@@ -101,15 +101,24 @@ def read_checkpoint(path: str | Path) -> Any:
         raise ModelError(f"{path}: no such checkpoint file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+        TypeError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a loadable checkpoint ({first[:200]})") from exc
 
 
 def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPolicy:
     """Validate a loaded checkpoint against the ladder and build its actor."""
-    arch, meta, fmt = "pensieve-ppo", {}, CHECKPOINT_FORMAT
+    arch, fmt = "pensieve-ppo", CHECKPOINT_FORMAT
+    meta: dict[str, Any] = {}
+    state: Any
     if isinstance(data, list | tuple) and data and isinstance(data[0], dict):
         state, fmt = data[0], "pensieve-ppo"
     elif isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
@@ -121,7 +130,9 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
             )
         state = data.get("actor")
         meta = dict(data.get("meta") or {})
-    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+    elif (
+        isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values())
+    ):
         state, fmt = data, "state-dict"
     else:
         raise ModelError(
@@ -129,7 +140,9 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
             "[actor, critic] state dicts, or a Streambed checkpoint)"
         )
     if arch not in ARCHITECTURES:
-        raise ModelError(f"{where}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        raise ModelError(
+            f"{where}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}"
+        )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{where}: the actor weights are not a state dict of tensors")
     actor = ARCHITECTURES[arch](num_levels)

@@ -44,8 +44,10 @@ class QoEMetric:
         prev[1:] = u[:-1]
         if len(u):
             prev[0] = u[0] if previous_quality is None else self.utilities[previous_quality]
-        return u - self.rebuffer_penalty * np.asarray(rebuffer_s, np.float64) - (
-            self.smooth_penalty * np.abs(u - prev)
+        return (
+            u
+            - self.rebuffer_penalty * np.asarray(rebuffer_s, np.float64)
+            - (self.smooth_penalty * np.abs(u - prev))
         )
 
     def session_qoe(self, qualities: Sequence[int], rebuffer_s: Sequence[float]) -> float:
@@ -54,7 +56,9 @@ class QoEMetric:
         return float(per_chunk[1:].mean()) if len(per_chunk) > 1 else float("nan")
 
 
-def make_qoe(name: str, bitrates_kbps: Sequence[float], hd_scores: Sequence[float] | None = None) -> QoEMetric:
+def make_qoe(
+    name: str, bitrates_kbps: Sequence[float], hd_scores: Sequence[float] | None = None
+) -> QoEMetric:
     """The metric ``name`` (lin, log or hd) for a ladder."""
     rates = np.asarray(bitrates_kbps, dtype=np.float64)
     if name == "lin":

@@ -167,7 +167,7 @@ def _load_json(path: Path) -> Video:
         chunk_s = float(data["chunk_s"])
     except (TypeError, ValueError) as exc:
         raise VideoError(f"{path}: bad value: {exc}") from exc
-    num_chunks = int(data.get("num_chunks", array.shape[1] if array.ndim == 2 else 0))
+    num_chunks = int(data.get("num_chunks") or (array.shape[1] if array.ndim == 2 else 0))
     try:
         return Video(str(data.get("name", path.parent.name)), bitrates, chunk_s, array, num_chunks)
     except VideoError as exc:
@@ -190,7 +190,9 @@ def _load_pensieve_dir(directory: Path, bitrates_kbps: Sequence[int] | None) -> 
             try:
                 value = int(first)
             except ValueError:
-                raise VideoError(f"{file}: line {lineno}: {first!r} is not a whole number of bytes")
+                raise VideoError(
+                    f"{file}: line {lineno}: {first!r} is not a whole number of bytes"
+                ) from None
             if value <= 0:
                 raise VideoError(f"{file}: line {lineno}: chunk size {value} is not positive")
             row.append(value)

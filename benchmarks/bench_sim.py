@@ -20,17 +20,20 @@ import numpy as np
 
 from abr_service.video import load_video
 from streambed.defaults import default_traces, default_video
+from traces import load_traceset
 from trainer.batched import BatchedSimulator
 from trainer.simulator import Simulator
-from traces import load_traceset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def inputs() -> tuple[list, object, str]:
     if (SHARED / "traces" / "norway-train").is_dir():
-        return (load_traceset(SHARED / "traces" / "norway-train"),
-                load_video(SHARED / "video" / "envivio"), "norway-train + envivio")
+        return (
+            load_traceset(SHARED / "traces" / "norway-train"),
+            load_video(SHARED / "video" / "envivio"),
+            "norway-train + envivio",
+        )
     return default_traces(), default_video(), "embedded defaults"
 
 
@@ -48,8 +51,15 @@ def bench_scalar(traces, video, seconds: float) -> float:
 
 
 def bench_batched(traces, video, sessions: int, seconds: float, observe: bool) -> float:
-    sim = BatchedSimulator(traces, video, sessions, mode="train", rng=np.random.default_rng(0),
-                           observe=observe, obs_dtype=np.float32)
+    sim = BatchedSimulator(
+        traces,
+        video,
+        sessions,
+        mode="train",
+        rng=np.random.default_rng(0),
+        observe=observe,
+        obs_dtype=np.float32,
+    )
     rng = np.random.default_rng(1)
     levels = rng.integers(video.num_levels, size=(8, sessions))
     steps, started, i = 0, time.perf_counter(), 0
@@ -63,8 +73,9 @@ def bench_batched(traces, video, sessions: int, seconds: float, observe: bool) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sessions", type=int, default=65536, help="batch size")
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
@@ -75,7 +86,9 @@ def main() -> None:
         "sessions": args.sessions,
         "scalar_steps_per_s": bench_scalar(traces, video, args.seconds),
         "batched_steps_per_s": bench_batched(traces, video, args.sessions, args.seconds, True),
-        "batched_steps_per_s_no_obs": bench_batched(traces, video, args.sessions, args.seconds, False),
+        "batched_steps_per_s_no_obs": bench_batched(
+            traces, video, args.sessions, args.seconds, False
+        ),
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
     }
     if args.json:

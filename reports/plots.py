@@ -18,8 +18,12 @@ def plot_qoe_cdf(metrics: Sequence[SessionMetrics], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for algorithm in dict.fromkeys(m.algorithm for m in metrics):
         qoe = np.sort([m.qoe for m in metrics if m.algorithm == algorithm])
-        ax.step(qoe, np.arange(1, len(qoe) + 1) / len(qoe), where="post",
-                label=f"{algorithm} (mean {qoe.mean():.3f})")
+        ax.step(
+            qoe,
+            np.arange(1, len(qoe) + 1) / len(qoe),
+            where="post",
+            label=f"{algorithm} (mean {qoe.mean():.3f})",
+        )
     ax.set_xlabel("QoE per trace (mean per-chunk QoE, chunks 2..N)")
     ax.set_ylabel("CDF over traces")
     ax.grid(alpha=0.3)

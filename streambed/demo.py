@@ -13,9 +13,9 @@ from typing import Any
 
 from abr_service.algorithms import CLASSIC
 from streambed.defaults import DEFAULT_TRACE_COUNT, default_traces, default_video
+from traces import save_pensieve
 from trainer.eval_cli import format_table
 from trainer.evaluate import evaluate
-from traces import save_pensieve
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     for trace in traces:
         save_pensieve(trace, out / "traces" / trace.name)
     video.save(out / "video")
-    log.info("generated %d traces in %s and the video in %s", len(traces), out / "traces", out / "video")
+    log.info(
+        "generated %d traces in %s and the video in %s", len(traces), out / "traces", out / "video"
+    )
     result = evaluate(
         traces,
         video,

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from abr_service.video import load_video
+from traces import load_traceset
 from trainer.batched import BatchedSimulator
 from trainer.evaluate import EvalResult, evaluate
 from trainer.simulator import Simulator
-from traces import load_traceset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TEST_TRACES = SHARED / "data" / "traces" / "norway-test"
@@ -31,8 +31,9 @@ def result() -> EvalResult:
     traces = load_traceset(TEST_TRACES)
     video = load_video(ENVIVIO)
     algorithms = ["bba", "rb", "bola", "fastmpc", "robustmpc", "ppo", "optimal"]
-    return evaluate(traces, video, algorithms, params={"ppo": {"model": str(PPO_MODEL)}},
-                    progress=False)
+    return evaluate(
+        traces, video, algorithms, params={"ppo": {"model": str(PPO_MODEL)}}, progress=False
+    )
 
 
 def qoe_mean(result: EvalResult, name: str) -> float:

@@ -8,9 +8,9 @@ import pytest
 from abr_service.qoe import make_qoe
 from abr_service.video import Video, generate_video
 from streambed.errors import ConfigError, TraceError
+from traces import SynthParams, Trace, constant_trace, generate_trace, step_trace
 from trainer.batched import BatchedSimulator
 from trainer.simulator import SimConfig, Simulator
-from traces import SynthParams, Trace, constant_trace, generate_trace, step_trace
 
 # 1 Mbit/s carries 1e6 / 8 * 0.95 = 118,750 payload bytes per second.
 RATE_1MBPS = 118_750
@@ -86,8 +86,9 @@ def test_exact_fit_before_an_outage_ends_after_it() -> None:
 
 def test_training_mode_noise_is_within_bounds() -> None:
     video = small_video([[RATE_1MBPS] * 200] * 3)
-    sim = Simulator([constant_trace(1.0, 100, "c")], video, mode="train",
-                    rng=np.random.default_rng(1))
+    sim = Simulator(
+        [constant_trace(1.0, 100, "c")], video, mode="train", rng=np.random.default_rng(1)
+    )
     factors = [sim.download(0).delay_s / 1.08 for _ in range(150)]
     assert 0.9 <= min(factors) < 0.92 and 1.08 < max(factors) <= 1.1
 
@@ -145,9 +146,16 @@ def test_batched_observation_matches_the_env_definition() -> None:
         batched.step(quality)
         for i, sim in enumerate(scalar):
             r = sim.download(int(quality[i]))
-            update_observation(obs[i], video.bitrates_kbps[r.quality], video.bitrates_kbps[-1],
-                               r.buffer_s, r.chunk_bytes, r.delay_s,
-                               r.next_chunk_bytes.astype(float), r.chunks_left)
+            update_observation(
+                obs[i],
+                video.bitrates_kbps[r.quality],
+                video.bitrates_kbps[-1],
+                r.buffer_s,
+                r.chunk_bytes,
+                r.delay_s,
+                r.next_chunk_bytes.astype(float),
+                r.chunks_left,
+            )
     assert batched.obs is not None
     np.testing.assert_allclose(batched.obs, np.stack(obs), atol=1e-12)
 

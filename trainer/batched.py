@@ -17,9 +17,9 @@ import numpy as np
 from abr_service.observation import empty_observation, update_observation
 from abr_service.video import Video
 from streambed.errors import ConfigError
+from traces import Trace
 from trainer.simulator import MODES, SimConfig, check_traces
 from trainer.tracebank import TraceBank
-from traces import Trace
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,8 @@ from abr_service.observation import S_INFO, S_LEN, empty_observation, update_obs
 from abr_service.qoe import make_qoe
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
-from trainer.simulator import ChunkResult, SimConfig, Simulator
 from traces import Trace, load_traceset
-
+from trainer.simulator import ChunkResult, SimConfig, Simulator
 
 OBS_HIGH = 1e4  # MB/s, seconds/10: far above anything a trace produces
 
@@ -108,7 +107,9 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"action {action!r} outside Discrete({self.video.num_levels})")
         result = self.sim.download(quality)
         reward = float(
-            self.qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=self._last_quality)[0]
+            self.qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=self._last_quality)[
+                0
+            ]
         )
         self._last_quality = quality
         return self._observe(result), reward, bool(result.end_of_video), False, self._info(result)

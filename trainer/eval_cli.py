@@ -14,9 +14,9 @@ from abr_service.qoe import QOE_NAMES
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
 from streambed.errors import ConfigError
+from traces import Trace, load_traceset
 from trainer.evaluate import EvalResult, evaluate
 from trainer.simulator import SimConfig
-from traces import Trace, load_traceset
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--traces", type=Path, help="trace directory (default: generated traces)")
-    p.add_argument("--video", type=Path, help="video_size_* directory or video.json (default: generated)")
+    p.add_argument(
+        "--video", type=Path, help="video_size_* directory or video.json (default: generated)"
+    )
     p.add_argument(
         "--algorithms",
         default=",".join(CLASSIC),
@@ -124,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(result: EvalResult) -> str:
-    rows = [f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"]
+    rows = [
+        f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"
+    ]
     for name, s in result.summary["algorithms"].items():
         rows.append(
             f"{name:<12}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"

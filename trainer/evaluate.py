@@ -28,12 +28,11 @@ from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 from reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
 from reports.summary import SessionMetrics, session_metrics, write_report
 from streambed.errors import ConfigError
+from traces import Trace
 from trainer.optimal import FixedPlan, plan_optimal
 from trainer.simulator import SimConfig, Simulator
-from traces import Trace
 
 log = logging.getLogger(__name__)
-
 
 
 def run_session(
@@ -95,8 +94,9 @@ def run_session(
         last_quality = quality
         started = time.perf_counter()
         quality = algorithm.select(
-            PlayerState(next_chunk=result.chunk_index + 1, buffer_s=result.buffer_s,
-                        last_quality=quality)
+            PlayerState(
+                next_chunk=result.chunk_index + 1, buffer_s=result.buffer_s, last_quality=quality
+            )
         )
         decision_ms = (time.perf_counter() - started) * 1000
         if not 0 <= quality < video.num_levels:
@@ -151,7 +151,9 @@ def evaluate(
             bar.update(1)
         timings[name] = time.perf_counter() - started
         mean = np.mean([m.qoe for m in metrics if m.algorithm == name])
-        log.info("%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name])
+        log.info(
+            "%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name]
+        )
     bar.close()
     extra = {
         "qoe": qoe_name,

@@ -19,9 +19,9 @@ import numpy as np
 from abr_service.algorithms.base import ABRAlgorithm, PlayerState
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
+from traces import Trace
 from trainer.simulator import SimConfig
 from trainer.tracebank import TraceBank
-from traces import Trace
 
 
 class FixedPlan(ABRAlgorithm):
@@ -47,7 +47,9 @@ def _undominated(
     increases (extra buffer saves at most that much stall). So s dominates s' when
     ``b >= b'`` and ``r >= r'``, or when ``b <= b'`` and ``r + penalty*b >= r' + penalty*b'``.
     """
-    rows = np.unique(np.stack([group.astype(np.float64), buffer, reward]), axis=1, return_index=True)[1]
+    rows = np.unique(
+        np.stack([group.astype(np.float64), buffer, reward]), axis=1, return_index=True
+    )[1]
     group, buffer, reward = group[rows], buffer[rows], reward[rows]
     order = np.lexsort((reward, buffer, group))
     g, b, r = group[order], buffer[order], reward[order]

@@ -47,7 +47,9 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if self.rtt_s < 0 or not 0 < self.payload_factor <= 1:
-            raise ConfigError(f"bad link constants: rtt_s={self.rtt_s}, payload={self.payload_factor}")
+            raise ConfigError(
+                f"bad link constants: rtt_s={self.rtt_s}, payload={self.payload_factor}"
+            )
         if not 0 < self.noise_low <= self.noise_high:
             raise ConfigError(f"bad noise range [{self.noise_low}, {self.noise_high}]")
         if self.buffer_cap_s <= 0 or self.drain_step_s <= 0:
@@ -121,7 +123,9 @@ class Simulator:
         self._times = trace.times_s - trace.times_s[0]
         self._mbps = trace.mbps
         if start_line is None:
-            start_line = 0 if self.mode == "test" else int(self.rng.integers(1, len(self._times))) - 1
+            start_line = (
+                0 if self.mode == "test" else int(self.rng.integers(1, len(self._times))) - 1
+            )
         self._ptr = start_line + 1
         self._last_time = float(self._times[start_line])
         self.buffer_s = 0.0
@@ -131,7 +135,9 @@ class Simulator:
         """Download the next chunk at ``quality``; ``noise`` overrides the random delay factor."""
         cfg = self.config
         if not 0 <= quality < self.video.num_levels:
-            raise ConfigError(f"quality {quality} outside the ladder 0..{self.video.num_levels - 1}")
+            raise ConfigError(
+                f"quality {quality} outside the ladder 0..{self.video.num_levels - 1}"
+            )
         size = int(self.video.chunk_bytes[quality, self.chunk])
 
         trace_s = 0.0

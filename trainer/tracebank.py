@@ -101,7 +101,9 @@ class TraceBank:
 
     WALK_STEPS = 6
 
-    def _search(self, trace: np.ndarray, rem: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def _search(
+        self, trace: np.ndarray, rem: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> np.ndarray:
         i = np.clip(np.searchsorted(self._cum_g, rem + self.byte_base[trace], side="right"), lo, hi)
         while True:  # exact interval despite the global offsets: cum[i-1] <= rem < cum[i]
             up = (rem >= self.cum[i]) & (i < hi)

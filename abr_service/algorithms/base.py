@@ -101,7 +101,9 @@ def parse_params(cls: type, overrides: dict[str, Any] | None) -> Any:
         default = getattr(cls(), key)
         try:
             if isinstance(default, bool):
-                values[key] = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+                values[key] = (
+                    raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+                )
             elif default is None:
                 values[key] = raw
             else:
