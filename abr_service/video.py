@@ -254,6 +254,6 @@ def generate_video(
     rates = np.asarray(bitrates_kbps, dtype=np.float64)
     jitter = np.exp(rng.normal(0.0, 0.03, size=(len(rates), entries)))
     sizes = rates[:, None] * 1000 / 8 * chunk_s * complexity[None, :] * jitter
-    sizes *= (rates * 1000 / 8 * chunk_s / sizes.mean(axis=1))[:, None]
+    sizes *= (rates * 1000 / 8 * chunk_s / sizes[:, :num_chunks].mean(axis=1))[:, None]
     sizes = np.maximum.accumulate(np.round(sizes), axis=0).astype(np.int64)
     return Video(name, tuple(int(b) for b in bitrates_kbps), chunk_s, sizes, num_chunks)

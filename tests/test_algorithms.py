@@ -36,7 +36,9 @@ def video() -> Video:
     return generate_video(seed=0)
 
 
-def feedback(index: int, bytes_per_s: float, buffer_s: float = 10.0, quality: int = 1) -> ChunkFeedback:
+def feedback(
+    index: int, bytes_per_s: float, buffer_s: float = 10.0, quality: int = 1
+) -> ChunkFeedback:
     """A chunk that measured ``bytes_per_s`` (its size over a 1 s download)."""
     return ChunkFeedback(
         chunk_index=index,
@@ -45,6 +47,12 @@ def feedback(index: int, bytes_per_s: float, buffer_s: float = 10.0, quality: in
         download_s=1.0,
         buffer_s=buffer_s,
     )
+
+
+def make_mpc(name: str, video: Video, params: dict[str, str] | None = None) -> MPC:
+    algo = make_algorithm(name, video, params)
+    assert isinstance(algo, MPC)
+    return algo
 
 
 def state(next_chunk: int, buffer_s: float, last_quality: int = 1) -> PlayerState:
@@ -162,8 +170,8 @@ def test_mpc_without_measurement_keeps_last_level(video: Video) -> None:
 
 
 def test_robust_prediction_by_hand(video: Video) -> None:
-    robust = make_algorithm("robustmpc", video)
-    fast = make_algorithm("fastmpc", video)
+    robust = make_mpc("robustmpc", video)
+    fast = make_mpc("fastmpc", video)
     rates = [100_000, 400_000, 200_000, 200_000, 200_000, 200_000, 200_000]
     # Estimates after each chunk (harmonic mean of the last <= 5 throughputs) and the
     # relative error of the previous estimate against each new measurement:
@@ -191,7 +199,9 @@ def test_robust_prediction_by_hand(video: Video) -> None:
 def test_mpc_tie_goes_to_last_plan() -> None:
     # Ladder 1, 2, 4 Mbit/s: with no stall, one chunk left and last level 0, every level
     # scores u - |u - 1| = 1 exactly (1 - 0, 2 - 1, 4 - 3); Pensieve's loop keeps the last.
-    video = Video("tie", (1000, 2000, 4000), 4.0, np.array([[10, 10, 10], [20, 20, 20], [40, 40, 40]]), 2)
+    video = Video(
+        "tie", (1000, 2000, 4000), 4.0, np.array([[10, 10, 10], [20, 20, 20], [40, 40, 40]]), 2
+    )
     algo = make_algorithm("fastmpc", video)
     algo.on_chunk(feedback(0, 1e9, quality=0))
     assert algo.select(state(1, 30.0, last_quality=0)) == 2
@@ -238,7 +248,7 @@ def test_vectorised_plan_matches_brute_force(video: Video, algorithm: str) -> No
     rng = np.random.default_rng(2024)
     checked = 0
     for _ in range(8):
-        algo = make_algorithm(algorithm, video)
+        algo = make_mpc(algorithm, video)
         next_chunk = int(rng.integers(1, video.num_chunks))  # near the end: shorter horizon
         for i in range(min(next_chunk, 6)):
             # Throughputs of 50 kB/s to 1 MB/s (0.4 to 8 Mbit/s): every level is plausible.
@@ -248,7 +258,7 @@ def test_vectorised_plan_matches_brute_force(video: Video, algorithm: str) -> No
         assert algo.select(st) == expected, (st, algo.predicted_bps())
         checked += 1
     # A state near the end of the video plans over the 2 chunks left.
-    algo = make_algorithm(algorithm, video)
+    algo = make_mpc(algorithm, video)
     algo.on_chunk(feedback(0, 300_000))
     st = state(video.num_chunks - 2, 3.0, 4)
     assert algo.select(st) == brute_force_mpc(video, algo.predicted_bps(), st, 5)
@@ -258,7 +268,7 @@ def test_vectorised_plan_matches_brute_force(video: Video, algorithm: str) -> No
 def test_vectorised_plan_matches_brute_force_hd_metric(video: Video) -> None:
     rng = np.random.default_rng(7)
     for _ in range(2):
-        algo = make_algorithm("robustmpc", video, {"qoe": "hd"})
+        algo = make_mpc("robustmpc", video, {"qoe": "hd"})
         for i in range(5):
             algo.on_chunk(feedback(i, float(rng.uniform(50_000, 800_000))))
         st = state(int(rng.integers(5, 40)), float(rng.uniform(0, 15)), int(rng.integers(6)))

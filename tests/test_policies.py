@@ -44,13 +44,13 @@ def actions(actor: torch.nn.Module, obs: torch.Tensor) -> list[int]:
         return actor(obs).argmax(dim=1).tolist()
 
 
-def streambed_checkpoint(actor: torch.nn.Module, **overrides: object) -> dict[str, object]:
+def streambed_checkpoint(network: torch.nn.Module, **overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
         "format": CHECKPOINT_FORMAT,
         "arch": "pensieve-ppo",
         "num_levels": 6,
         "obs_version": OBS_VERSION,
-        "actor": actor.state_dict(),
+        "actor": network.state_dict(),
         "meta": {"epoch": 12, "trainer": "test"},
     }
     data.update(overrides)

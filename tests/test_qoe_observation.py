@@ -198,6 +198,26 @@ def test_batch_update_matches_single_updates() -> None:
         assert batch[i, 5, -1] == pytest.approx(min(left[i], 48) / 48)
 
 
+def test_non_contiguous_batch_matches_contiguous() -> None:
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 1, size=(4, S_INFO, S_LEN))
+    sizes = rng.integers(50_000, 2_000_000, size=(4, 6)).astype(np.float64)
+    args = (np.full(4, 1200.0), 4300.0, np.full(4, 8.0), np.full(4, 5e5), np.full(4, 0.5))
+    contiguous = start.copy()
+    update_observation(contiguous, *args, sizes, np.full(4, 20.0))
+    # The same values in every other entry of a larger array: a strided, non-contiguous view.
+    holder = np.zeros((8, S_INFO, S_LEN))
+    holder[::2] = start
+    view = holder[::2]
+    assert not view.flags.c_contiguous
+    update_observation(view, *args, sizes, np.full(4, 20.0))
+    assert np.array_equal(view, contiguous)
+    assert not holder[1::2].any()  # the entries in between are untouched
+    # History rows moved left by one column in both.
+    for row in (0, 1, 2, 3, 5):
+        assert np.array_equal(contiguous[:, row, :-1], start[:, row, 1:])
+
+
 def test_empty_observation_shapes() -> None:
     assert empty_observation().shape == (6, 8)
     batch = empty_observation(4, dtype=np.float32)

@@ -2,7 +2,7 @@
 
 The throughput prediction is the harmonic mean of the last 5 measurements; RobustMPC divides
 it by 1 + the largest relative prediction error of the last 5 chunks. Every plan of
-``horizon`` levels (6^5 = 7,776) is scored at once with numpy: the buffer evolves by
+``horizon`` levels (6^5 = 7,776) is scored at once with numpy over the plan tree: the buffer evolves by
 ``- size / prediction`` (stall below zero) ``+ chunk_s`` per chunk, and the plan's QoE is the
 metric's sum over the horizon (switch from the last level included). The first level of the
 best plan is chosen; ties go to the plan enumerated last, as in Pensieve's loop.
@@ -38,6 +38,17 @@ class MPCParams:
 @lru_cache(maxsize=64)
 def _plans(num_levels: int, horizon: int) -> np.ndarray:
     return np.asarray(list(itertools.product(range(num_levels), repeat=horizon)), dtype=np.int64)
+
+
+@lru_cache(maxsize=64)
+def _plan_terms(
+    utility: tuple[float, ...], horizon: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per plan: utility sum, switches inside the plan, and the first level's utility."""
+    plans = _plans(len(utility), horizon)
+    u = np.asarray(utility)[plans]
+    inner = np.abs(np.diff(u, axis=1)).sum(axis=1) if horizon > 1 else np.zeros(len(plans))
+    return u.sum(axis=1), inner, u[:, 0]
 
 
 class MPC(ABRAlgorithm):
@@ -77,19 +88,22 @@ class MPC(ABRAlgorithm):
         prediction = self.predicted_bps()
         if horizon <= 0 or prediction <= 0:
             return state.last_quality
-        plans = _plans(self.video.num_levels, horizon)
+        levels = self.video.num_levels
         columns = np.arange(state.next_chunk, state.next_chunk + horizon)
-        download_s = self.video.chunk_bytes[plans, columns] / prediction
-        buffer = np.full(len(plans), state.buffer_s)
-        stall = np.zeros(len(plans))
+        download_s = self.video.chunk_bytes[:, columns] / prediction  # (levels, horizon)
+        # Walk the plan tree level by level (plans share prefixes): 6 + 36 + ... + 7,776
+        # nodes; the last level is in itertools.product order, the first level slowest.
+        buffer = np.array([state.buffer_s])
+        stall = np.zeros(1)
         for j in range(horizon):
-            stall += np.maximum(download_s[:, j] - buffer, 0.0)
-            buffer = np.maximum(buffer - download_s[:, j], 0.0) + self.video.chunk_s
-        u = self._utility[plans]
-        switches = np.abs(u[:, 0] - self._utility[state.last_quality])
-        if horizon > 1:
-            switches = switches + np.abs(np.diff(u, axis=1)).sum(axis=1)
-        reward = u.sum(axis=1) - self._rebuffer_penalty * stall - self._smooth_penalty * switches
+            d = np.tile(download_s[:, j], len(buffer))
+            b = np.repeat(buffer, levels)
+            stall = np.repeat(stall, levels) + np.maximum(d - b, 0.0)
+            buffer = np.maximum(b - d, 0.0) + self.video.chunk_s
+        total, inner, first = _plan_terms(tuple(self._utility), horizon)
+        switches = inner + np.abs(first - self._utility[state.last_quality])
+        reward = total - self._rebuffer_penalty * stall - self._smooth_penalty * switches
+        plans = _plans(levels, horizon)
         best = len(plans) - 1 - int(np.argmax(reward[::-1]))
         return int(plans[best, 0])
 
