@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from abr_service.video import Video
+
 OBS_VERSION = "pensieve-6x8/1"
 S_INFO = 6
 S_LEN = 8
@@ -64,3 +66,26 @@ def update_observation(
     obs[..., 4, levels:] = 0.0
     obs[..., 5, -1] = np.minimum(chunks_left, CHUNKS_LEFT_CAP) / CHUNKS_LEFT_CAP
     return obs
+
+
+def observe_chunk(
+    obs: np.ndarray,
+    video: Video,
+    chunk_index: int,
+    quality: int,
+    buffer_s: float,
+    chunk_bytes: float,
+    download_s: float,
+) -> np.ndarray:
+    """Update one observation after chunk ``chunk_index`` of ``video`` was downloaded."""
+    nxt = chunk_index + 1
+    return update_observation(
+        obs,
+        video.bitrates_kbps[quality],
+        video.bitrates_kbps[-1],
+        buffer_s,
+        chunk_bytes,
+        download_s,
+        video.sizes_at(nxt).astype(np.float64),
+        video.num_chunks - nxt,
+    )

@@ -45,7 +45,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from abr_service.observation import S_INFO, S_LEN, empty_observation, update_observation
+from abr_service.observation import S_INFO, S_LEN, empty_observation, observe_chunk
 from abr_service.qoe import make_qoe
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
@@ -115,15 +115,14 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         return self._observe(result), reward, bool(result.end_of_video), False, self._info(result)
 
     def _observe(self, result: ChunkResult) -> np.ndarray:
-        update_observation(
+        observe_chunk(
             self._obs,
-            self.video.bitrates_kbps[result.quality],
-            self.video.bitrates_kbps[-1],
+            self.video,
+            result.chunk_index,
+            result.quality,
             result.buffer_s,
             result.chunk_bytes,
             result.delay_s,
-            result.next_chunk_bytes.astype(np.float64),
-            result.chunks_left,
         )
         return self._obs.astype(np.float32)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
-from abr_service.observation import empty_observation, update_observation
+from abr_service.observation import empty_observation, observe_chunk
 from abr_service.policies import LoadedPolicy, load_policy
 from abr_service.video import Video
 from streambed.errors import ConfigError
@@ -57,16 +57,14 @@ class LearnedPolicy(ABRAlgorithm):
 
     def on_chunk(self, feedback: ChunkFeedback) -> None:
         super().on_chunk(feedback)
-        nxt = feedback.chunk_index + 1
-        update_observation(
+        observe_chunk(
             self.obs,
-            self.video.bitrates_kbps[feedback.quality],
-            self.video.bitrates_kbps[-1],
+            self.video,
+            feedback.chunk_index,
+            feedback.quality,
             feedback.buffer_s,
             feedback.chunk_bytes,
             feedback.download_s,
-            self.video.sizes_at(nxt).astype(np.float64),
-            self.video.num_chunks - nxt,
         )
 
     def probabilities(self) -> np.ndarray:
