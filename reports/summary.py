@@ -83,20 +83,3 @@ def write_report(
         for m in metrics:
             writer.writerow(asdict(m))
     return summary
-
-
-def read_per_trace(path: Path) -> list[SessionMetrics]:
-    with open(path, newline="") as fh:
-        return [
-            SessionMetrics(
-                algorithm=row["algorithm"],
-                trace=row["trace"],
-                qoe=float(row["qoe"]),
-                bitrate_mean_kbps=float(row["bitrate_mean_kbps"]),
-                rebuffer_s=float(row["rebuffer_s"]),
-                rebuffer_ratio=float(row["rebuffer_ratio"]),
-                switches_per_chunk=float(row["switches_per_chunk"]),
-                chunks=int(row["chunks"]),
-            )
-            for row in csv.DictReader(fh)
-        ]

@@ -18,7 +18,7 @@ from abr_service.observation import empty_observation, update_observation
 from abr_service.video import Video
 from streambed.errors import ConfigError
 from traces import Trace
-from trainer.simulator import MODES, SimConfig, check_traces
+from trainer.simulator import MODES, SimConfig, buffer_after_download, check_traces
 from trainer.tracebank import TraceBank
 
 
@@ -124,11 +124,9 @@ class BatchedSimulator:
         if noise is not None:
             delay = delay * noise
 
-        rebuffer = np.maximum(delay - self.buffer_s, 0.0)
-        buffer = np.maximum(self.buffer_s - delay, 0.0) + self.video.chunk_s
-        excess = buffer - cfg.buffer_cap_s
-        sleep = np.where(excess > 0, np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s, 0.0)
-        buffer -= sleep
+        rebuffer, buffer, sleep = buffer_after_download(
+            self.buffer_s, delay, self.video.chunk_s, cfg
+        )
         slept = np.flatnonzero(sleep)
         if slept.size:
             trace = self.trace[slept]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -135,7 +134,3 @@ def format_table(result: EvalResult) -> str:
             f"{s['rebuffer_ratio']:>13.4f}{s['switches_per_chunk']:>10.3f}"
         )
     return "\n".join(rows)
-
-
-def summary_json(result: EvalResult) -> str:
-    return json.dumps(result.summary, indent=2)

@@ -20,7 +20,7 @@ from abr_service.algorithms.base import ABRAlgorithm, PlayerState
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from traces import Trace
-from trainer.simulator import SimConfig
+from trainer.simulator import SimConfig, buffer_after_download
 from trainer.tracebank import TraceBank
 
 
@@ -90,11 +90,7 @@ def plan_optimal(
         zeros = np.zeros(len(tau), np.int64)
         tau, trace_s, _ = bank.advance_bytes(zeros, tau, sizes[level, chunk])
         delay = trace_s + cfg.rtt_s
-        rebuffer = np.maximum(delay - buf, 0.0)
-        buf = np.maximum(buf - delay, 0.0) + video.chunk_s
-        excess = buf - cfg.buffer_cap_s
-        sleep = np.where(excess > 0, np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s, 0.0)
-        buf = buf - sleep
+        rebuffer, buf, sleep = buffer_after_download(buf, delay, video.chunk_s, cfg)
         tau = bank.advance_time(zeros, tau, sleep)
         return tau, buf, rebuffer
 

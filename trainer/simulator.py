@@ -59,6 +59,17 @@ class SimConfig:
 MODES = ("test", "train")
 
 
+def buffer_after_download(
+    buffer_s: np.ndarray, delay_s: np.ndarray, chunk_s: float, config: SimConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised buffer step: (stall, buffer after the chunk and any sleep, sleep)."""
+    rebuffer = np.maximum(delay_s - buffer_s, 0.0)
+    buffer = np.maximum(buffer_s - delay_s, 0.0) + chunk_s
+    excess = buffer - config.buffer_cap_s
+    sleep = np.where(excess > 0, np.ceil(excess / config.drain_step_s) * config.drain_step_s, 0.0)
+    return rebuffer, buffer - sleep, sleep
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     """One chunk download as the player experienced it."""
