@@ -17,7 +17,7 @@ from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
 from abr_service.observation import empty_observation, observe_chunk
 from abr_service.policies import LoadedPolicy, load_policy
 from abr_service.video import Video
-from streambed.errors import ConfigError
+from streambed.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,10 @@ class LearnedPolicy(ABRAlgorithm):
     def probabilities(self) -> np.ndarray:
         with torch.no_grad():
             logits = self.policy.actor(torch.as_tensor(self.obs, dtype=torch.float32)[None])
-        return torch.softmax(logits[0], dim=-1).double().numpy()
+        probs = torch.softmax(logits[0], dim=-1).double().numpy()
+        if not np.isfinite(probs).all():
+            raise ModelError(f"the {self.policy.arch} policy produced non-finite probabilities")
+        return probs
 
     def select(self, state: PlayerState) -> int:
         probs = self.probabilities()

@@ -1,0 +1,423 @@
+"""The decision engine: sessions, algorithms and models behind ``POST /decide``.
+
+A session owns one algorithm instance (the same classes the simulator drives) and the feedback
+it has been given. A request for chunk k carries what the player measured for chunk k-1; the
+engine turns that into ``on_chunk`` and then asks ``select`` for chunk k, exactly as
+:func:`trainer.evaluate.run_session` does offline, so a replayed simulator log gets the same
+decisions. Chunk 0 is fetched at ``first_quality`` (Pensieve's harness: level 1) unless that is
+-1.
+
+Everything here runs on the event loop thread: no locks, and a model swap is one reference
+assignment that a running decision never sees half-done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abr_service.algorithms import (
+    ALGORITHMS,
+    ABRAlgorithm,
+    ChunkFeedback,
+    PlayerState,
+    make_algorithm,
+    parse_params,
+)
+from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from abr_service.app.metrics import Metrics
+from abr_service.app.models_store import ActiveModel, ModelStore
+from abr_service.app.schemas import DecideRequest, DecideResponse, LegacyRequest
+from abr_service.video import Video
+from streambed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LEARNED_CLASS = LearnedPolicy
+CLASSIC_NAMES = tuple(sorted(n for n, c in ALGORITHMS.items() if c is not LEARNED_CLASS))
+
+
+class ServiceError(Exception):
+    """A request the engine refuses; ``status`` and ``detail`` become the HTTP answer."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+def field_error(loc: tuple[str | int, ...], msg: str) -> ServiceError:
+    """A 422 shaped like FastAPI's own validation errors, naming the field."""
+    return ServiceError(422, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+
+
+@dataclass
+class Session:
+    session_id: str
+    video: Video
+    algorithm: str
+    params: dict[str, Any]
+    algo: ABRAlgorithm
+    created: float
+    last_seen: float
+    history: list[ChunkFeedback] = field(default_factory=list)
+    fallback_algo: ABRAlgorithm | None = None
+    decisions: int = 0
+    last_quality: int | None = None
+    last_key: tuple[Any, ...] | None = None
+    last_response: DecideResponse | None = None
+    legacy_rebuffer_ms: float = 0.0
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        videos: list[Video],
+        store: ModelStore,
+        *,
+        default_algorithm: str = "robustmpc",
+        fallback_algorithm: str = "bba",
+        first_quality: int = 1,
+        session_idle_s: float = 600.0,
+        max_sessions: int = 10_000,
+        log_dir: Path | None = None,
+        run_id: str = "",
+        metrics: Metrics | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if not videos:
+            raise ConfigError("the decision service needs at least one video")
+        self.videos = {v.name: v for v in videos}
+        self.default_video = videos[0]
+        self.store = store
+        self.default_algorithm = default_algorithm
+        if fallback_algorithm not in CLASSIC_NAMES:
+            raise ConfigError(
+                f"fallback algorithm {fallback_algorithm!r} must be a classic one: "
+                f"{', '.join(CLASSIC_NAMES)}"
+            )
+        self.fallback_algorithm = fallback_algorithm
+        self.first_quality = first_quality
+        self.session_idle_s = session_idle_s
+        self.max_sessions = max_sessions
+        self.log_dir = log_dir
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def warm_up(self) -> None:
+        """Build the classic algorithms' caches (MPC's plan tree) before the first request."""
+        video = self.default_video
+        for name in CLASSIC_NAMES:
+            algo = make_algorithm(name, video)
+            sizes = video.sizes_at(0)
+            algo.on_chunk(ChunkFeedback(0, 1, int(sizes[1]), 1.0, 4.0))
+            algo.select(PlayerState(next_chunk=1, buffer_s=4.0, last_quality=1))
+
+    # --- algorithms --------------------------------------------------------------------------
+
+    def algorithm_names(self) -> list[str]:
+        return sorted({*CLASSIC_NAMES, *self.store.active, "ppo"})
+
+    def _make(self, name: str, video: Video, params: dict[str, Any]) -> ABRAlgorithm:
+        active = self.store.active.get(name)
+        if active is not None:
+            try:
+                learned = parse_params(LearnedParams, params)
+            except ConfigError as exc:
+                raise field_error(("params",), str(exc)) from None
+            if learned.model:
+                raise field_error(
+                    ("params", "model"),
+                    "a learned algorithm's model is chosen with POST /models/{name}/activate",
+                )
+            self._check_ladder(name, active, video)
+            return LearnedPolicy(video, learned, policy=active.policy)
+        if name in CLASSIC_NAMES:
+            try:
+                return make_algorithm(name, video, params)
+            except ConfigError as exc:
+                raise field_error(("params",), str(exc)) from None
+        if name in ALGORITHMS:
+            raise ServiceError(
+                409,
+                f"no model is active for algorithm {name!r}: upload one with PUT /models/NAME "
+                f"and POST /models/NAME/activate",
+            )
+        raise ServiceError(
+            404, f"unknown algorithm {name!r}; valid: {', '.join(self.algorithm_names())}"
+        )
+
+    @staticmethod
+    def _check_ladder(name: str, active: ActiveModel, video: Video) -> None:
+        if active.policy.num_levels != video.num_levels:
+            raise ServiceError(
+                409,
+                f"algorithm {name!r} is served by {active.info.label} for "
+                f"{active.policy.num_levels} levels; video {video.name!r} has {video.num_levels}",
+            )
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        limit = now - self.session_idle_s
+        expired = 0
+        while self.sessions:
+            first = next(iter(self.sessions.values()))
+            if first.last_seen >= limit:
+                break
+            self.sessions.popitem(last=False)
+            expired += 1
+        if expired:
+            self.metrics.observe_eviction("idle", expired)
+            log.debug("expired %d idle sessions", expired)
+
+    def _session(self, req: DecideRequest, video: Video, now: float) -> Session:
+        session = self.sessions.get(req.session_id)
+        params = dict(req.params or {})
+        if session is None:
+            name = req.algorithm or self.default_algorithm
+            session = Session(
+                session_id=req.session_id,
+                video=video,
+                algorithm=name,
+                params=params,
+                algo=self._make(name, video, params),
+                created=now,
+                last_seen=now,
+            )
+            if len(self.sessions) >= self.max_sessions:
+                evicted, _ = self.sessions.popitem(last=False)
+                self.metrics.observe_eviction("capacity")
+                log.debug("session limit %d: evicted %s", self.max_sessions, evicted)
+            self.sessions[req.session_id] = session
+            log.debug("session %s: %s on %s", req.session_id, name, video.name)
+            return session
+        if session.video is not video:
+            raise ServiceError(
+                409,
+                f"session {req.session_id!r} plays video {session.video.name!r}; "
+                f"end it with DELETE /sessions/{req.session_id} to play {video.name!r}",
+            )
+        wanted = req.algorithm
+        if (wanted is not None and wanted != session.algorithm) or (
+            req.params is not None and params != session.params
+        ):
+            name = wanted or session.algorithm
+            algo = self._make(name, video, params)
+            for feedback in session.history:  # the new algorithm learns what the old one knew
+                algo.on_chunk(feedback)
+            log.info("session %s switches %s -> %s", req.session_id, session.algorithm, name)
+            session.algorithm, session.algo, session.params = name, algo, params
+        session.last_seen = now
+        self.sessions.move_to_end(req.session_id)
+        return session
+
+    def end_session(self, session_id: str) -> bool:
+        return self.sessions.pop(session_id, None) is not None
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    def _feedback(self, req: DecideRequest, video: Video) -> ChunkFeedback | None:
+        if req.last_quality is None:
+            return None
+        if req.chunk_index == 0:
+            raise field_error(
+                ("last_quality",), "must be null for chunk 0: no chunk has been downloaded yet"
+            )
+        if req.last_quality >= video.num_levels:
+            raise field_error(
+                ("last_quality",),
+                f"level {req.last_quality} is outside video {video.name!r}'s ladder "
+                f"(0..{video.num_levels - 1})",
+            )
+        if req.last_chunk_bytes is None:
+            raise field_error(("last_chunk_bytes",), "required when last_quality is given")
+        download_s = req.last_chunk_download_s
+        if download_s is None:
+            if req.last_chunk_start_ms is None or req.last_chunk_end_ms is None:
+                raise field_error(
+                    ("last_chunk_download_s",),
+                    "required when last_quality is given "
+                    "(or both last_chunk_start_ms and last_chunk_end_ms)",
+                )
+            if req.last_chunk_end_ms <= req.last_chunk_start_ms:
+                raise field_error(
+                    ("last_chunk_end_ms",), "must be later than last_chunk_start_ms"
+                )
+            download_s = (req.last_chunk_end_ms - req.last_chunk_start_ms) / 1000.0
+        return ChunkFeedback(
+            chunk_index=req.chunk_index - 1,
+            quality=req.last_quality,
+            chunk_bytes=req.last_chunk_bytes,
+            download_s=download_s,
+            buffer_s=req.buffer_s,
+            rebuffer_s=req.rebuffer_s,
+        )
+
+    def decide(self, req: DecideRequest) -> DecideResponse:
+        started = time.perf_counter()
+        now = self.clock()
+        self._expire(now)
+        video = self.default_video if req.video is None else self.videos.get(req.video)
+        if video is None:
+            raise ServiceError(
+                404, f"unknown video {req.video!r}; valid: {', '.join(sorted(self.videos))}"
+            )
+        if req.chunk_index >= video.num_chunks:
+            raise field_error(
+                ("chunk_index",),
+                f"chunk {req.chunk_index} is past the end of video {video.name!r} "
+                f"({video.num_chunks} chunks, 0..{video.num_chunks - 1})",
+            )
+        feedback = self._feedback(req, video)
+        session = self._session(req, video, now)
+        key = (
+            req.chunk_index,
+            req.last_quality,
+            req.last_chunk_bytes,
+            feedback.download_s if feedback else None,
+            req.buffer_s,
+            req.rebuffer_s,
+        )
+        if key == session.last_key and session.last_response is not None:
+            return session.last_response  # a retried request: same answer, history untouched
+        last_fed = session.history[-1].chunk_index if session.history else -1
+        if feedback is not None and feedback.chunk_index > last_fed:
+            session.history.append(feedback)
+            session.algo.on_chunk(feedback)
+            if session.fallback_algo is not None:
+                session.fallback_algo.on_chunk(feedback)
+        active = self.store.active.get(session.algorithm)
+        quality, reason = self._select(session, req, active)
+        fallback = reason is not None
+        if fallback:
+            quality = self._fallback(session, req)
+            self.metrics.observe_fallback(session.algorithm, reason or "")
+            log.warning(
+                "session %s chunk %d: %s failed (%s); %s decided",
+                session.session_id,
+                req.chunk_index,
+                session.algorithm,
+                reason,
+                self.fallback_algorithm,
+            )
+        session.decisions += 1
+        session.last_quality = quality
+        elapsed = time.perf_counter() - started
+        response = DecideResponse(
+            session_id=session.session_id,
+            chunk_index=req.chunk_index,
+            quality=quality,
+            bitrate_kbps=float(video.bitrates_kbps[quality]),
+            algorithm=session.algorithm,
+            model_version=active.info.label if active is not None else None,
+            decision_ms=elapsed * 1000.0,
+            fallback=fallback,
+            reason=reason,
+        )
+        session.last_key, session.last_response = key, response
+        self.metrics.observe_decision(session.algorithm, elapsed, fallback)
+        if self.log_dir is not None:
+            self._log(req, response)
+        return response
+
+    def _state(self, session: Session, req: DecideRequest) -> PlayerState:
+        last = req.last_quality
+        if last is None:
+            last = session.last_quality if session.last_quality is not None else self.first_quality
+        return PlayerState(next_chunk=req.chunk_index, buffer_s=req.buffer_s, last_quality=max(last, 0))
+
+    def _select(
+        self, session: Session, req: DecideRequest, active: ActiveModel | None
+    ) -> tuple[int, str | None]:
+        """(level, None) from the session's algorithm, or (-1, why it failed)."""
+        levels = session.video.num_levels
+        if req.chunk_index == 0 and self.first_quality >= 0:
+            return min(self.first_quality, levels - 1), None
+        if isinstance(session.algo, LearnedPolicy):
+            if active is None:
+                return -1, "model no longer active"
+            if active.policy.num_levels != levels:
+                return -1, f"{active.info.label} has {active.policy.num_levels} levels"
+            session.algo.policy = active.policy
+        try:
+            quality = session.algo.select(self._state(session, req))
+        except Exception as exc:  # a failing algorithm or model must not fail the request
+            return -1, f"{type(exc).__name__}: {str(exc)[:200]}"
+        if not isinstance(quality, int | np.integer) or not 0 <= int(quality) < levels:
+            return -1, f"level {quality!r} is outside the ladder"
+        return int(quality), None
+
+    def _fallback(self, session: Session, req: DecideRequest) -> int:
+        if session.fallback_algo is None:
+            algo = make_algorithm(self.fallback_algorithm, session.video)
+            for feedback in session.history:
+                algo.on_chunk(feedback)
+            session.fallback_algo = algo
+        if req.chunk_index == 0:
+            return min(max(self.first_quality, 0), session.video.num_levels - 1)
+        quality = session.fallback_algo.select(self._state(session, req))
+        return min(max(int(quality), 0), session.video.num_levels - 1)
+
+    def _log(self, req: DecideRequest, response: DecideResponse) -> None:
+        assert self.log_dir is not None
+        line = {
+            "ts": time.time(),
+            "run_id": self.run_id,
+            **req.model_dump(exclude_none=True),
+            **response.model_dump(),
+        }
+        try:
+            with open(self.log_dir / f"{req.session_id}.jsonl", "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+        except OSError as exc:
+            log.error("decision log %s: %s", self.log_dir, exc)
+
+    # --- the legacy Pensieve protocol --------------------------------------------------------
+
+    def legacy(self, client: str, body: LegacyRequest) -> str:
+        """One request of Pensieve's dash.js: the level as text, ``REFRESH`` after the last chunk.
+
+        ``lastRequest`` is the index of the chunk just downloaded (Pensieve's dash.js sends the
+        next chunk's size as ``next_chunk_size(lastRequested+1)``); ``RebufferTime`` is the
+        session's cumulative stall in ms, and the chunk times are ms.
+        """
+        video = self.default_video
+        session_id = f"legacy-{client}"
+        next_chunk = body.lastRequest + 1
+        if next_chunk >= video.num_chunks:
+            self.end_session(session_id)
+            return "REFRESH"
+        previous = self.sessions.get(session_id)
+        total_ms = previous.legacy_rebuffer_ms if previous is not None else 0.0
+        download_ms = body.lastChunkFinishTime - body.lastChunkStartTime
+        req = DecideRequest(
+            session_id=session_id,
+            chunk_index=next_chunk,
+            last_quality=body.lastquality,
+            buffer_s=body.buffer,
+            last_chunk_bytes=body.lastChunkSize,
+            # Pensieve's server skipped a zero fetch time; a millisecond keeps the history.
+            last_chunk_download_s=max(download_ms, 1.0) / 1000.0,
+            rebuffer_s=max(body.RebufferTime - total_ms, 0.0) / 1000.0,
+        )
+        response = self.decide(req)
+        self.sessions[session_id].legacy_rebuffer_ms = body.RebufferTime
+        return str(response.quality)
+
+
+def params_of(cls: type) -> dict[str, Any]:
+    """An algorithm's parameter defaults."""
+    params = cls.Params()  # type: ignore[attr-defined]
+    return {f.name: getattr(params, f.name) for f in fields(params)}

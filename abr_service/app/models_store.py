@@ -1,0 +1,300 @@
+"""Checkpoints on disk, validated before they are stored, and the model serving each algorithm.
+
+Layout under ``root``::
+
+    <name>/v<version>.pt     the checkpoint exactly as uploaded
+    <name>/v<version>.json   what we know about it (sha256, size, created, arch, meta)
+    state.json               which (name, version) serves each learned algorithm, with history
+    .incoming/               uploads being validated; emptied at start-up
+
+Every file is written to a temporary name and renamed into place, so a crash mid-upload leaves
+no half file where a reader would find it. An uploaded checkpoint must load with
+``weights_only=True``, match an architecture for the ladder, and give a finite output on a zero
+observation (:func:`abr_service.policies.policy_from_checkpoint`) before it is stored.
+
+Activation swaps one reference: a decision already running keeps the policy it read, the next
+one reads the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abr_service.observation import OBS_VERSION
+from abr_service.policies import LoadedPolicy, load_policy
+from streambed.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_SLOT = "ppo"
+
+
+class StoreError(Exception):
+    """A model-store request that cannot be honoured; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: int
+    sha256: str
+    size_bytes: int
+    created: str
+    """UTC time of the upload, ISO 8601."""
+    arch: str
+    num_levels: int
+    obs_version: str
+    source_format: str
+    """pensieve-ppo ([actor, critic]), state-dict, or streambed-policy/1."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The training metadata the checkpoint carries."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+@dataclass
+class ActiveModel:
+    info: ModelInfo
+    policy: LoadedPolicy
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    if not NAME_RE.match(name):
+        raise StoreError(
+            422,
+            f"{what} {name!r} is invalid: 1-64 characters of letters, digits, '.', '_', '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelStore:
+    def __init__(self, root: Path, num_levels: int, reserved: set[str]) -> None:
+        """``reserved``: algorithm names a learned model may not take (the classic ones)."""
+        self.root = root
+        self.num_levels = num_levels
+        self.reserved = reserved
+        self.active: dict[str, ActiveModel] = {}
+        self.history: dict[str, list[tuple[str, int]]] = {}
+        self._lock = threading.RLock()  # writers run in worker threads; readers need no lock
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(root / ".incoming", ignore_errors=True)
+        self._load_state()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[ModelInfo]:
+        directory = self.root / name
+        infos = []
+        for meta in sorted(directory.glob("v*.json")):
+            try:
+                info = ModelInfo(**json.loads(meta.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable model metadata %s: %s", meta, exc)
+                continue
+            if (directory / f"v{info.version}.pt").is_file():
+                infos.append(info)
+        return sorted(infos, key=lambda i: i.version)
+
+    def list(self) -> list[ModelInfo]:
+        out: list[ModelInfo] = []
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if NAME_RE.match(directory.name):
+                out.extend(self.versions(directory.name))
+        return out
+
+    def get(self, name: str, version: int | None = None) -> ModelInfo:
+        check_name(name)
+        versions = self.versions(name)
+        if not versions:
+            raise StoreError(404, f"no model named {name!r}")
+        if version is None:
+            return versions[-1]
+        for info in versions:
+            if info.version == version:
+                return info
+        known = ", ".join(str(i.version) for i in versions)
+        raise StoreError(404, f"model {name!r} has no version {version}; versions: {known}")
+
+    def path(self, info: ModelInfo) -> Path:
+        return self.root / info.name / f"v{info.version}.pt"
+
+    def active_labels(self) -> dict[str, str]:
+        return {slot: a.info.label for slot, a in self.active.items()}
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def validate_upload(self, name: str, data: bytes) -> tuple[Path, LoadedPolicy, str]:
+        """Write the upload to a private temporary file and validate it (slow: run off-loop)."""
+        check_name(name)
+        if not data:
+            raise StoreError(422, "the upload is empty: send the checkpoint file as the body")
+        incoming = self.root / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        tmp = incoming / f"{uuid.uuid4().hex}.pt"
+        _atomic_write(tmp, data)
+        try:
+            policy = load_policy(tmp, self.num_levels)
+        except ModelError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(422, str(exc).replace(str(tmp), f"upload {name!r}")) from exc
+        return tmp, policy, hashlib.sha256(data).hexdigest()
+
+    def commit_upload(
+        self, name: str, tmp: Path, policy: LoadedPolicy, sha256: str, size: int
+    ) -> tuple[ModelInfo, bool]:
+        """Move a validated upload into place as the next version; (info, created)."""
+        with self._lock:
+            for info in self.versions(name):
+                if info.sha256 == sha256:
+                    tmp.unlink(missing_ok=True)
+                    return info, False
+            directory = self.root / name
+            directory.mkdir(parents=True, exist_ok=True)
+            taken = [int(p.stem[1:]) for p in directory.glob("v*.*") if p.stem[1:].isdigit()]
+            version = max(taken, default=0) + 1
+            info = ModelInfo(
+                name=name,
+                version=version,
+                sha256=sha256,
+                size_bytes=size,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                arch=policy.arch,
+                num_levels=policy.num_levels,
+                obs_version=OBS_VERSION,
+                source_format=policy.source_format,
+                meta=_jsonable(policy.meta),
+            )
+            os.replace(tmp, directory / f"v{version}.pt")
+            _atomic_write(directory / f"v{version}.json", json.dumps(asdict(info), indent=2).encode())
+            log.info("stored model %s (sha256 %s, %d bytes)", info.label, sha256[:12], size)
+            return info, True
+
+    def activate(self, name: str, version: int | None, slot: str) -> ActiveModel:
+        with self._lock:
+            check_name(slot, "algorithm name")
+            if slot in self.reserved:
+                raise StoreError(
+                    422, f"algorithm {slot!r} is a built-in classic algorithm; pick another name"
+                )
+            info = self.get(name, version)
+            current = self.active.get(slot)
+            if current is not None and current.info.label == info.label:
+                return current
+            new = ActiveModel(info, self._load(info))
+            if current is not None:
+                self.history.setdefault(slot, []).append((current.info.name, current.info.version))
+            self.active = {**self.active, slot: new}  # the swap: one reference, copy on write
+            self._save_state()
+            log.info("algorithm %s now served by %s", slot, info.label)
+            return new
+
+    def rollback(self, name: str, slot: str | None) -> tuple[str, ActiveModel]:
+        with self._lock:
+            slots = [s for s, a in self.active.items() if a.info.name == name]
+            if slot is not None:
+                if slot not in slots:
+                    raise StoreError(409, f"model {name!r} is not serving algorithm {slot!r}")
+                slots = [slot]
+            if not slots:
+                raise StoreError(409, f"model {name!r} is not active for any algorithm")
+            if len(slots) > 1:
+                raise StoreError(
+                    409, f"model {name!r} serves {', '.join(slots)}: name one with 'algorithm'"
+                )
+            target = slots[0]
+            stack = self.history.get(target, [])
+            while stack:
+                prev_name, prev_version = stack.pop()
+                try:
+                    info = self.get(prev_name, prev_version)
+                    new = ActiveModel(info, self._load(info))
+                except (StoreError, ModelError) as exc:
+                    log.warning("rollback of %s skips %s@v%d: %s", target, prev_name, prev_version, exc)
+                    continue
+                self.active = {**self.active, target: new}
+                self._save_state()
+                log.info("algorithm %s rolled back to %s", target, info.label)
+                return target, new
+            self._save_state()
+            raise StoreError(409, f"algorithm {target!r} has no earlier model to roll back to")
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def _load(self, info: ModelInfo) -> LoadedPolicy:
+        try:
+            return load_policy(self.path(info), self.num_levels)
+        except ModelError as exc:
+            raise StoreError(409, f"{info.label} cannot be served: {exc}") from exc
+
+    def _save_state(self) -> None:
+        state = {
+            "active": {s: [a.info.name, a.info.version] for s, a in self.active.items()},
+            "history": {s: [list(h) for h in hist] for s, hist in self.history.items()},
+        }
+        _atomic_write(self.root / "state.json", json.dumps(state, indent=2).encode())
+
+    def _load_state(self) -> None:
+        path = self.root / "state.json"
+        if not path.is_file():
+            return
+        try:
+            state = json.loads(path.read_text())
+            active = dict(state.get("active", {}))
+            self.history = {
+                s: [(str(n), int(v)) for n, v in hist]
+                for s, hist in dict(state.get("history", {})).items()
+            }
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("ignoring unreadable %s: %s", path, exc)
+            return
+        for slot, entry in active.items():
+            try:
+                name, version = entry
+                info = self.get(str(name), int(version))
+                self.active[slot] = ActiveModel(info, self._load(info))
+                log.info("algorithm %s served by %s (restored)", slot, info.label)
+            except (StoreError, ValueError, TypeError) as exc:
+                log.error("algorithm %s: cannot restore %r: %s", slot, entry, exc)
+
+
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint metadata as JSON can carry it (tensors and odd types become strings)."""
+    try:
+        return dict(json.loads(json.dumps(meta, default=str)))
+    except (TypeError, ValueError):
+        return {"unreadable": True}

@@ -1,0 +1,1 @@
+"""One router per resource: decisions, sessions, models, algorithms, videos, health, legacy."""

@@ -1,0 +1,30 @@
+"""``/healthz`` and ``/metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from abr_service.app.deps import state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> dict[str, object]:
+    app = state(request)
+    return {
+        "status": "ok",
+        "sessions": len(app.engine.sessions),
+        "default_algorithm": app.engine.default_algorithm,
+        "videos": sorted(app.engine.videos),
+        "active_models": app.store.active_labels(),
+        "uploads_enabled": app.token is not None,
+    }
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    app = state(request)
+    text = app.metrics.render(len(app.engine.sessions), app.store.active_labels())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -1,0 +1,44 @@
+"""``POST /``: Pensieve's modified dash.js protocol, answered in plain text."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from abr_service.app.deps import body_schema, parse_body, state
+from abr_service.app.schemas import LegacyRequest
+
+router = APIRouter(tags=["legacy"])
+log = logging.getLogger(__name__)
+
+
+@router.post(
+    "/",
+    response_class=PlainTextResponse,
+    openapi_extra=body_schema(LegacyRequest),
+    summary="Pensieve's ABR server protocol",
+    responses={422: {"description": "A field of Pensieve's body is missing or invalid."}},
+)
+async def legacy(request: Request) -> PlainTextResponse:
+    """The level index as text, ``REFRESH`` after the last chunk, empty for the end summary.
+
+    A player is identified by its address, or by ``?session=ID`` when several share one.
+    """
+    raw = await request.body()
+    headers = {"Access-Control-Allow-Origin": "*"}
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "pastThroughput" in data:
+        log.info("legacy end-of-video summary from %s", request.client)
+        return PlainTextResponse("", headers=headers)
+    body = parse_body(LegacyRequest, raw)
+    client = request.query_params.get("session") or (
+        request.client.host if request.client else "unknown"
+    )
+    text = state(request).engine.legacy(client, body)
+    return PlainTextResponse(text, headers=headers)

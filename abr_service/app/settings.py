@@ -1,0 +1,68 @@
+"""Typed settings of the decision service, from flags and ``STREAMBED_*`` environment variables.
+
+Flags win over the environment, which wins over the defaults here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMBED_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(8333, ge=0, le=65535)
+    """TCP port (8333, as Pensieve's ABR server)."""
+    algorithm: str = "robustmpc"
+    """Algorithm of a session whose first request names none."""
+    fallback_algorithm: str = "bba"
+    """Classic algorithm that decides when the session's own algorithm fails."""
+    videos: list[Path] = Field(default_factory=list)
+    """Video descriptions served (video.json or video_size_* directory); the first is the
+    default. Empty: the embedded generated video."""
+    models_dir: Path | None = None
+    """Where uploaded checkpoints live. None: a temporary directory that vanishes at exit."""
+    model: Path | None = None
+    """Checkpoint stored and activated for ``ppo`` at start-up (e.g. the Pensieve-PPO model)."""
+    token_file: Path | None = None
+    """File holding the bearer token that model uploads and activations need."""
+    token: SecretStr | None = None
+    """The token itself (``STREAMBED_TOKEN``); ``token_file`` wins when both are given."""
+    session_idle_s: float = Field(600.0, gt=0)
+    """A session unused this long is forgotten."""
+    max_sessions: int = Field(10_000, ge=1)
+    """Most sessions kept; the least recently used is evicted beyond it."""
+    first_quality: int = Field(1, ge=-1)
+    """Level of chunk 0 when the session has no history yet (Pensieve's harness: 1).
+    -1 asks the algorithm instead."""
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request body, except model uploads."""
+    max_model_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest checkpoint upload."""
+    log_dir: Path | None = None
+    """One JSON-lines decision log per session here, when given."""
+    run_id: str = ""
+    """Tag written into every decision log line."""
+    access_log: bool = False
+    """uvicorn's per-request access log (off: it costs throughput)."""
+
+    def read_token(self) -> str | None:
+        """The configured upload token, or None when uploads are disabled."""
+        if self.token_file is not None:
+            from streambed.errors import ConfigError
+
+            try:
+                text = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"token file {self.token_file}: {exc.strerror}") from exc
+            if not text:
+                raise ConfigError(f"token file {self.token_file} is empty")
+            return text
+        if self.token is not None and self.token.get_secret_value().strip():
+            return self.token.get_secret_value().strip()
+        return None

@@ -1,0 +1,104 @@
+"""``streambed serve``: the ABR decision service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streambed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# flag -> Settings field; a flag left out leaves the STREAMBED_* variable or the default.
+FLAGS: dict[str, str] = {
+    "host": "host",
+    "port": "port",
+    "algorithm": "algorithm",
+    "fallback": "fallback_algorithm",
+    "video": "videos",
+    "models_dir": "models_dir",
+    "model": "model",
+    "token_file": "token_file",
+    "session_idle_s": "session_idle_s",
+    "max_sessions": "max_sessions",
+    "first_quality": "first_quality",
+    "max_body_bytes": "max_body_bytes",
+    "max_model_bytes": "max_model_bytes",
+    "log_dir": "log_dir",
+    "run_id": "run_id",
+    "access_log": "access_log",
+}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the ABR decision service (POST /decide, Pensieve's POST /, models)",
+        description=(
+            "Serve ABR decisions over HTTP. Every flag can also be set with a STREAMBED_* "
+            "environment variable (e.g. STREAMBED_PORT, STREAMBED_TOKEN); flags win. "
+            "OpenAPI documentation is at /docs."
+        ),
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 8333; 0 picks a free one)")
+    p.add_argument("--algorithm", help="default algorithm of a session (default robustmpc)")
+    p.add_argument("--fallback", help="classic algorithm used when one fails (default bba)")
+    p.add_argument(
+        "--video",
+        type=Path,
+        action="append",
+        help="video description (video.json or video_size_* dir); repeatable, first is the "
+        "default (default: the embedded generated video)",
+    )
+    p.add_argument("--models-dir", type=Path, help="checkpoint store (default: a temp dir)")
+    p.add_argument("--model", type=Path, help="checkpoint to store and serve as ppo at start-up")
+    p.add_argument("--token-file", type=Path, help="bearer token for uploads and activation")
+    p.add_argument("--session-idle-s", type=float, help="forget idle sessions after (default 600)")
+    p.add_argument("--max-sessions", type=int, help="sessions kept, LRU beyond (default 10000)")
+    p.add_argument("--first-quality", type=int, help="level of chunk 0 (default 1; -1: ask)")
+    p.add_argument("--max-body-bytes", type=int, help="request body limit (default 65536)")
+    p.add_argument("--max-model-bytes", type=int, help="upload limit (default 64 MiB)")
+    p.add_argument("--log-dir", type=Path, help="one JSON-lines decision log per session here")
+    p.add_argument("--run-id", help="tag written into every decision log line")
+    p.add_argument(
+        "--access-log", action="store_true", default=None, help="log every HTTP request"
+    )
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    from abr_service.app.settings import Settings
+
+    given = {field: getattr(args, flag) for flag, field in FLAGS.items()}
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"settings: {problems}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from abr_service.app.main import create_app
+
+    settings = settings_from_args(args)
+    torch.set_num_threads(1)  # one small forward pass per request: threads only add latency
+    app = create_app(settings)
+    log.info("listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=settings.access_log,
+        log_level="info",
+    )
+    return 0
