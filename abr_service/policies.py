@@ -16,6 +16,8 @@ Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,9 @@ def read_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise ModelError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on odd pickles
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # untrusted bytes: torch raises many kinds on junk
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a loadable checkpoint ({first[:200]})") from exc

@@ -141,12 +141,16 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
         metrics=metrics,
     )
     engine.warm_up()
-    if settings.algorithm not in engine.algorithm_names() or (
-        settings.algorithm not in CLASSIC_NAMES and settings.algorithm not in store.active
-    ):
-        raise ConfigError(
-            f"default algorithm {settings.algorithm!r} cannot serve: known classic ones are "
-            f"{', '.join(CLASSIC_NAMES)}; learned ones need --model or an activated upload"
+    if settings.algorithm not in CLASSIC_NAMES and settings.algorithm not in store.active:
+        if settings.algorithm not in engine.algorithm_names():
+            raise ConfigError(
+                f"default algorithm {settings.algorithm!r} is unknown; classic ones are "
+                f"{', '.join(CLASSIC_NAMES)}, learned ones need --model or an activated upload"
+            )
+        log.warning(
+            "no model serves the default algorithm %r yet: sessions that name no algorithm get "
+            "409 until one is activated (PUT /models/NAME?activate=true)",
+            settings.algorithm,
         )
 
     app = FastAPI(
