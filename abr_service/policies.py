@@ -17,7 +17,6 @@ Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -65,9 +65,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-model-bytes", type=int, help="upload limit (default 64 MiB)")
     p.add_argument("--log-dir", type=Path, help="one JSON-lines decision log per session here")
     p.add_argument("--run-id", help="tag written into every decision log line")
-    p.add_argument(
-        "--access-log", action="store_true", default=None, help="log every HTTP request"
-    )
+    p.add_argument("--access-log", action="store_true", default=None, help="log every HTTP request")
     p.set_defaults(func=run)
 
 
@@ -78,10 +76,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     try:
         return Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
+        flags = {field: flag for flag, field in FLAGS.items()}
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{_where(str(e['loc'][0]) if e['loc'] else '', flags)}: {e['msg']}"
+            for e in exc.errors()
         )
         raise ConfigError(f"settings: {problems}") from None
+
+
+def _where(field: str, flags: dict[str, str]) -> str:
+    flag = flags.get(field)
+    option = f"--{flag.replace('_', '-')} / " if flag else ""
+    return f"{field} ({option}STREAMBED_{field.upper()})"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,8 +59,12 @@ def test_replay_matches_offline_learned(tmp_path: Path, sample: bool) -> None:
     ckpt = tmp_path / "policy.pt"
     ckpt.write_bytes(checkpoint_bytes(seed=3))
     result = evaluate(
-        TRACES, VIDEO, ["ppo"], params={"ppo": {"model": str(ckpt), "sample": sample}},
-        progress=False, seed=5,
+        TRACES,
+        VIDEO,
+        ["ppo"],
+        params={"ppo": {"model": str(ckpt), "sample": sample}},
+        progress=False,
+        seed=5,
     )
     with running_service(tmp_path, model=ckpt) as url, httpx.Client(base_url=url) as client:
         for trace in TRACES:
@@ -88,9 +92,10 @@ def test_replay_of_shared_pensieve_model(tmp_path: Path) -> None:
     video = load_video(shared / "data" / "video" / "envivio")
     traces = load_traceset(shared / "data" / "traces" / "norway-test")[:4]
     result = evaluate(traces, video, ["ppo"], params={"ppo": {"model": str(model)}}, progress=False)
-    with running_service(tmp_path, video=video, model=model) as url, httpx.Client(
-        base_url=url
-    ) as client:
+    with (
+        running_service(tmp_path, video=video, model=model) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         for trace in traces:
             records = result.sessions[("ppo", trace.name)]
             decided = [
@@ -131,8 +136,10 @@ GOOD = {
         ({"rebuffer_s": -0.5}, "rebuffer_s"),
         ({"bogus": 1}, "bogus"),
         ({"chunk_index": 0}, "last_quality"),
-        ({"last_chunk_download_s": None, "last_chunk_start_ms": 10, "last_chunk_end_ms": 5},
-         "last_chunk_end_ms"),
+        (
+            {"last_chunk_download_s": None, "last_chunk_start_ms": 10, "last_chunk_end_ms": 5},
+            "last_chunk_end_ms",
+        ),
         ({"params": {"reservoir_s": "lots"}}, "params"),
         ({"params": {"no_such": 1}}, "params"),
     ],
@@ -171,7 +178,12 @@ def test_missing_required_fields_are_named(service: str) -> None:
 
 
 def test_start_and_end_times_replace_download_time(service: str) -> None:
-    body = {**GOOD, "session_id": "times", "last_chunk_start_ms": 1000.0, "last_chunk_end_ms": 2200.0}
+    body = {
+        **GOOD,
+        "session_id": "times",
+        "last_chunk_start_ms": 1000.0,
+        "last_chunk_end_ms": 2200.0,
+    }
     del body["last_chunk_download_s"]
     r = httpx.post(f"{service}/decide", json=body)
     assert r.status_code == 200, r.text
@@ -198,6 +210,7 @@ def test_body_limit(service: str) -> None:
     big = {**GOOD, "session_id": "big", "algorithm": "x" * 10, "pad": "y" * 70_000}
     r = httpx.post(f"{service}/decide", json=big)
     assert r.status_code == 413
+
     # streamed without Content-Length: refused as well
     def chunks() -> Any:
         for _ in range(100):
@@ -225,7 +238,9 @@ def session_info(url: str, sid: str) -> httpx.Response:
 
 
 def test_first_chunk_is_level_one_and_fields_carry_units(service: str) -> None:
-    r = httpx.post(f"{service}/decide", json={"session_id": "first", "chunk_index": 0, "buffer_s": 0})
+    r = httpx.post(
+        f"{service}/decide", json={"session_id": "first", "chunk_index": 0, "buffer_s": 0}
+    )
     answer = r.json()
     assert answer["quality"] == 1 and answer["bitrate_kbps"] == 750.0
     assert answer["algorithm"] == "bba" and answer["model_version"] is None
@@ -243,7 +258,10 @@ def test_retried_request_gets_the_same_answer_and_is_counted_once(service: str) 
 def test_algorithm_is_fixed_unless_named_again(service: str) -> None:
     sid = "switch"
     with httpx.Client(base_url=service) as client:
-        assert post(client, {**GOOD, "session_id": sid, "algorithm": "bola"}).json()["algorithm"] == "bola"
+        assert (
+            post(client, {**GOOD, "session_id": sid, "algorithm": "bola"}).json()["algorithm"]
+            == "bola"
+        )
         body = {**GOOD, "session_id": sid, "chunk_index": 4, "buffer_s": 9.0}
         assert post(client, body).json()["algorithm"] == "bola"
         body = {**body, "chunk_index": 5, "algorithm": "robustmpc"}
@@ -328,7 +346,9 @@ def test_cors_for_browser_players(service: str) -> None:
 def test_model_failing_at_inference_falls_back_to_bba(tmp_path: Path) -> None:
     with running_service(tmp_path) as url, httpx.Client(base_url=url) as client:
         r = client.put(
-            "/models/overflow?activate=true", content=checkpoint_bytes(overflow=True), headers=auth()
+            "/models/overflow?activate=true",
+            content=checkpoint_bytes(overflow=True),
+            headers=auth(),
         )
         assert r.status_code == 201, r.text
         answers = []

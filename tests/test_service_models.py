@@ -22,11 +22,20 @@ from streambed.servers import serve_in_thread
 
 def no_leftovers(models: Path) -> bool:
     """No half-written or unvalidated file anywhere in the store."""
-    return not [p for p in models.rglob("*") if p.is_file() and (".incoming" in p.parts or p.name.startswith(".tmp-"))]
+    return not [
+        p
+        for p in models.rglob("*")
+        if p.is_file() and (".incoming" in p.parts or p.name.startswith(".tmp-"))
+    ]
 
 
 def decide_ppo(client: httpx.Client, sid: str, k: int = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {"session_id": sid, "chunk_index": k, "buffer_s": 7.5, "algorithm": "ppo"}
+    body: dict[str, Any] = {
+        "session_id": sid,
+        "chunk_index": k,
+        "buffer_s": 7.5,
+        "algorithm": "ppo",
+    }
     if k:
         body.update(last_quality=1, last_chunk_bytes=420_000, last_chunk_download_s=0.9)
     r = client.post("/decide", json=body)
@@ -45,7 +54,9 @@ def test_upload_list_activate_rollback_restart(tmp_path: Path) -> None:
         again = client.put("/models/pensieve", content=checkpoint_bytes(seed=1), headers=auth())
         assert again.status_code == 200 and again.json()["version"] == 1
         assert client.post("/models/pensieve/activate", headers=auth()).json() == {
-            "algorithm": "ppo", "model_version": "pensieve@v1", "sha256": v1["sha256"],
+            "algorithm": "ppo",
+            "model_version": "pensieve@v1",
+            "sha256": v1["sha256"],
         }
         assert decide_ppo(client, "a")["model_version"] == "pensieve@v1"
         r = client.put("/models/pensieve", content=checkpoint_bytes(seed=2), headers=auth())
@@ -56,7 +67,10 @@ def test_upload_list_activate_rollback_restart(tmp_path: Path) -> None:
         assert decide_ppo(client, "a", 3)["model_version"] == "pensieve@v2"
         listing = client.get("/models").json()
         assert listing["active"] == {"ppo": "pensieve@v2"}
-        assert [(m["version"], m["active_for"]) for m in listing["models"]] == [(1, []), (2, ["ppo"])]
+        assert [(m["version"], m["active_for"]) for m in listing["models"]] == [
+            (1, []),
+            (2, ["ppo"]),
+        ]
         r = client.post("/models/pensieve/rollback", headers=auth())
         assert r.json()["model_version"] == "pensieve@v1"
         assert decide_ppo(client, "a", 4)["model_version"] == "pensieve@v1"
@@ -75,7 +89,10 @@ def test_upload_list_activate_rollback_restart(tmp_path: Path) -> None:
         assert 'streambed_active_model{algorithm="ppo",version="pensieve@v1"} 1' in metrics
     # a restart on the same directory serves what was active
     with running_service(tmp_path) as url, httpx.Client(base_url=url) as client:
-        assert client.get("/models").json()["active"] == {"ppo": "pensieve@v1", "ppo-b": "pensieve@v2"}
+        assert client.get("/models").json()["active"] == {
+            "ppo": "pensieve@v1",
+            "ppo-b": "pensieve@v2",
+        }
         assert decide_ppo(client, "d")["model_version"] == "pensieve@v1"
     assert no_leftovers(tmp_path / "models")
 
@@ -109,7 +126,11 @@ class NotAStateDict:
 
 REFUSED = [
     ("truncated", checkpoint_bytes()[:2000], "not a loadable checkpoint"),
-    ("five-levels", checkpoint_bytes(levels=5), "has shape (128, 5), expected (128, 6) for a 6-level ladder"),
+    (
+        "five-levels",
+        checkpoint_bytes(levels=5),
+        "has shape (128, 5), expected (128, 6) for a 6-level ladder",
+    ),
     ("list-of-ints", _pickle_bytes([1, 2, 3]), "not a policy checkpoint"),
     ("arbitrary-object", pickle.dumps(NotAStateDict()), "not a loadable checkpoint"),
     ("text", b"hello, I am not a model", "not a loadable checkpoint"),
@@ -175,7 +196,9 @@ def test_preloaded_model_and_bad_preload(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--model .*bad.pt: .*not a loadable checkpoint"):
         create_app(Settings(models_dir=tmp_path / "m2", model=bad), videos=[default_video()])
     with pytest.raises(ConfigError, match="default algorithm 'robustmcp' is unknown"):
-        create_app(Settings(models_dir=tmp_path / "m3", algorithm="robustmcp"), videos=[default_video()])
+        create_app(
+            Settings(models_dir=tmp_path / "m3", algorithm="robustmcp"), videos=[default_video()]
+        )
 
 
 def test_corrupt_state_file_does_not_stop_the_service(tmp_path: Path) -> None:
@@ -193,7 +216,11 @@ def test_activation_under_50_concurrent_sessions(tmp_path: Path) -> None:
     with running_service(tmp_path, algorithm="ppo", model=None) as url:
         with httpx.Client(base_url=url) as client:
             for seed in (1, 2):
-                client.put(f"/models/swap?activate=true", content=checkpoint_bytes(seed=seed), headers=auth())
+                client.put(
+                    "/models/swap?activate=true",
+                    content=checkpoint_bytes(seed=seed),
+                    headers=auth(),
+                )
         results = asyncio.run(_load_and_swap(url, sessions=50, chunks=48, swaps=10))
     answers, swaps = results
     assert len(answers) == 50 * 48
@@ -204,7 +231,9 @@ def test_activation_under_50_concurrent_sessions(tmp_path: Path) -> None:
     assert swaps == 10
 
 
-async def _load_and_swap(url: str, sessions: int, chunks: int, swaps: int) -> tuple[list[dict[str, Any]], int]:
+async def _load_and_swap(
+    url: str, sessions: int, chunks: int, swaps: int
+) -> tuple[list[dict[str, Any]], int]:
     limits = httpx.Limits(max_connections=sessions + 2)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         done = asyncio.Event()
@@ -212,10 +241,17 @@ async def _load_and_swap(url: str, sessions: int, chunks: int, swaps: int) -> tu
         async def session(i: int) -> list[dict[str, Any]]:
             out = []
             for k in range(chunks):
-                body: dict[str, Any] = {"session_id": f"s{i}", "chunk_index": k, "buffer_s": (k * 1.7) % 30}
+                body: dict[str, Any] = {
+                    "session_id": f"s{i}",
+                    "chunk_index": k,
+                    "buffer_s": (k * 1.7) % 30,
+                }
                 if k:
-                    body.update(last_quality=k % 6, last_chunk_bytes=300_000 + 1000 * i,
-                                last_chunk_download_s=0.5 + (i % 7) / 10)
+                    body.update(
+                        last_quality=k % 6,
+                        last_chunk_bytes=300_000 + 1000 * i,
+                        last_chunk_download_s=0.5 + (i % 7) / 10,
+                    )
                 r = await client.post("/decide", json=body)
                 answer = r.json() if r.status_code == 200 else {}
                 out.append({**answer, "status": r.status_code, "chunk_index": k})
@@ -225,7 +261,9 @@ async def _load_and_swap(url: str, sessions: int, chunks: int, swaps: int) -> tu
             n = 0
             while n < swaps:
                 version = 1 + n % 2
-                r = await client.post("/models/swap/activate", json={"version": version}, headers=auth())
+                r = await client.post(
+                    "/models/swap/activate", json={"version": version}, headers=auth()
+                )
                 assert r.status_code == 200, r.text
                 n += 1
                 await asyncio.sleep(0.02)

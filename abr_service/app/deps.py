@@ -26,7 +26,8 @@ class AppState:
 
 
 def state(request: Request) -> AppState:
-    return request.app.state.streambed  # type: ignore[no-any-return]
+    app_state: AppState = request.app.state.streambed
+    return app_state
 
 
 def require_token(request: Request) -> None:
@@ -34,13 +35,16 @@ def require_token(request: Request) -> None:
     token = state(request).token
     if token is None:
         raise HTTPException(
-            403, "model changes are disabled: start the service with --token-file or STREAMBED_TOKEN"
+            403,
+            "model changes are disabled: start the service with --token-file or STREAMBED_TOKEN",
         )
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise HTTPException(
-            401, "missing bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
+            401,
+            "missing bearer token (Authorization: Bearer TOKEN)",
+            {"WWW-Authenticate": "Bearer"},
         )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise HTTPException(403, "wrong token")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from abr_service.algorithms import (
     ALGORITHMS,
@@ -252,9 +253,7 @@ class DecisionEngine:
                     "(or both last_chunk_start_ms and last_chunk_end_ms)",
                 )
             if req.last_chunk_end_ms <= req.last_chunk_start_ms:
-                raise field_error(
-                    ("last_chunk_end_ms",), "must be later than last_chunk_start_ms"
-                )
+                raise field_error(("last_chunk_end_ms",), "must be later than last_chunk_start_ms")
             download_s = (req.last_chunk_end_ms - req.last_chunk_start_ms) / 1000.0
         return ChunkFeedback(
             chunk_index=req.chunk_index - 1,
@@ -336,7 +335,9 @@ class DecisionEngine:
         last = req.last_quality
         if last is None:
             last = session.last_quality if session.last_quality is not None else self.first_quality
-        return PlayerState(next_chunk=req.chunk_index, buffer_s=req.buffer_s, last_quality=max(last, 0))
+        return PlayerState(
+            next_chunk=req.chunk_index, buffer_s=req.buffer_s, last_quality=max(last, 0)
+        )
 
     def _select(
         self, session: Session, req: DecideRequest, active: ActiveModel | None
@@ -402,19 +403,52 @@ class DecisionEngine:
         previous = self.sessions.get(session_id)
         total_ms = previous.legacy_rebuffer_ms if previous is not None else 0.0
         download_ms = body.lastChunkFinishTime - body.lastChunkStartTime
-        req = DecideRequest(
-            session_id=session_id,
-            chunk_index=next_chunk,
-            last_quality=body.lastquality,
-            buffer_s=body.buffer,
-            last_chunk_bytes=body.lastChunkSize,
-            # Pensieve's server skipped a zero fetch time; a millisecond keeps the history.
-            last_chunk_download_s=max(download_ms, 1.0) / 1000.0,
-            rebuffer_s=max(body.RebufferTime - total_ms, 0.0) / 1000.0,
-        )
-        response = self.decide(req)
+        try:
+            req = DecideRequest(
+                session_id=session_id,
+                chunk_index=next_chunk,
+                last_quality=body.lastquality,
+                buffer_s=body.buffer,
+                last_chunk_bytes=body.lastChunkSize,
+                # Pensieve's server skipped a zero fetch time; a millisecond keeps the history.
+                last_chunk_download_s=max(download_ms, 1.0) / 1000.0,
+                rebuffer_s=max(body.RebufferTime - total_ms, 0.0) / 1000.0,
+            )
+            response = self.decide(req)
+        except ValidationError as exc:
+            raise ServiceError(422, _legacy_errors(exc.errors(include_url=False))) from None
+        except ServiceError as exc:
+            if exc.status == 422 and isinstance(exc.detail, list):
+                raise ServiceError(422, _legacy_errors(exc.detail)) from None
+            raise
         self.sessions[session_id].legacy_rebuffer_ms = body.RebufferTime
         return str(response.quality)
+
+
+LEGACY_FIELDS = {
+    "chunk_index": "lastRequest",
+    "last_quality": "lastquality",
+    "buffer_s": "buffer",
+    "last_chunk_bytes": "lastChunkSize",
+    "last_chunk_download_s": "lastChunkFinishTime",
+    "rebuffer_s": "RebufferTime",
+}
+
+
+def _legacy_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Validation errors renamed to the fields Pensieve's player sent."""
+    out = []
+    for err in errors:
+        name = str(err["loc"][-1]) if err.get("loc") else ""
+        field_name = LEGACY_FIELDS.get(name, name)
+        out.append(
+            {
+                "loc": ["body", field_name],
+                "msg": f"{err['msg']} (as {name})" if field_name != name else err["msg"],
+                "type": err.get("type", "value_error"),
+            }
+        )
+    return out
 
 
 def params_of(cls: type) -> dict[str, Any]:

@@ -63,8 +63,12 @@ class Metrics:
             for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), counts, strict=True):
                 running += n
                 le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(f"streambed_decision_seconds_bucket{_labels(algorithm=algo, le=le)} {running}")
-            out.append(f"streambed_decision_seconds_sum{_labels(algorithm=algo)} {self.latency_sum[algo]:.9f}")
+                out.append(
+                    f"streambed_decision_seconds_bucket{_labels(algorithm=algo, le=le)} {running}"
+                )
+            out.append(
+                f"streambed_decision_seconds_sum{_labels(algorithm=algo)} {self.latency_sum[algo]:.9f}"
+            )
             out.append(f"streambed_decision_seconds_count{_labels(algorithm=algo)} {running}")
         head("streambed_fallbacks_total", "counter", "Decisions made by the fallback algorithm.")
         for (algo, reason), n in sorted(self.fallbacks.items()):

@@ -200,7 +200,9 @@ class ModelStore:
                 meta=_jsonable(policy.meta),
             )
             os.replace(tmp, directory / f"v{version}.pt")
-            _atomic_write(directory / f"v{version}.json", json.dumps(asdict(info), indent=2).encode())
+            _atomic_write(
+                directory / f"v{version}.json", json.dumps(asdict(info), indent=2).encode()
+            )
             log.info("stored model %s (sha256 %s, %d bytes)", info.label, sha256[:12], size)
             return info, True
 
@@ -244,7 +246,9 @@ class ModelStore:
                     info = self.get(prev_name, prev_version)
                     new = ActiveModel(info, self._load(info))
                 except (StoreError, ModelError) as exc:
-                    log.warning("rollback of %s skips %s@v%d: %s", target, prev_name, prev_version, exc)
+                    log.warning(
+                        "rollback of %s skips %s@v%d: %s", target, prev_name, prev_version, exc
+                    )
                     continue
                 self.active = {**self.active, target: new}
                 self._save_state()

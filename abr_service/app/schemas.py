@@ -12,8 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool
 
-DECIDE_EXAMPLE_FIRST = {"session_id": "player-42", "chunk_index": 0, "buffer_s": 0.0}
-DECIDE_EXAMPLE = {
+DECIDE_EXAMPLE_FIRST: dict[str, Any] = {
+    "session_id": "player-42",
+    "chunk_index": 0,
+    "buffer_s": 0.0,
+}
+DECIDE_EXAMPLE: dict[str, Any] = {
     "session_id": "player-42",
     "chunk_index": 7,
     "last_quality": 2,
@@ -55,7 +59,11 @@ class DecideRequest(BaseModel):
         None, ge=0, allow_inf_nan=False, description="And its last byte's time, ms (same epoch)."
     )
     rebuffer_s: float = Field(
-        0.0, ge=0, le=86_400, allow_inf_nan=False, description="Stall since the previous request, s."
+        0.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Stall since the previous request, s.",
     )
     algorithm: str | None = Field(
         None,
@@ -64,7 +72,7 @@ class DecideRequest(BaseModel):
     )
     video: str | None = Field(None, max_length=128, description="Video name (GET /videos).")
     params: dict[str, ParamValue] | None = Field(
-        None, description="Algorithm parameters for this session, e.g. {\"reservoir_s\": 8}."
+        None, description='Algorithm parameters for this session, e.g. {"reservoir_s": 8}.'
     )
 
 

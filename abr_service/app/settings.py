@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address to listen on."""
-    port: int = Field(8333, ge=0, le=65535)
+    port: int = Field(default=8333, ge=0, le=65535)
     """TCP port (8333, as Pensieve's ABR server)."""
     algorithm: str = "robustmpc"
     """Algorithm of a session whose first request names none."""
@@ -33,16 +33,16 @@ class Settings(BaseSettings):
     """File holding the bearer token that model uploads and activations need."""
     token: SecretStr | None = None
     """The token itself (``STREAMBED_TOKEN``); ``token_file`` wins when both are given."""
-    session_idle_s: float = Field(600.0, gt=0)
+    session_idle_s: float = Field(default=600.0, gt=0)
     """A session unused this long is forgotten."""
-    max_sessions: int = Field(10_000, ge=1)
+    max_sessions: int = Field(default=10_000, ge=1)
     """Most sessions kept; the least recently used is evicted beyond it."""
-    first_quality: int = Field(1, ge=-1)
+    first_quality: int = Field(default=1, ge=-1)
     """Level of chunk 0 when the session has no history yet (Pensieve's harness: 1).
     -1 asks the algorithm instead."""
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     """Largest request body, except model uploads."""
-    max_model_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_model_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest checkpoint upload."""
     log_dir: Path | None = None
     """One JSON-lines decision log per session here, when given."""
