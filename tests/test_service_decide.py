@@ -134,6 +134,16 @@ GOOD = {
         ({"last_chunk_download_s": None}, "last_chunk_download_s"),
         ({"last_chunk_bytes": None}, "last_chunk_bytes"),
         ({"rebuffer_s": -0.5}, "rebuffer_s"),
+        ({"last_chunk_bytes": 0}, "last_chunk_bytes"),
+        ({"last_chunk_download_s": 1e-300}, "last_chunk_download_s"),
+        (
+            {
+                "last_chunk_download_s": None,
+                "last_chunk_start_ms": 1.0,
+                "last_chunk_end_ms": 1.00001,
+            },
+            "last_chunk_end_ms",
+        ),
         ({"bogus": 1}, "bogus"),
         ({"chunk_index": 0}, "last_quality"),
         (
@@ -365,3 +375,26 @@ def test_model_failing_at_inference_falls_back_to_bba(tmp_path: Path) -> None:
         # Pensieve's BBA: level floor((buffer - 5 s) * 5 / 10 s) above the reservoir, else 0
         assert [a["quality"] for a in later] == [0, 0, 2]
         assert 'streambed_fallbacks_total{algorithm="ppo"' in client.get("/metrics").text
+
+
+def test_an_algorithm_failing_on_feedback_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engine unit test: an exception inside on_chunk becomes a fallback decision, not a 500."""
+    import tempfile
+
+    from abr_service.algorithms.mpc import RobustMPC
+    from abr_service.app.engine import DecisionEngine
+    from abr_service.app.models_store import ModelStore
+    from abr_service.app.schemas import DecideRequest
+
+    def broken(self: RobustMPC, feedback: object) -> None:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(RobustMPC, "on_chunk", broken)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = DecisionEngine([VIDEO], ModelStore(Path(tmp), 6, set()))
+        engine.decide(DecideRequest(session_id="x", chunk_index=0, buffer_s=0))
+        answer = engine.decide(DecideRequest(**{**GOOD, "session_id": "x", "chunk_index": 1}))
+    assert (
+        answer.fallback and answer.reason == "on_chunk: ZeroDivisionError: float division by zero"
+    )
+    assert answer.quality == 1  # BBA at 8 s of buffer: floor((8 - 5) * 5 / 10)

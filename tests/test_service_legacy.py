@@ -112,6 +112,9 @@ def test_summary_and_bad_bodies(service: str) -> None:
     }
     r = httpx.post(service + "/?session=huge", json=huge)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "RebufferTime"]
+    # the 500 the property-based run once found: a zero-byte chunk (RobustMPC's error term)
+    r = httpx.post(service + "/?session=zero", json={**huge, "RebufferTime": 0, "lastChunkSize": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lastChunkSize"]
     r = httpx.post(service + "/", json={"lastRequest": 3})
     missing = {e["loc"][-1] for e in r.json()["detail"]}
     assert {"lastquality", "buffer", "RebufferTime"} <= missing

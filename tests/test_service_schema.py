@@ -3,11 +3,13 @@
 Schemathesis generates valid and invalid requests for every operation (bodies, path and query
 parameters) from the schema the app publishes, and sends them to a real uvicorn on loopback,
 with and without the upload token. Hypothesis drives it directly: schemathesis' pytest plugin
-does not run under pytest 9.
+does not run under pytest 9. ``SCHEMA_EXAMPLES=300`` runs a longer search (80 per operation
+and mode by default).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,10 @@ def test_no_server_errors(live: tuple[str, Any], method: str, path: str, mode: A
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "80")),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     def run(case: Any) -> None:
         for extra in (None, headers):

@@ -35,7 +35,12 @@ from abr_service.algorithms import (
 from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
 from abr_service.app.metrics import Metrics
 from abr_service.app.models_store import ActiveModel, ModelStore
-from abr_service.app.schemas import DecideRequest, DecideResponse, LegacyRequest
+from abr_service.app.schemas import (
+    MIN_DOWNLOAD_S,
+    DecideRequest,
+    DecideResponse,
+    LegacyRequest,
+)
 from abr_service.video import Video
 from streambed.errors import ConfigError
 
@@ -252,9 +257,11 @@ class DecisionEngine:
                     "required when last_quality is given "
                     "(or both last_chunk_start_ms and last_chunk_end_ms)",
                 )
-            if req.last_chunk_end_ms <= req.last_chunk_start_ms:
-                raise field_error(("last_chunk_end_ms",), "must be later than last_chunk_start_ms")
             download_s = (req.last_chunk_end_ms - req.last_chunk_start_ms) / 1000.0
+            if not download_s >= MIN_DOWNLOAD_S:
+                raise field_error(
+                    ("last_chunk_end_ms",), "must be at least 0.1 ms after last_chunk_start_ms"
+                )
         return ChunkFeedback(
             chunk_index=req.chunk_index - 1,
             quality=req.last_quality,
@@ -292,13 +299,20 @@ class DecisionEngine:
         if key == session.last_key and session.last_response is not None:
             return session.last_response  # a retried request: same answer, history untouched
         last_fed = session.history[-1].chunk_index if session.history else -1
+        feed_error = None
         if feedback is not None and feedback.chunk_index > last_fed:
             session.history.append(feedback)
-            session.algo.on_chunk(feedback)
             if session.fallback_algo is not None:
                 session.fallback_algo.on_chunk(feedback)
+            try:
+                session.algo.on_chunk(feedback)
+            except Exception as exc:  # the algorithm's bug must not fail the request
+                feed_error = f"on_chunk: {type(exc).__name__}: {str(exc)[:200]}"
         active = self.store.active.get(session.algorithm)
-        quality, reason = self._select(session, req, active)
+        if feed_error is None:
+            quality, reason = self._select(session, req, active)
+        else:
+            quality, reason = -1, feed_error
         fallback = reason is not None
         if fallback:
             quality = self._fallback(session, req)

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool
+MIN_DOWNLOAD_S = 1e-4
+"""Shortest download time accepted: keeps every throughput finite."""
 
 DECIDE_EXAMPLE_FIRST: dict[str, Any] = {
     "session_id": "player-42",
@@ -47,10 +49,14 @@ class DecideRequest(BaseModel):
     )
     buffer_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Buffer now, s.")
     last_chunk_bytes: int | None = Field(
-        None, ge=0, le=10**10, description="Size of the chunk just downloaded, bytes."
+        None, ge=1, le=10**10, description="Size of the chunk just downloaded, bytes."
     )
     last_chunk_download_s: float | None = Field(
-        None, gt=0, le=86_400, allow_inf_nan=False, description="Its request-to-last-byte time, s."
+        None,
+        ge=MIN_DOWNLOAD_S,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Its request-to-last-byte time, s (at least 0.1 ms).",
     )
     last_chunk_start_ms: float | None = Field(
         None, ge=0, allow_inf_nan=False, description="Or its request time, ms (any epoch)."
@@ -99,7 +105,7 @@ class LegacyRequest(BaseModel):
     RebufferTime: float = Field(ge=0, allow_inf_nan=False)
     lastChunkStartTime: float = Field(allow_inf_nan=False)
     lastChunkFinishTime: float = Field(allow_inf_nan=False)
-    lastChunkSize: int = Field(ge=0, le=10**10)
+    lastChunkSize: int = Field(ge=1, le=10**10)
 
 
 class SessionInfo(BaseModel):
