@@ -1,0 +1,569 @@
+"""Shared machinery of the trainers: data, rollouts on the batched simulator, validation,
+checkpoints, logging and pushing to the decision service.
+
+The algorithm files (``ppo.py``, ``a3c.py``, ``imitate.py``) stay thin: each defines its
+arguments (a dataclass extending :class:`CommonArgs`) and its update; everything else is here.
+
+Sessions in a rollout follow the test harness: chunk 0 of every session is fetched at
+``SimConfig.default_quality`` without a decision, so the policy decides chunks 1..N-1, and its
+reward is the QoE of the chunk it chose.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from torch import nn
+
+from abr_service.observation import OBS_VERSION
+from abr_service.policies import ARCHITECTURES, CHECKPOINT_FORMAT, PensievePPOCritic, load_policy
+from abr_service.qoe import QoEMetric, make_qoe
+from abr_service.video import Video, load_video
+from streambed.defaults import default_traces, default_video
+from streambed.errors import ConfigError
+from traces import Trace, load_traceset
+from trainer.batched import BatchedSimulator
+from trainer.simulator import SimConfig
+
+log = logging.getLogger(__name__)
+
+TRAIN_STATE_FORMAT = "streambed-train-state/1"
+
+
+@dataclass
+class CommonArgs:
+    """Arguments every trainer takes (``streambed train ALGO --help`` lists them)."""
+
+    traces: str = ""
+    """Training trace directory (default: the embedded generated traces)."""
+    video: str = ""
+    """Video description: video.json or a video_size_* directory (default: generated)."""
+    val_traces: str = ""
+    """Validation traces (default: a held-out split of the training traces; never the test set)."""
+    val_fraction: float = 0.1
+    """Share of the training traces held out for validation when --val-traces is not given."""
+    out: str = "runs/train"
+    """Run directory: args.json, best.pt, last.pt, metrics.csv, TensorBoard events."""
+    minutes: float = 0.0
+    """Wall-clock budget in minutes (0: use --steps)."""
+    steps: int = 1_000_000
+    """Budget in environment steps (chunk decisions) when --minutes is 0."""
+    seed: int = 1
+    """Seed of the simulator, the network initialisation and the sampling."""
+    resume: bool = False
+    """Continue the run in --out from its last.pt."""
+    num_envs: int = 256
+    """Simulated sessions stepped together."""
+    rollout_steps: int = 48
+    """Chunks each session plays per rollout."""
+    val_every: int = 10
+    """Validate (test mode, greedy) every this many iterations."""
+    qoe: str = "lin"
+    """QoE metric of the reward and the validation (lin, log, hd)."""
+    arch: str = "pensieve-ppo"
+    """Policy architecture."""
+    init_from: str = ""
+    """Start the actor from this checkpoint (e.g. an imitation run's best.pt)."""
+    device: str = "cpu"
+    """torch device for the networks (cuda works where there is one; nothing needs it)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    push: str = ""
+    """Decision service URL: each new best checkpoint is uploaded there and activated."""
+    push_name: str = ""
+    """Model name for --push (default: the run directory's name)."""
+    push_algorithm: str = "ppo"
+    """Algorithm name the pushed model serves under."""
+    token_file: str = ""
+    """File with the service's bearer token, for --push."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def args_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown argument(s) for {cls.__name__}: {', '.join(unknown)}")
+    return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Data:
+    train: list[Trace]
+    val: list[Trace]
+    video: Video
+
+
+def load_data(args: CommonArgs) -> Data:
+    traces = load_traceset(args.traces) if args.traces else default_traces()
+    video = load_video(args.video) if args.video else default_video()
+    if args.val_traces:
+        val = load_traceset(args.val_traces)
+        train = traces
+    else:
+        if not 0 < args.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+        # A fixed split (by name, independent of the seed) so runs are comparable.
+        order = sorted(range(len(traces)), key=lambda i: hashlib.sha256(traces[i].name.encode()).hexdigest())
+        count = max(1, round(len(traces) * args.val_fraction))
+        held = set(order[:count])
+        val = [t for i, t in enumerate(traces) if i in held]
+        train = [t for i, t in enumerate(traces) if i not in held]
+    if not train:
+        raise ConfigError("no training traces left after the validation split")
+    return Data(train, val, video)
+
+
+# ------------------------------------------------------------------------------------------
+# Rollouts
+
+
+@dataclass
+class Rollout:
+    """Arrays of shape (T, N, ...): one decision per (step, session) where ``valid``."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    valid: torch.Tensor
+    next_obs: torch.Tensor
+    next_value: torch.Tensor
+    episode_qoe: list[float]
+    """Mean per-chunk QoE of the sessions that ended during the rollout."""
+
+
+class Collector:
+    """Plays ``num_envs`` training-mode sessions on the batched simulator."""
+
+    def __init__(self, data: Data, args: CommonArgs, rng: np.random.Generator) -> None:
+        self.video = data.video
+        self.sim = BatchedSimulator(
+            data.train, data.video, args.num_envs, SimConfig(), mode="train", rng=rng,
+            obs_dtype=np.float32,
+        )
+        self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
+        self.utilities = np.asarray(self.qoe.utilities)
+        self.n = args.num_envs
+        self.steps = args.rollout_steps
+        self.default = SimConfig().default_quality
+        self.prev_quality = np.full(self.n, self.default, np.int64)
+        self.session_qoe = np.zeros(self.n)
+        self.session_chunks = np.zeros(self.n, np.int64)
+        self.device = torch.device(args.device)
+        self.env_steps = 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "rng": json.dumps(self.sim.rng.bit_generator.state),
+            "sim": {k: getattr(self.sim, k).copy() for k in ("trace", "tau", "line", "buffer_s", "chunk")},
+            "obs": self.sim.obs.copy() if self.sim.obs is not None else None,
+            "prev_quality": self.prev_quality.copy(),
+            "session_qoe": self.session_qoe.copy(),
+            "session_chunks": self.session_chunks.copy(),
+            "env_steps": self.env_steps,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sim.rng.bit_generator.state = json.loads(state["rng"])
+        for key, value in state["sim"].items():
+            setattr(self.sim, key, np.asarray(value).copy())
+        if state["obs"] is not None and self.sim.obs is not None:
+            self.sim.obs[...] = np.asarray(state["obs"])
+        self.prev_quality = np.asarray(state["prev_quality"]).copy()
+        self.session_qoe = np.asarray(state["session_qoe"]).copy()
+        self.session_chunks = np.asarray(state["session_chunks"]).copy()
+        self.env_steps = int(state["env_steps"])
+
+    def _reward(self, quality: np.ndarray, rebuffer: np.ndarray) -> np.ndarray:
+        u = self.utilities[quality]
+        prev = self.utilities[self.prev_quality]
+        return u - self.qoe.rebuffer_penalty * rebuffer - self.qoe.smooth_penalty * np.abs(u - prev)
+
+    @torch.no_grad()
+    def collect(self, actor: nn.Module, critic: nn.Module | None, greedy: bool = False) -> Rollout:
+        T, N = self.steps, self.n
+        sim = self.sim
+        assert sim.obs is not None
+        obs_buf = torch.zeros((T, N, *sim.obs.shape[1:]))
+        actions = torch.zeros((T, N), dtype=torch.long)
+        logprobs = torch.zeros((T, N))
+        values = torch.zeros((T, N))
+        rewards = torch.zeros((T, N))
+        dones = torch.zeros((T, N))
+        valid = torch.zeros((T, N), dtype=torch.bool)
+        finished: list[float] = []
+        for t in range(T):
+            obs = torch.as_tensor(sim.obs).to(self.device)
+            logits = actor(obs)
+            dist = torch.distributions.Categorical(logits=logits)
+            action = logits.argmax(-1) if greedy else dist.sample()
+            decide = sim.chunk > 0
+            quality = np.where(decide, action.cpu().numpy(), self.default)
+            obs_buf[t] = obs.cpu()
+            actions[t] = torch.as_tensor(quality)
+            logprobs[t] = dist.log_prob(torch.as_tensor(quality, device=self.device)).cpu()
+            if critic is not None:
+                values[t] = critic(obs).squeeze(-1).cpu()
+            step = sim.step(quality)
+            reward = self._reward(quality, step.rebuffer_s)
+            self.prev_quality = quality
+            rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+            valid[t] = torch.as_tensor(decide)
+            self.session_qoe += np.where(decide, reward, 0.0)
+            self.session_chunks += decide
+            done = step.end_of_video
+            dones[t] = torch.as_tensor(done, dtype=torch.float32)
+            self.env_steps += int(decide.sum())
+            if done.any():
+                ended = np.flatnonzero(done)
+                finished.extend((self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)).tolist())
+                self.session_qoe[ended] = 0.0
+                self.session_chunks[ended] = 0
+                self.prev_quality[ended] = self.default
+                sim.reset(done)
+        next_obs = torch.as_tensor(sim.obs).to(self.device)
+        next_value = critic(next_obs).squeeze(-1).cpu() if critic is not None else torch.zeros(N)
+        return Rollout(obs_buf, actions, logprobs, values, rewards, dones, valid, next_obs.cpu(), next_value, finished)
+
+
+def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns; lam=1 gives n-step (Monte Carlo to the rollout's end) returns."""
+    T = ro.rewards.shape[0]
+    adv = torch.zeros_like(ro.rewards)
+    last = torch.zeros_like(ro.next_value)
+    for t in reversed(range(T)):
+        next_value = ro.next_value if t == T - 1 else ro.values[t + 1]
+        nonterminal = 1.0 - ro.dones[t]
+        delta = ro.rewards[t] + gamma * next_value * nonterminal - ro.values[t]
+        last = delta + gamma * lam * nonterminal * last
+        adv[t] = last
+    return adv, adv + ro.values
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: the same numbers as ``streambed eval``
+
+
+@torch.no_grad()
+def evaluate_actor(actor: nn.Module, traces: list[Trace], video: Video, qoe: QoEMetric, device: str = "cpu") -> float:
+    """Greedy test-mode ``qoe_mean`` over ``traces`` (each from its start, no noise)."""
+    sim = BatchedSimulator(traces, video, len(traces), SimConfig(), mode="test", obs_dtype=np.float64)
+    assert sim.obs is not None
+    default = SimConfig().default_quality
+    quality = np.full(len(traces), default, np.int64)
+    prev = quality.copy()
+    total = np.zeros(len(traces))
+    utilities = np.asarray(qoe.utilities)
+    sim.step(quality)
+    for _ in range(video.num_chunks - 1):
+        obs = torch.as_tensor(sim.obs, dtype=torch.float32, device=torch.device(device))
+        quality = actor(obs).argmax(-1).cpu().numpy()
+        step = sim.step(quality)
+        u, up = utilities[quality], utilities[prev]
+        total += u - qoe.rebuffer_penalty * step.rebuffer_s - qoe.smooth_penalty * np.abs(u - up)
+        prev = quality
+    return float(np.mean(total / (video.num_chunks - 1)))
+
+
+# ------------------------------------------------------------------------------------------
+# Networks and checkpoints
+
+
+def make_networks(args: CommonArgs, num_levels: int) -> tuple[nn.Module, nn.Module]:
+    if args.arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {args.arch!r}; known: {', '.join(ARCHITECTURES)}")
+    actor = ARCHITECTURES[args.arch](num_levels)
+    critic = PensievePPOCritic(num_levels)
+    if args.init_from:
+        loaded = load_policy(args.init_from, num_levels)
+        if loaded.arch != args.arch:
+            raise ConfigError(f"--init-from {args.init_from}: architecture {loaded.arch}, not {args.arch}")
+        actor.load_state_dict(loaded.actor.state_dict())
+        log.info("actor initialised from %s", args.init_from)
+    return actor.to(args.device), critic.to(args.device)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+            text=True, timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def policy_checkpoint(actor: nn.Module, args: CommonArgs, algorithm: str, num_levels: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """A self-describing checkpoint the service and ``streambed eval`` load."""
+    state = {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": args.arch,
+        "num_levels": num_levels,
+        "obs_version": OBS_VERSION,
+        "actor": state,
+        "meta": {
+            "algorithm": algorithm,
+            "args": json.dumps(asdict(args)),
+            "git_commit": git_commit(),
+            "weights_sha256": weights_sha256(state),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **meta,
+        },
+    }
+
+
+def atomic_save(obj: Any, path: Path) -> bytes:
+    """torch.save to a temporary file and rename: readers never see half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return data
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # untrusted or damaged file
+        raise ConfigError(f"{path}: cannot resume from it ({str(exc).splitlines()[0][:200]})") from exc
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise ConfigError(f"{path}: not a Streambed training state ({TRAIN_STATE_FORMAT})")
+    return state
+
+
+# ------------------------------------------------------------------------------------------
+# Logging: TensorBoard scalars, the same in metrics.csv
+
+
+class RunLog:
+    def __init__(self, out: Path, resume: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(out / "tb"))
+        self.csv_path = out / "metrics.csv"
+        if not resume and self.csv_path.exists():
+            self.csv_path.unlink()
+        self.rows: list[dict[str, Any]] = []
+
+    def scalars(self, step: int, wall_s: float, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            for key, value in values.items():
+                if new:
+                    writer.writerow(["env_steps", "wall_s", "name", "value"])
+                    new = False
+                writer.writerow([step, f"{wall_s:.3f}", key, f"{value:.6g}"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Pushing to the decision service
+
+
+def push_checkpoint(args: CommonArgs, path: Path, attempts: int = 3, transport: httpx.BaseTransport | None = None) -> bool:
+    """Upload ``path`` and activate it; retried, reported, never raised."""
+    name = args.push_name or Path(args.out).name
+    try:
+        token = Path(args.token_file).read_text().strip() if args.token_file else ""
+    except OSError as exc:
+        log.error("push: cannot read token file %s: %s", args.token_file, exc.strerror)
+        return False
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{args.push.rstrip('/')}/models/{name}"
+    for attempt in range(1, attempts + 1):
+        try:
+            with httpx.Client(timeout=30, transport=transport) as client:
+                r = client.put(url, content=path.read_bytes(), headers=headers,
+                               params={"activate": "true", "algorithm": args.push_algorithm})
+            if r.status_code in (200, 201):
+                info = r.json()
+                log.info("pushed %s to %s as %s@v%s", path.name, args.push, name, info.get("version"))
+                return True
+            log.warning("push attempt %d/%d: HTTP %d %s", attempt, attempts, r.status_code, r.text[:200])
+            if r.status_code in (401, 403, 413, 422):
+                break  # retrying will not help
+        except httpx.HTTPError as exc:
+            log.warning("push attempt %d/%d: %s", attempt, attempts, exc)
+        time.sleep(min(2.0 * attempt, 5.0))
+    log.error("push of %s to %s failed; training goes on", path.name, args.push)
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# The loop every trainer runs
+
+
+class Trainer:
+    """One algorithm: ``iteration()`` does one collect-and-update; the loop does the rest."""
+
+    algorithm = "base"
+
+    def __init__(self, args: CommonArgs, data: Data) -> None:
+        self.args = args
+        self.data = data
+        self.rng = np.random.default_rng(args.seed)
+        torch.manual_seed(args.seed)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.actor, self.critic = make_networks(args, data.video.num_levels)
+        self.collector = Collector(data, args, self.rng)
+        self.qoe = self.collector.qoe
+
+    def iteration(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, Any]:
+        """Everything with a state_dict that resuming must restore."""
+        return {"actor": self.actor, "critic": self.critic}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _budget_done(args: CommonArgs, env_steps: int, elapsed_s: float) -> bool:
+    if args.minutes > 0:
+        return elapsed_s >= args.minutes * 60
+    return env_steps >= args.steps
+
+
+def train_loop(trainer: Trainer) -> dict[str, Any]:
+    """Run ``trainer`` to its budget; returns a summary (best validation QoE, paths, steps)."""
+    from tqdm import tqdm
+
+    args = trainer.args
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    iteration, elapsed, best = 0, 0.0, -float("inf")
+    if args.resume:
+        state = load_train_state(out / "last.pt")
+        for key, module in trainer.modules().items():
+            module.load_state_dict(state["modules"][key])
+        trainer.collector.load_state(state["collector"])
+        trainer.load_extra_state(state["extra"])
+        torch.set_rng_state(state["torch_rng"])
+        iteration, elapsed, best = int(state["iteration"]), float(state["elapsed_s"]), float(state["best_val"])
+        log.info("resumed %s at iteration %d (%d env steps)", out, iteration, trainer.collector.env_steps)
+    (out / "args.json").write_text(json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n")
+    runlog = RunLog(out, args.resume)
+    num_levels = trainer.data.video.num_levels
+    total = args.minutes * 60 if args.minutes > 0 else args.steps
+    bar = tqdm(total=total, desc=f"{trainer.algorithm} {out.name}", disable=not args.progress,
+               unit="s" if args.minutes > 0 else "step", dynamic_ncols=True)
+    bar.update(elapsed if args.minutes > 0 else trainer.collector.env_steps)
+    last_val = float("nan")
+
+    def save_last() -> None:
+        atomic_save(
+            {
+                "format": TRAIN_STATE_FORMAT,
+                "algorithm": trainer.algorithm,
+                "modules": {k: m.state_dict() for k, m in trainer.modules().items()},
+                "collector": trainer.collector.state(),
+                "extra": trainer.extra_state(),
+                "torch_rng": torch.get_rng_state(),
+                "iteration": iteration,
+                "elapsed_s": elapsed,
+                "best_val": best,
+                "policy": policy_checkpoint(trainer.actor, args, trainer.algorithm, num_levels, {"iteration": iteration}),
+            },
+            out / "last.pt",
+        )
+
+    try:
+        while not _budget_done(args, trainer.collector.env_steps, elapsed):
+            started = time.perf_counter()
+            steps_before = trainer.collector.env_steps
+            metrics = trainer.iteration()
+            iteration += 1
+            spent = time.perf_counter() - started
+            elapsed += spent
+            metrics["charts/steps_per_s"] = (trainer.collector.env_steps - steps_before) / max(spent, 1e-9)
+            metrics["charts/iteration"] = iteration
+            finished = _budget_done(args, trainer.collector.env_steps, elapsed)
+            if iteration % args.val_every == 0 or finished:
+                last_val = evaluate_actor(trainer.actor, trainer.data.val, trainer.data.video, trainer.qoe, args.device)
+                metrics["charts/val_qoe"] = last_val
+                if last_val > best:
+                    best = last_val
+                    ckpt = policy_checkpoint(
+                        trainer.actor, args, trainer.algorithm, num_levels,
+                        {"val_qoe": best, "iteration": iteration, "env_steps": trainer.collector.env_steps,
+                         "minutes": elapsed / 60, "seed": args.seed},
+                    )
+                    atomic_save(ckpt, out / "best.pt")
+                    log.debug("new best %.4f at iteration %d", best, iteration)
+                    if args.push:
+                        push_checkpoint(args, out / "best.pt")
+                save_last()
+            runlog.scalars(trainer.collector.env_steps, elapsed, metrics)
+            bar.update(spent if args.minutes > 0 else trainer.collector.env_steps - steps_before)
+            bar.set_postfix(val_qoe=f"{last_val:.3f}", best=f"{best:.3f}", refresh=False)
+    except KeyboardInterrupt:
+        log.warning("interrupted: saving %s", out / "last.pt")
+        save_last()
+        raise
+    finally:
+        bar.close()
+        runlog.close()
+    log.info(
+        "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
+        trainer.algorithm, iteration, trainer.collector.env_steps, elapsed / 60, best, out / "best.pt",
+    )
+    return {
+        "best_val_qoe": best,
+        "iterations": iteration,
+        "env_steps": trainer.collector.env_steps,
+        "minutes": elapsed / 60,
+        "best": str(out / "best.pt"),
+        "last": str(out / "last.pt"),
+    }

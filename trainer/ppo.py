@@ -1,0 +1,140 @@
+"""PPO for ABR on the batched simulator (``streambed train ppo``).
+
+Clipped surrogate with the dual-clip bound for negative advantages (Ye et al., 2020), value
+loss, and an entropy bonus whose weight either adapts towards a target entropy (as
+Pensieve-PPO does) or follows a schedule. Advantages by GAE (``gae_lambda`` < 1) or n-step
+returns (``gae_lambda`` = 1). Each iteration collects ``rollout_steps`` chunks from
+``num_envs`` sessions and runs ``update_epochs`` passes of minibatches over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.common import CommonArgs, Data, Trainer, gae
+from trainer.schedules import Schedule
+
+
+@dataclass
+class PPOArgs(CommonArgs):
+    out: str = "runs/ppo"
+    """Run directory."""
+    learning_rate: float = 3e-4
+    """Adam step size of actor and critic."""
+    gamma: float = 0.99
+    """Discount per chunk."""
+    gae_lambda: float = 0.95
+    """GAE lambda; 1.0 gives n-step returns."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 8
+    """Minibatches per pass."""
+    clip_coef: float = 0.2
+    """Ratio clip."""
+    dual_clip: float = 3.0
+    """Dual-clip bound c for negative advantages (0 disables it)."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping."""
+    entropy: str = "adaptive"
+    """adaptive (towards --target-entropy) or a schedule: constant:W, linear:A:B:ITERS, or breakpoints ITER=W,..."""
+    target_entropy: float = 0.1
+    """Entropy (nats) the adaptive weight steers towards."""
+    entropy_lr: float = 0.01
+    """Step of the adaptive entropy weight."""
+    initial_entropy_weight: float = 0.1
+    """Start of the adaptive entropy weight."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+
+
+class PPO(Trainer):
+    algorithm = "ppo"
+    args: PPOArgs
+
+    def __init__(self, args: PPOArgs, data: Data) -> None:
+        super().__init__(args, data)
+        params = list(self.actor.parameters()) + list(self.critic.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
+        self.schedule = None if args.entropy == "adaptive" else Schedule.parse(args.entropy)
+        self.entropy_weight = args.initial_entropy_weight
+        self.iterations = 0
+
+    def modules(self) -> dict[str, Any]:
+        return {"actor": self.actor, "critic": self.critic, "optimizer": self.optimizer}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"entropy_weight": self.entropy_weight, "iterations": self.iterations}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.entropy_weight = float(state["entropy_weight"])
+        self.iterations = int(state["iterations"])
+
+    def iteration(self) -> dict[str, float]:
+        args = self.args
+        if self.schedule is not None:
+            self.entropy_weight = self.schedule(self.iterations)
+        ro = self.collector.collect(self.actor, self.critic)
+        advantages, returns = gae(ro, args.gamma, args.gae_lambda)
+        mask = ro.valid.reshape(-1)
+        obs = ro.obs.reshape(-1, *ro.obs.shape[2:])[mask].to(args.device)
+        actions = ro.actions.reshape(-1)[mask].to(args.device)
+        old_logprobs = ro.logprobs.reshape(-1)[mask].to(args.device)
+        adv = advantages.reshape(-1)[mask].to(args.device)
+        ret = returns.reshape(-1)[mask].to(args.device)
+        size = len(actions)
+        batch = max(size // args.minibatches, 1)
+        stats: dict[str, list[float]] = {k: [] for k in ("pg", "v", "ent", "kl", "clipfrac")}
+        for _ in range(args.update_epochs):
+            order = torch.randperm(size, device=args.device)
+            for start in range(0, size, batch):
+                idx = order[start : start + batch]
+                logits = self.actor(obs[idx])
+                dist = torch.distributions.Categorical(logits=logits)
+                logprob = dist.log_prob(actions[idx])
+                entropy = dist.entropy().mean()
+                ratio = (logprob - old_logprobs[idx]).exp()
+                a = adv[idx]
+                if args.norm_adv and len(a) > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                surrogate = torch.min(ratio * a, ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * a)
+                if args.dual_clip > 0:
+                    surrogate = torch.where(a < 0, torch.max(surrogate, args.dual_clip * a), surrogate)
+                pg_loss = -surrogate.mean()
+                v_loss = 0.5 * (self.critic(obs[idx]).squeeze(-1) - ret[idx]).pow(2).mean()
+                loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(
+                    list(self.actor.parameters()) + list(self.critic.parameters()), args.max_grad_norm
+                )
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["pg"].append(pg_loss.item())
+                    stats["v"].append(v_loss.item())
+                    stats["ent"].append(entropy.item())
+                    stats["kl"].append(((ratio - 1) - (logprob - old_logprobs[idx])).mean().item())
+                    stats["clipfrac"].append(((ratio - 1).abs() > args.clip_coef).float().mean().item())
+        mean_entropy = float(np.mean(stats["ent"]))
+        if self.schedule is None:  # adapt the weight towards the target entropy
+            self.entropy_weight = max(
+                0.0, self.entropy_weight - args.entropy_lr * (mean_entropy - args.target_entropy)
+            )
+        self.iterations += 1
+        out = {
+            "losses/policy_loss": float(np.mean(stats["pg"])),
+            "losses/value_loss": float(np.mean(stats["v"])),
+            "losses/entropy": mean_entropy,
+            "losses/approx_kl": float(np.mean(stats["kl"])),
+            "losses/clipfrac": float(np.mean(stats["clipfrac"])),
+            "charts/entropy_weight": self.entropy_weight,
+        }
+        if ro.episode_qoe:
+            out["charts/train_qoe"] = float(np.mean(ro.episode_qoe))
+        return out
