@@ -46,12 +46,15 @@ class PPOArgs(CommonArgs):
     """adaptive (towards --target-entropy) or a schedule: constant:W, linear:A:B:ITERS, or breakpoints ITER=W,..."""
     target_entropy: float = 0.1
     """Entropy (nats) the adaptive weight steers towards."""
-    entropy_lr: float = 0.01
-    """Step of the adaptive entropy weight."""
-    initial_entropy_weight: float = 0.1
+    entropy_lr: float = 0.001
+    """Step of the adaptive entropy weight per iteration and nat of excess entropy."""
+    initial_entropy_weight: float = 0.05
     """Start of the adaptive entropy weight."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this for the critic and the advantages (QoE units are large:
+    one second of stall costs 4.3)."""
 
 
 class PPO(Trainer):
@@ -81,6 +84,7 @@ class PPO(Trainer):
         if self.schedule is not None:
             self.entropy_weight = self.schedule(self.iterations)
         ro = self.collector.collect(self.actor, self.critic)
+        ro.rewards *= args.reward_scale
         advantages, returns = gae(ro, args.gamma, args.gae_lambda)
         mask = ro.valid.reshape(-1)
         obs = ro.obs.reshape(-1, *ro.obs.shape[2:])[mask].to(args.device)
@@ -111,9 +115,9 @@ class PPO(Trainer):
                 loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
                 self.optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(
-                    list(self.actor.parameters()) + list(self.critic.parameters()), args.max_grad_norm
-                )
+                # Clipped apart: the critic's large early gradients must not starve the actor's.
+                nn.utils.clip_grad_norm_(self.actor.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.critic.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     stats["pg"].append(pg_loss.item())

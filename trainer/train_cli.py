@@ -1,0 +1,120 @@
+"""``streambed train {ppo,a3c,imitate}``: flags generated from each trainer's argument dataclass.
+
+Every field of the dataclass is a flag (``learning_rate`` -> ``--learning-rate``) whose help is
+the field's docstring; booleans take ``--x/--no-x``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+import logging
+import sys
+import textwrap
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from streambed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string right after each field) of ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        tree = ast.parse(source)
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    docs = field_docs(cls)
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = type(default) if default is not None else str
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def register(subparsers: Any) -> None:
+    from trainer.a3c import A3CArgs
+    from trainer.imitate import ImitateArgs
+    from trainer.ppo import PPOArgs
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a policy (ppo, a3c, imitate) on the batched simulator",
+        description="Train an ABR policy offline; runs live under --out (args.json, best.pt, "
+        "last.pt, metrics.csv, TensorBoard events in tb/).",
+    )
+    sub = p.add_subparsers(dest="algorithm", metavar="ALGORITHM", required=True)
+    for name, cls, text in (
+        ("ppo", PPOArgs, "PPO with dual clip and adaptive or scheduled entropy"),
+        ("a3c", A3CArgs, "synchronous advantage actor-critic with an entropy schedule (Pensieve)"),
+        ("imitate", ImitateArgs, "behaviour cloning and DAgger from a teacher (Comyco-style)"),
+    ):
+        q = sub.add_parser(
+            name,
+            help=text,
+            description=sys.modules[cls.__module__].__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_dataclass_args(q, cls)
+        q.set_defaults(func=run, args_cls=cls)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from trainer.common import load_data, train_loop
+
+    cls = ns.args_cls
+    given = {f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None}
+    if given.get("resume"):
+        saved = Path(given.get("out") or cls().out) / "args.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {saved} does not exist")
+        previous = json.loads(saved.read_text())
+        previous.pop("algorithm", None)
+        values = {**previous, **given}  # flags given now (e.g. a longer budget) win
+    else:
+        values = given
+    args = cls(**values)
+    data = load_data(args)
+    trainer = _trainer(ns.algorithm, args, data)
+    summary = train_loop(trainer)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _trainer(name: str, args: Any, data: Any) -> Any:
+    if name == "ppo":
+        from trainer.ppo import PPO
+
+        return PPO(args, data)
+    if name == "a3c":
+        from trainer.a3c import A3C
+
+        return A3C(args, data)
+    from trainer.imitate import Imitate
+
+    return Imitate(args, data)
