@@ -38,6 +38,8 @@ class A3CArgs(CommonArgs):
     """Entropy weight by iteration: pensieve-linear, staged, constant:W, linear:A:B:N, ITER=W,..."""
     max_grad_norm: float = 5.0
     """Gradient clipping."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before returns are computed."""
 
 
 class A3C(Trainer):
@@ -46,15 +48,21 @@ class A3C(Trainer):
 
     def __init__(self, args: A3CArgs, data: Data) -> None:
         super().__init__(args, data)
-        self.actor_opt = torch.optim.RMSprop(self.actor.parameters(), lr=args.actor_lr, alpha=0.9, eps=1e-6)
-        self.critic_opt = torch.optim.RMSprop(self.critic.parameters(), lr=args.critic_lr, alpha=0.9, eps=1e-6)
+        self.actor_opt = torch.optim.RMSprop(
+            self.actor.parameters(), lr=args.actor_lr, alpha=0.9, eps=1e-6
+        )
+        self.critic_opt = torch.optim.RMSprop(
+            self.critic.parameters(), lr=args.critic_lr, alpha=0.9, eps=1e-6
+        )
         self.schedule = Schedule.parse(args.entropy_schedule)
         self.iterations = 0
 
     def modules(self) -> dict[str, Any]:
         return {
-            "actor": self.actor, "critic": self.critic,
-            "actor_opt": self.actor_opt, "critic_opt": self.critic_opt,
+            "actor": self.actor,
+            "critic": self.critic,
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
         }
 
     def extra_state(self) -> dict[str, Any]:
@@ -67,6 +75,7 @@ class A3C(Trainer):
         args = self.args
         weight = self.schedule(self.iterations)
         ro = self.collector.collect(self.actor, self.critic)
+        ro.rewards *= args.reward_scale
         advantages, returns = gae(ro, args.gamma, args.gae_lambda)
         mask = ro.valid.reshape(-1)
         obs = ro.obs.reshape(-1, *ro.obs.shape[2:])[mask].to(args.device)

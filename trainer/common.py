@@ -123,7 +123,9 @@ def load_data(args: CommonArgs) -> Data:
         if not 0 < args.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
         # A fixed split (by name, independent of the seed) so runs are comparable.
-        order = sorted(range(len(traces)), key=lambda i: hashlib.sha256(traces[i].name.encode()).hexdigest())
+        order = sorted(
+            range(len(traces)), key=lambda i: hashlib.sha256(traces[i].name.encode()).hexdigest()
+        )
         count = max(1, round(len(traces) * args.val_fraction))
         held = set(order[:count])
         val = [t for i, t in enumerate(traces) if i in held]
@@ -160,7 +162,12 @@ class Collector:
     def __init__(self, data: Data, args: CommonArgs, rng: np.random.Generator) -> None:
         self.video = data.video
         self.sim = BatchedSimulator(
-            data.train, data.video, args.num_envs, SimConfig(), mode="train", rng=rng,
+            data.train,
+            data.video,
+            args.num_envs,
+            SimConfig(),
+            mode="train",
+            rng=rng,
             obs_dtype=np.float32,
         )
         self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
@@ -175,25 +182,32 @@ class Collector:
         self.env_steps = 0
 
     def state(self) -> dict[str, Any]:
+        """Everything resuming needs, as tensors and strings (``weights_only`` loads them)."""
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(a, copy=True))
+
+        sim = self.sim
         return {
-            "rng": json.dumps(self.sim.rng.bit_generator.state),
-            "sim": {k: getattr(self.sim, k).copy() for k in ("trace", "tau", "line", "buffer_s", "chunk")},
-            "obs": self.sim.obs.copy() if self.sim.obs is not None else None,
-            "prev_quality": self.prev_quality.copy(),
-            "session_qoe": self.session_qoe.copy(),
-            "session_chunks": self.session_chunks.copy(),
+            "rng": json.dumps(sim.rng.bit_generator.state),
+            "sim": {k: t(getattr(sim, k)) for k in ("trace", "tau", "line", "buffer_s", "chunk")},
+            "obs": t(sim.obs) if sim.obs is not None else None,
+            "prev_quality": t(self.prev_quality),
+            "session_qoe": t(self.session_qoe),
+            "session_chunks": t(self.session_chunks),
             "env_steps": self.env_steps,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.sim.rng.bit_generator.state = json.loads(state["rng"])
+        sim = self.sim
+        sim.rng.bit_generator.state = json.loads(state["rng"])
         for key, value in state["sim"].items():
-            setattr(self.sim, key, np.asarray(value).copy())
-        if state["obs"] is not None and self.sim.obs is not None:
-            self.sim.obs[...] = np.asarray(state["obs"])
-        self.prev_quality = np.asarray(state["prev_quality"]).copy()
-        self.session_qoe = np.asarray(state["session_qoe"]).copy()
-        self.session_chunks = np.asarray(state["session_chunks"]).copy()
+            setattr(sim, key, value.numpy().copy())
+        if state["obs"] is not None and sim.obs is not None:
+            sim.obs[...] = state["obs"].numpy()
+        self.prev_quality = state["prev_quality"].numpy().copy()
+        self.session_qoe = state["session_qoe"].numpy().copy()
+        self.session_chunks = state["session_chunks"].numpy().copy()
         self.env_steps = int(state["env_steps"])
 
     def _reward(self, quality: np.ndarray, rebuffer: np.ndarray) -> np.ndarray:
@@ -238,14 +252,27 @@ class Collector:
             self.env_steps += int(decide.sum())
             if done.any():
                 ended = np.flatnonzero(done)
-                finished.extend((self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)).tolist())
+                finished.extend(
+                    (self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)).tolist()
+                )
                 self.session_qoe[ended] = 0.0
                 self.session_chunks[ended] = 0
                 self.prev_quality[ended] = self.default
                 sim.reset(done)
         next_obs = torch.as_tensor(sim.obs).to(self.device)
         next_value = critic(next_obs).squeeze(-1).cpu() if critic is not None else torch.zeros(N)
-        return Rollout(obs_buf, actions, logprobs, values, rewards, dones, valid, next_obs.cpu(), next_value, finished)
+        return Rollout(
+            obs_buf,
+            actions,
+            logprobs,
+            values,
+            rewards,
+            dones,
+            valid,
+            next_obs.cpu(),
+            next_value,
+            finished,
+        )
 
 
 def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,9 +294,13 @@ def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def evaluate_actor(actor: nn.Module, traces: list[Trace], video: Video, qoe: QoEMetric, device: str = "cpu") -> float:
+def evaluate_actor(
+    actor: nn.Module, traces: list[Trace], video: Video, qoe: QoEMetric, device: str = "cpu"
+) -> float:
     """Greedy test-mode ``qoe_mean`` over ``traces`` (each from its start, no noise)."""
-    sim = BatchedSimulator(traces, video, len(traces), SimConfig(), mode="test", obs_dtype=np.float64)
+    sim = BatchedSimulator(
+        traces, video, len(traces), SimConfig(), mode="test", obs_dtype=np.float64
+    )
     assert sim.obs is not None
     default = SimConfig().default_quality
     quality = np.full(len(traces), default, np.int64)
@@ -299,7 +330,9 @@ def make_networks(args: CommonArgs, num_levels: int) -> tuple[nn.Module, nn.Modu
     if args.init_from:
         loaded = load_policy(args.init_from, num_levels)
         if loaded.arch != args.arch:
-            raise ConfigError(f"--init-from {args.init_from}: architecture {loaded.arch}, not {args.arch}")
+            raise ConfigError(
+                f"--init-from {args.init_from}: architecture {loaded.arch}, not {args.arch}"
+            )
         actor.load_state_dict(loaded.actor.state_dict())
         log.info("actor initialised from %s", args.init_from)
     return actor.to(args.device), critic.to(args.device)
@@ -308,8 +341,11 @@ def make_networks(args: CommonArgs, num_levels: int) -> tuple[nn.Module, nn.Modu
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-            text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
@@ -324,7 +360,9 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def policy_checkpoint(actor: nn.Module, args: CommonArgs, algorithm: str, num_levels: int, meta: dict[str, Any]) -> dict[str, Any]:
+def policy_checkpoint(
+    actor: nn.Module, args: CommonArgs, algorithm: str, num_levels: int, meta: dict[str, Any]
+) -> dict[str, Any]:
     """A self-describing checkpoint the service and ``streambed eval`` load."""
     state = {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()}
     return {
@@ -367,7 +405,9 @@ def load_train_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # untrusted or damaged file
-        raise ConfigError(f"{path}: cannot resume from it ({str(exc).splitlines()[0][:200]})") from exc
+        raise ConfigError(
+            f"{path}: cannot resume from it ({str(exc).splitlines()[0][:200]})"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
         raise ConfigError(f"{path}: not a Streambed training state ({TRAIN_STATE_FORMAT})")
     return state
@@ -407,7 +447,9 @@ class RunLog:
 # Pushing to the decision service
 
 
-def push_checkpoint(args: CommonArgs, path: Path, attempts: int = 3, transport: httpx.BaseTransport | None = None) -> bool:
+def push_checkpoint(
+    args: CommonArgs, path: Path, attempts: int = 3, transport: httpx.BaseTransport | None = None
+) -> bool:
     """Upload ``path`` and activate it; retried, reported, never raised."""
     name = args.push_name or Path(args.out).name
     try:
@@ -420,13 +462,21 @@ def push_checkpoint(args: CommonArgs, path: Path, attempts: int = 3, transport: 
     for attempt in range(1, attempts + 1):
         try:
             with httpx.Client(timeout=30, transport=transport) as client:
-                r = client.put(url, content=path.read_bytes(), headers=headers,
-                               params={"activate": "true", "algorithm": args.push_algorithm})
+                r = client.put(
+                    url,
+                    content=path.read_bytes(),
+                    headers=headers,
+                    params={"activate": "true", "algorithm": args.push_algorithm},
+                )
             if r.status_code in (200, 201):
                 info = r.json()
-                log.info("pushed %s to %s as %s@v%s", path.name, args.push, name, info.get("version"))
+                log.info(
+                    "pushed %s to %s as %s@v%s", path.name, args.push, name, info.get("version")
+                )
                 return True
-            log.warning("push attempt %d/%d: HTTP %d %s", attempt, attempts, r.status_code, r.text[:200])
+            log.warning(
+                "push attempt %d/%d: HTTP %d %s", attempt, attempts, r.status_code, r.text[:200]
+            )
             if r.status_code in (401, 403, 413, 422):
                 break  # retrying will not help
         except httpx.HTTPError as exc:
@@ -491,14 +541,27 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         trainer.collector.load_state(state["collector"])
         trainer.load_extra_state(state["extra"])
         torch.set_rng_state(state["torch_rng"])
-        iteration, elapsed, best = int(state["iteration"]), float(state["elapsed_s"]), float(state["best_val"])
-        log.info("resumed %s at iteration %d (%d env steps)", out, iteration, trainer.collector.env_steps)
-    (out / "args.json").write_text(json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n")
+        iteration, elapsed, best = (
+            int(state["iteration"]),
+            float(state["elapsed_s"]),
+            float(state["best_val"]),
+        )
+        log.info(
+            "resumed %s at iteration %d (%d env steps)", out, iteration, trainer.collector.env_steps
+        )
+    (out / "args.json").write_text(
+        json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n"
+    )
     runlog = RunLog(out, args.resume)
     num_levels = trainer.data.video.num_levels
     total = args.minutes * 60 if args.minutes > 0 else args.steps
-    bar = tqdm(total=total, desc=f"{trainer.algorithm} {out.name}", disable=not args.progress,
-               unit="s" if args.minutes > 0 else "step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        desc=f"{trainer.algorithm} {out.name}",
+        disable=not args.progress,
+        unit="s" if args.minutes > 0 else "step",
+        dynamic_ncols=True,
+    )
     bar.update(elapsed if args.minutes > 0 else trainer.collector.env_steps)
     last_val = float("nan")
 
@@ -514,7 +577,9 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
                 "iteration": iteration,
                 "elapsed_s": elapsed,
                 "best_val": best,
-                "policy": policy_checkpoint(trainer.actor, args, trainer.algorithm, num_levels, {"iteration": iteration}),
+                "policy": policy_checkpoint(
+                    trainer.actor, args, trainer.algorithm, num_levels, {"iteration": iteration}
+                ),
             },
             out / "last.pt",
         )
@@ -527,18 +592,30 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
             iteration += 1
             spent = time.perf_counter() - started
             elapsed += spent
-            metrics["charts/steps_per_s"] = (trainer.collector.env_steps - steps_before) / max(spent, 1e-9)
+            metrics["charts/steps_per_s"] = (trainer.collector.env_steps - steps_before) / max(
+                spent, 1e-9
+            )
             metrics["charts/iteration"] = iteration
             finished = _budget_done(args, trainer.collector.env_steps, elapsed)
             if iteration % args.val_every == 0 or finished:
-                last_val = evaluate_actor(trainer.actor, trainer.data.val, trainer.data.video, trainer.qoe, args.device)
+                last_val = evaluate_actor(
+                    trainer.actor, trainer.data.val, trainer.data.video, trainer.qoe, args.device
+                )
                 metrics["charts/val_qoe"] = last_val
                 if last_val > best:
                     best = last_val
                     ckpt = policy_checkpoint(
-                        trainer.actor, args, trainer.algorithm, num_levels,
-                        {"val_qoe": best, "iteration": iteration, "env_steps": trainer.collector.env_steps,
-                         "minutes": elapsed / 60, "seed": args.seed},
+                        trainer.actor,
+                        args,
+                        trainer.algorithm,
+                        num_levels,
+                        {
+                            "val_qoe": best,
+                            "iteration": iteration,
+                            "env_steps": trainer.collector.env_steps,
+                            "minutes": elapsed / 60,
+                            "seed": args.seed,
+                        },
                     )
                     atomic_save(ckpt, out / "best.pt")
                     log.debug("new best %.4f at iteration %d", best, iteration)
@@ -557,7 +634,12 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         runlog.close()
     log.info(
         "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
-        trainer.algorithm, iteration, trainer.collector.env_steps, elapsed / 60, best, out / "best.pt",
+        trainer.algorithm,
+        iteration,
+        trainer.collector.env_steps,
+        elapsed / 60,
+        best,
+        out / "best.pt",
     )
     return {
         "best_val_qoe": best,

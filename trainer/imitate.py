@@ -69,7 +69,9 @@ class OracleMPC(MPC):
         return self.future_bps
 
 
-def future_rate_bps(bank: TraceBank, trace: np.ndarray, tau: np.ndarray, seconds: float) -> np.ndarray:
+def future_rate_bps(
+    bank: TraceBank, trace: np.ndarray, tau: np.ndarray, seconds: float
+) -> np.ndarray:
     """Mean deliverable bytes/s over the next ``seconds`` from ``tau`` (wrapping like the sim)."""
 
     def delivered(t: np.ndarray) -> np.ndarray:
@@ -106,7 +108,11 @@ class Imitate(Trainer):
         from abr_service.algorithms.mpc import MPCParams
 
         params = MPCParams(horizon=self.args.horizon, qoe=self.args.qoe)
-        return RobustMPC(video, params) if self.args.teacher == "robustmpc" else OracleMPC(video, params)
+        return (
+            RobustMPC(video, params)
+            if self.args.teacher == "robustmpc"
+            else OracleMPC(video, params)
+        )
 
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "optimizer": self.optimizer}
@@ -140,13 +146,18 @@ class Imitate(Trainer):
             idx = np.flatnonzero(decide)
             labels = np.full(col.n, col.default, np.int64)
             if self.args.teacher == "oracle" and idx.size:
-                rates = future_rate_bps(sim.bank, sim.trace[idx], sim.tau[idx], self.args.horizon * video.chunk_s)
+                rates = future_rate_bps(
+                    sim.bank, sim.trace[idx], sim.tau[idx], self.args.horizon * video.chunk_s
+                )
                 for j, r in zip(idx, rates, strict=True):
                     self.teachers[j].future_bps = float(r)  # type: ignore[attr-defined]
             for j in idx:
                 labels[j] = self.teachers[j].select(
-                    PlayerState(next_chunk=int(sim.chunk[j]), buffer_s=float(sim.buffer_s[j]),
-                                last_quality=int(col.prev_quality[j]))
+                    PlayerState(
+                        next_chunk=int(sim.chunk[j]),
+                        buffer_s=float(sim.buffer_s[j]),
+                        last_quality=int(col.prev_quality[j]),
+                    )
                 )
             obs = torch.as_tensor(sim.obs)
             student = self.actor(obs.to(self.args.device)).argmax(-1).cpu().numpy()
@@ -163,15 +174,23 @@ class Imitate(Trainer):
             col.session_qoe += np.where(decide, reward, 0.0)
             col.session_chunks += decide
             col.env_steps += int(decide.sum())
-            for j in range(col.n):
-                self.teachers[j].on_chunk(
-                    ChunkFeedback(int(chunk_before[j]), int(quality[j]), int(step.chunk_bytes[j]),
-                                  float(step.delay_s[j]), float(step.buffer_s[j]), float(step.rebuffer_s[j]))
+            for k in range(col.n):
+                self.teachers[k].on_chunk(
+                    ChunkFeedback(
+                        int(chunk_before[k]),
+                        int(quality[k]),
+                        int(step.chunk_bytes[k]),
+                        float(step.delay_s[k]),
+                        float(step.buffer_s[k]),
+                        float(step.rebuffer_s[k]),
+                    )
                 )
             done = step.end_of_video
             if done.any():
                 ended = np.flatnonzero(done)
-                finished.extend((col.session_qoe[ended] / np.maximum(col.session_chunks[ended], 1)).tolist())
+                finished.extend(
+                    (col.session_qoe[ended] / np.maximum(col.session_chunks[ended], 1)).tolist()
+                )
                 col.session_qoe[ended] = 0.0
                 col.session_chunks[ended] = 0
                 col.prev_quality[ended] = col.default

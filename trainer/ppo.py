@@ -107,9 +107,13 @@ class PPO(Trainer):
                 a = adv[idx]
                 if args.norm_adv and len(a) > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                surrogate = torch.min(ratio * a, ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * a)
+                surrogate = torch.min(
+                    ratio * a, ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * a
+                )
                 if args.dual_clip > 0:
-                    surrogate = torch.where(a < 0, torch.max(surrogate, args.dual_clip * a), surrogate)
+                    surrogate = torch.where(
+                        a < 0, torch.max(surrogate, args.dual_clip * a), surrogate
+                    )
                 pg_loss = -surrogate.mean()
                 v_loss = 0.5 * (self.critic(obs[idx]).squeeze(-1) - ret[idx]).pow(2).mean()
                 loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
@@ -124,7 +128,9 @@ class PPO(Trainer):
                     stats["v"].append(v_loss.item())
                     stats["ent"].append(entropy.item())
                     stats["kl"].append(((ratio - 1) - (logprob - old_logprobs[idx])).mean().item())
-                    stats["clipfrac"].append(((ratio - 1).abs() > args.clip_coef).float().mean().item())
+                    stats["clipfrac"].append(
+                        ((ratio - 1).abs() > args.clip_coef).float().mean().item()
+                    )
         mean_entropy = float(np.mean(stats["ent"]))
         if self.schedule is None:  # adapt the weight towards the target entropy
             self.entropy_weight = max(

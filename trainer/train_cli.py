@@ -51,10 +51,14 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
             kind = type(default) if default is not None else str
-            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=help_text)
+            parser.add_argument(
+                flag, type=kind, default=None, metavar=f.name.upper(), help=help_text
+            )
 
 
 def register(subparsers: Any) -> None:
@@ -88,7 +92,9 @@ def run(ns: argparse.Namespace) -> int:
     from trainer.common import load_data, train_loop
 
     cls = ns.args_cls
-    given = {f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None}
+    given = {
+        f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None
+    }
     if given.get("resume"):
         saved = Path(given.get("out") or cls().out) / "args.json"
         if not saved.is_file():

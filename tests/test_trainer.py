@@ -1,0 +1,231 @@
+"""Trainers on small budgets: they learn, checkpoints round-trip, resume is exact, push works."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from service_helpers import running_service
+
+from abr_service.policies import load_policy
+from abr_service.qoe import make_qoe
+from streambed.cli import main
+from streambed.defaults import default_video
+from streambed.errors import ConfigError
+from traces import SynthParams, generate_trace, save_pensieve
+from trainer.a3c import A3C, A3CArgs
+from trainer.common import Data, evaluate_actor, load_data, train_loop
+from trainer.evaluate import evaluate
+from trainer.imitate import Imitate, ImitateArgs
+from trainer.ppo import PPO, PPOArgs
+from trainer.schedules import Schedule
+
+VIDEO = default_video()
+# Slow links: a random policy stalls a lot here, so learning shows clearly.
+SLOW = SynthParams(duration_s=320.0, states_mbps=(0.4, 0.8, 1.2, 2.0), outage_prob=0.002)
+TRACES = [generate_trace(SLOW, seed=i, name=f"slow_{i:02d}") for i in range(12)]
+DATA = Data(train=TRACES[:9], val=TRACES[9:], video=VIDEO)
+QOE = make_qoe("lin", VIDEO.bitrates_kbps)
+
+
+def initial_val(trainer: Any) -> float:
+    return evaluate_actor(trainer.actor, DATA.val, VIDEO, QOE)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda out: PPO(
+            PPOArgs(out=out, steps=40_000, num_envs=64, val_every=3, progress=False, seed=3), DATA
+        ),
+        lambda out: A3C(
+            A3CArgs(
+                out=out,
+                steps=40_000,
+                num_envs=64,
+                val_every=3,
+                progress=False,
+                seed=3,
+                entropy_schedule="linear:0.1:0.01:20",
+                actor_lr=1e-3,
+            ),
+            DATA,
+        ),
+        lambda out: Imitate(
+            ImitateArgs(out=out, steps=12_000, num_envs=32, val_every=2, progress=False, seed=3),
+            DATA,
+        ),
+    ],
+    ids=["ppo", "a3c", "imitate"],
+)
+def test_short_run_improves_on_the_initial_policy(tmp_path: Path, make: Any) -> None:
+    trainer = make(str(tmp_path / "run"))
+    before = initial_val(trainer)
+    summary = train_loop(trainer)
+    after = load_policy(tmp_path / "run" / "best.pt", VIDEO.num_levels)
+    val = evaluate_actor(after.actor, DATA.val, VIDEO, QOE)
+    assert val == pytest.approx(summary["best_val_qoe"], abs=1e-9)
+    assert val > before + 0.5, (before, val)
+    for name in ("args.json", "best.pt", "last.pt", "metrics.csv"):
+        assert (tmp_path / "run" / name).is_file()
+    assert any((tmp_path / "run" / "tb").iterdir())
+    names = {
+        line.split(",")[2]
+        for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    }
+    assert {"charts/val_qoe", "charts/steps_per_s"} <= names
+    assert any(n.startswith("losses/") for n in names)
+
+
+def test_checkpoint_round_trip_and_eval_agree(tmp_path: Path) -> None:
+    trainer = PPO(
+        PPOArgs(out=str(tmp_path / "r"), steps=6_000, num_envs=32, val_every=1, progress=False),
+        DATA,
+    )
+    train_loop(trainer)
+    loaded = load_policy(tmp_path / "r" / "best.pt", VIDEO.num_levels)
+    obs = torch.as_tensor(np.random.default_rng(0).uniform(0, 2, (500, 6, 8)), dtype=torch.float32)
+    with torch.no_grad():
+        # best.pt is the actor of the best validation, which here is the last one
+        assert torch.equal(loaded.actor(obs).argmax(-1), trainer.actor(obs).argmax(-1))
+    meta = loaded.meta
+    assert meta["algorithm"] == "ppo" and meta["val_qoe"] == pytest.approx(
+        evaluate_actor(loaded.actor, DATA.val, VIDEO, QOE)
+    )
+    assert len(meta["weights_sha256"]) == 64 and json.loads(meta["args"])["num_envs"] == 32
+    # streambed eval reports the same QoE the trainer validated with
+    result = evaluate(
+        DATA.val,
+        VIDEO,
+        ["ppo"],
+        params={"ppo": {"model": str(tmp_path / "r" / "best.pt")}},
+        progress=False,
+    )
+    qoes = [m.qoe for m in result.metrics]
+    assert float(np.mean(qoes)) == pytest.approx(meta["val_qoe"], abs=1e-9)
+
+
+def _final_actor(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path / "last.pt", weights_only=True)
+    return state["modules"]["actor"]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "a3c"])
+def test_resume_continues_the_same_run(tmp_path: Path, algorithm: str) -> None:
+    cls, args_cls = (PPO, PPOArgs) if algorithm == "ppo" else (A3C, A3CArgs)
+    base = args_cls(
+        out=str(tmp_path / "straight"),
+        steps=9_000,
+        num_envs=32,
+        val_every=2,
+        progress=False,
+        seed=5,
+    )
+    train_loop(cls(base, DATA))
+    half = replace(base, out=str(tmp_path / "resumed"), steps=4_500)
+    train_loop(cls(half, DATA))
+    train_loop(cls(replace(half, steps=9_000, resume=True), DATA))
+    straight, resumed = _final_actor(tmp_path / "straight"), _final_actor(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_push_reaches_a_real_service(tmp_path: Path) -> None:
+    (tmp_path / "svc").mkdir()
+    with running_service(tmp_path / "svc", algorithm="bba") as url:
+        args = PPOArgs(
+            out=str(tmp_path / "pushed"),
+            steps=3_000,
+            num_envs=32,
+            val_every=1,
+            progress=False,
+            push=url,
+            token_file=str(tmp_path / "svc" / "token"),
+            push_name="fresh",
+        )
+        train_loop(PPO(args, DATA))
+        models = httpx.get(f"{url}/models").json()
+        assert models["active"]["ppo"].startswith("fresh@v")
+        body = {"session_id": "after-push", "chunk_index": 0, "buffer_s": 0, "algorithm": "ppo"}
+        assert (
+            httpx.post(f"{url}/decide", json=body).json()["model_version"]
+            == models["active"]["ppo"]
+        )
+
+
+def test_failed_push_does_not_stop_training(tmp_path: Path) -> None:
+    args = PPOArgs(
+        out=str(tmp_path / "r"),
+        steps=2_000,
+        num_envs=32,
+        val_every=1,
+        progress=False,
+        push="http://127.0.0.1:9",
+        push_name="x",
+    )
+    summary = train_loop(PPO(args, DATA))
+    assert summary["iterations"] >= 1 and Path(summary["best"]).is_file()
+
+
+def test_schedules() -> None:
+    linear = Schedule.parse("pensieve-linear")
+    assert (
+        linear(0) == 1.0
+        and linear(50_000) == pytest.approx(0.55)
+        and linear(200_000) == pytest.approx(0.1)
+    )
+    staged = Schedule.parse("staged")
+    assert [staged(i) for i in (0, 19_999, 20_000, 65_000, 95_000)] == [5, 5, 4, 2, 0.1]
+    assert Schedule.parse("constant:0.5")(10**6) == 0.5
+    assert Schedule.parse("0=1,10=0.2")(10) == 0.2
+    for bad in ("linear:1:0", "5=1", "nonsense", "linear:a:b:c"):
+        with pytest.raises(ConfigError, match="entropy schedule"):
+            Schedule.parse(bad)
+
+
+def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
+    directory = tmp_path / "traces"
+    directory.mkdir()
+    for trace in TRACES:
+        save_pensieve(trace, directory / trace.name)
+    data = load_data(PPOArgs(traces=str(directory)))
+    again = load_data(PPOArgs(traces=str(directory), seed=99))
+    assert {t.name for t in data.val} == {t.name for t in again.val}
+    assert not {t.name for t in data.val} & {t.name for t in data.train}
+    assert len(data.val) == 1 and len(data.train) == 11
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "ppo", "--help"])
+    out = capsys.readouterr().out
+    assert "--target-entropy" in out and "Dual-clip bound" in out
+    run = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "train",
+                "a3c",
+                "--out",
+                str(run),
+                "--steps",
+                "1500",
+                "--num-envs",
+                "16",
+                "--no-progress",
+                "--entropy-schedule",
+                "staged",
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((run / "args.json").read_text())
+    assert saved["algorithm"] == "a3c" and saved["entropy_schedule"] == "staged"
+    assert main(["train", "ppo", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "a3c", "--out", str(tmp_path / "bad"), "--entropy-schedule", "x"]) == 2
