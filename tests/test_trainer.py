@@ -229,3 +229,19 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "ppo", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "a3c", "--out", str(tmp_path / "bad"), "--entropy-schedule", "x"]) == 2
+
+
+def test_snapshots_for_learning_curves(tmp_path: Path) -> None:
+    args = PPOArgs(
+        out=str(tmp_path / "s"),
+        minutes=0.05,
+        snapshot_minutes=0.01,
+        num_envs=16,
+        val_every=1,
+        progress=False,
+    )
+    train_loop(PPO(args, DATA))
+    snaps = sorted((tmp_path / "s" / "snapshots").glob("*.pt"))
+    assert len(snaps) >= 2
+    minutes = [load_policy(s, VIDEO.num_levels).meta["minutes"] for s in snaps]
+    assert minutes == sorted(minutes) and minutes[0] >= 0.01

@@ -92,6 +92,9 @@ class CommonArgs:
     """File with the service's bearer token, for --push."""
     progress: bool = True
     """Show a progress bar."""
+    snapshot_minutes: float = 0.0
+    """Also keep the policy every this many wall-clock minutes in snapshots/ (for learning
+    curves measured afterwards; 0: never)."""
 
 
 def args_from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -564,6 +567,11 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
     )
     bar.update(elapsed if args.minutes > 0 else trainer.collector.env_steps)
     last_val = float("nan")
+    next_snapshot = (
+        (int(elapsed / 60 / args.snapshot_minutes) + 1) * args.snapshot_minutes
+        if args.snapshot_minutes > 0
+        else float("inf")
+    )
 
     def save_last() -> None:
         atomic_save(
@@ -622,6 +630,22 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
                     if args.push:
                         push_checkpoint(args, out / "best.pt")
                 save_last()
+            if elapsed / 60 >= next_snapshot:
+                atomic_save(
+                    policy_checkpoint(
+                        trainer.actor,
+                        args,
+                        trainer.algorithm,
+                        num_levels,
+                        {
+                            "iteration": iteration,
+                            "minutes": elapsed / 60,
+                            "env_steps": trainer.collector.env_steps,
+                        },
+                    ),
+                    out / "snapshots" / f"min{next_snapshot:06.1f}.pt",
+                )
+                next_snapshot += args.snapshot_minutes
             runlog.scalars(trainer.collector.env_steps, elapsed, metrics)
             bar.update(spent if args.minutes > 0 else trainer.collector.env_steps - steps_before)
             bar.set_postfix(val_qoe=f"{last_val:.3f}", best=f"{best:.3f}", refresh=False)
