@@ -4,9 +4,10 @@ The student is the same actor the RL trainers use. Each iteration plays ``num_en
 sessions on the batched simulator; the teacher labels every state the sessions visit, and the
 student is trained by cross-entropy on an aggregated buffer of (observation, teacher level).
 
-Teachers: ``robustmpc`` (the classic algorithm, as deployed) or ``oracle``: MPC over the same
-horizon whose throughput prediction is the trace's true mean rate over the coming
-``horizon x chunk_s`` seconds, i.e. it knows the future (Comyco's "instant solver" idea).
+Teachers: ``robustmpc`` (the classic algorithm, as deployed) or ``oracle``: an exhaustive
+search over every plan of the next ``horizon`` chunks, each downloaded through the session's
+actual trace from its actual position (noise-free), i.e. it knows the future (Comyco's "instant
+solver"). All sessions' plan trees are expanded at once with the batched trace arithmetic.
 
 DAgger: with probability ``beta`` a session follows the teacher, otherwise the student; beta
 falls linearly from 1 to 0 over ``beta_iterations`` (``--no-dagger``: beta stays 1, plain
@@ -24,10 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from abr_service.algorithms.base import ChunkFeedback, PlayerState
-from abr_service.algorithms.mpc import MPC, RobustMPC
+from abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
+from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
 from trainer.common import CommonArgs, Data, Trainer
+from trainer.simulator import SimConfig, buffer_after_download
 from trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")
@@ -53,37 +56,58 @@ class ImitateArgs(CommonArgs):
     """Minibatch size."""
     grad_steps: int = 60
     """Gradient steps per iteration."""
-    horizon: int = 5
-    """Teacher's planning horizon, chunks."""
+    horizon: int = 4
+    """Teacher's planning horizon, chunks (the oracle's tree has levels^horizon leaves)."""
     val_every: int = 2
     """Validate every this many iterations."""
 
 
-class OracleMPC(MPC):
-    """MPC told the true mean throughput ahead (bytes/s) before each decision."""
-
-    name = "oracle"
-    future_bps = 0.0
-
-    def predicted_bps(self) -> float:
-        return self.future_bps
-
-
-def future_rate_bps(
-    bank: TraceBank, trace: np.ndarray, tau: np.ndarray, seconds: float
+def oracle_levels(
+    bank: TraceBank,
+    video: Video,
+    qoe: QoEMetric,
+    config: SimConfig,
+    trace: np.ndarray,
+    tau: np.ndarray,
+    buffer_s: np.ndarray,
+    chunk: np.ndarray,
+    last_quality: np.ndarray,
+    horizon: int,
 ) -> np.ndarray:
-    """Mean deliverable bytes/s over the next ``seconds`` from ``tau`` (wrapping like the sim)."""
+    """First level of the best plan of ``horizon`` chunks for each session, knowing its trace.
 
-    def delivered(t: np.ndarray) -> np.ndarray:
-        i = bank.line_after(trace, t)
-        return bank.cum[i - 1] + bank.rate[i] * (t - bank.time[i - 1])
-
-    period = bank.period[trace]
-    end = tau + seconds
-    loops = np.floor(end / period)
-    end_in = end - loops * period
-    total = loops * bank.total_bytes[trace] + delivered(end_in) - delivered(tau)
-    return total / seconds
+    Every plan (levels^horizon) is downloaded through the real trace from the session's
+    position; its QoE (bitrate, stall, switches) is summed, chunks past the video's end count
+    nothing. Ties go to the first plan in enumeration order.
+    """
+    n, levels = len(trace), video.num_levels
+    utilities = np.asarray(qoe.utilities)
+    tr = trace[:, None]
+    t = tau[:, None].astype(np.float64)
+    b = buffer_s[:, None].astype(np.float64)
+    last = last_quality[:, None].astype(np.int64)
+    total = np.zeros((n, 1))
+    for j in range(horizon):
+        k = t.shape[1] * levels
+        tr, t, b, last, total = (np.repeat(a, levels, axis=1) for a in (tr, t, b, last, total))
+        q = np.tile(np.arange(levels), (n, k // levels))
+        c = chunk + j
+        valid = np.broadcast_to((c < video.num_chunks)[:, None], (n, k))
+        size = video.chunk_bytes[q, np.minimum(c, video.num_chunks - 1)[:, None]] * valid
+        new_t, trace_s, _ = bank.advance_bytes(
+            tr.ravel(), t.ravel(), size.ravel().astype(np.float64)
+        )
+        delay = (trace_s + config.rtt_s).reshape(n, k)
+        rebuffer, new_b, sleep = buffer_after_download(b, delay, video.chunk_s, config)
+        moved = bank.advance_time(tr.ravel(), new_t, sleep.ravel()).reshape(n, k)
+        u, up = utilities[q], utilities[last]
+        gain = u - qoe.rebuffer_penalty * rebuffer - qoe.smooth_penalty * np.abs(u - up)
+        total = total + np.where(valid, gain, 0.0)
+        t = np.where(valid, moved, t)
+        b = np.where(valid, new_b, b)
+        last = np.where(valid, q, last)
+    best_leaf = np.argmax(total, axis=1)
+    return best_leaf // levels ** (horizon - 1)
 
 
 class Imitate(Trainer):
@@ -105,14 +129,7 @@ class Imitate(Trainer):
         self.buf_pos = 0
 
     def _teacher(self, video: Video) -> MPC:
-        from abr_service.algorithms.mpc import MPCParams
-
-        params = MPCParams(horizon=self.args.horizon, qoe=self.args.qoe)
-        return (
-            RobustMPC(video, params)
-            if self.args.teacher == "robustmpc"
-            else OracleMPC(video, params)
-        )
+        return RobustMPC(video, MPCParams(qoe=self.args.qoe))  # as deployed: horizon 5
 
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "optimizer": self.optimizer}
@@ -145,20 +162,28 @@ class Imitate(Trainer):
             decide = sim.chunk > 0
             idx = np.flatnonzero(decide)
             labels = np.full(col.n, col.default, np.int64)
-            if self.args.teacher == "oracle" and idx.size:
-                rates = future_rate_bps(
-                    sim.bank, sim.trace[idx], sim.tau[idx], self.args.horizon * video.chunk_s
+            if idx.size and self.args.teacher == "oracle":
+                labels[idx] = oracle_levels(
+                    sim.bank,
+                    video,
+                    col.qoe,
+                    sim.config,
+                    sim.trace[idx],
+                    sim.tau[idx],
+                    sim.buffer_s[idx],
+                    sim.chunk[idx],
+                    col.prev_quality[idx],
+                    self.args.horizon,
                 )
-                for j, r in zip(idx, rates, strict=True):
-                    self.teachers[j].future_bps = float(r)  # type: ignore[attr-defined]
-            for j in idx:
-                labels[j] = self.teachers[j].select(
-                    PlayerState(
-                        next_chunk=int(sim.chunk[j]),
-                        buffer_s=float(sim.buffer_s[j]),
-                        last_quality=int(col.prev_quality[j]),
+            elif idx.size:
+                for j in idx:
+                    labels[j] = self.teachers[j].select(
+                        PlayerState(
+                            next_chunk=int(sim.chunk[j]),
+                            buffer_s=float(sim.buffer_s[j]),
+                            last_quality=int(col.prev_quality[j]),
+                        )
                     )
-                )
             obs = torch.as_tensor(sim.obs)
             student = self.actor(obs.to(self.args.device)).argmax(-1).cpu().numpy()
             quality = np.where(driver_teacher, labels, student)
@@ -174,7 +199,7 @@ class Imitate(Trainer):
             col.session_qoe += np.where(decide, reward, 0.0)
             col.session_chunks += decide
             col.env_steps += int(decide.sum())
-            for k in range(col.n):
+            for k in range(col.n) if self.args.teacher == "robustmpc" else ():
                 self.teachers[k].on_chunk(
                     ChunkFeedback(
                         int(chunk_before[k]),
