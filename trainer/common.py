@@ -484,7 +484,7 @@ def push_checkpoint(
                 break  # retrying will not help
         except httpx.HTTPError as exc:
             log.warning("push attempt %d/%d: %s", attempt, attempts, exc)
-        time.sleep(min(2.0 * attempt, 5.0))
+        time.sleep(0.5 * attempt)
     log.error("push of %s to %s failed; training goes on", path.name, args.push)
     return False
 
