@@ -80,8 +80,9 @@ class CommonArgs:
     """Start the actor from this checkpoint (e.g. an imitation run's best.pt)."""
     device: str = "cpu"
     """torch device for the networks (cuda works where there is one; nothing needs it)."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default). One is fastest for these small networks, and
+    several oversubscribe the cores when runs share a machine."""
     push: str = ""
     """Decision service URL: each new best checkpoint is uploaded there and activated."""
     push_name: str = ""
