@@ -58,6 +58,10 @@ class ImitateArgs(CommonArgs):
     """Gradient steps per iteration."""
     horizon: int = 4
     """Teacher's planning horizon, chunks (the oracle's tree has levels^horizon leaves)."""
+    loss: str = "regret"
+    """regret: the student's expected QoE loss against the oracle's value of each level
+    (cost-sensitive; mistakes that stall weigh more); ce: cross-entropy on the teacher's level
+    (the only choice for robustmpc, which gives no values)."""
     val_every: int = 2
     """Validate every this many iterations."""
 
@@ -73,8 +77,9 @@ def oracle_levels(
     chunk: np.ndarray,
     last_quality: np.ndarray,
     horizon: int,
-) -> np.ndarray:
-    """First level of the best plan of ``horizon`` chunks for each session, knowing its trace.
+) -> tuple[np.ndarray, np.ndarray]:
+    """First level of the best plan of ``horizon`` chunks for each session, knowing its trace,
+    and the best QoE reachable after each first level, shape (sessions, levels).
 
     Every plan (levels^horizon) is downloaded through the real trace from the session's
     position; its QoE (bitrate, stall, switches) is summed, chunks past the video's end count
@@ -106,8 +111,8 @@ def oracle_levels(
         t = np.where(valid, moved, t)
         b = np.where(valid, new_b, b)
         last = np.where(valid, q, last)
-    best_leaf = np.argmax(total, axis=1)
-    return best_leaf // levels ** (horizon - 1)
+    per_first = total.reshape(n, levels, -1).max(axis=2)
+    return np.argmax(per_first, axis=1), per_first
 
 
 class Imitate(Trainer):
@@ -125,6 +130,10 @@ class Imitate(Trainer):
         shape = (args.buffer_size, *self.collector.sim.obs.shape[1:])  # type: ignore[union-attr]
         self.buf_obs = torch.zeros(shape)
         self.buf_act = torch.zeros(args.buffer_size, dtype=torch.long)
+        self.buf_regret = torch.zeros(args.buffer_size, data.video.num_levels)
+        self.use_regret = args.loss == "regret" and args.teacher == "oracle"
+        if args.loss not in ("regret", "ce"):
+            raise ConfigError(f"unknown imitation loss {args.loss!r}; choose regret or ce")
         self.buf_len = 0
         self.buf_pos = 0
 
@@ -149,21 +158,22 @@ class Imitate(Trainer):
         return max(0.0, 1.0 - self.iterations / max(self.args.beta_iterations, 1))
 
     @torch.no_grad()
-    def _collect(self) -> tuple[torch.Tensor, torch.Tensor, float, list[float]]:
+    def _collect(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, list[float]]:
         col = self.collector
         sim = col.sim
         assert sim.obs is not None
         video = self.data.video
         beta = self.beta()
         driver_teacher = col.sim.rng.random(col.n) < beta  # per session, for this rollout
-        obs_list, label_list, agree = [], [], []
+        obs_list, label_list, regret_list, agree = [], [], [], []
         finished: list[float] = []
         for _ in range(col.steps):
             decide = sim.chunk > 0
             idx = np.flatnonzero(decide)
             labels = np.full(col.n, col.default, np.int64)
+            regret = np.zeros((col.n, video.num_levels))
             if idx.size and self.args.teacher == "oracle":
-                labels[idx] = oracle_levels(
+                labels[idx], values = oracle_levels(
                     sim.bank,
                     video,
                     col.qoe,
@@ -191,6 +201,7 @@ class Imitate(Trainer):
             if idx.size:
                 obs_list.append(obs[idx].clone())
                 label_list.append(torch.as_tensor(labels[idx]))
+                regret_list.append(torch.as_tensor(regret[idx], dtype=torch.float32))
                 agree.append(float((student[idx] == labels[idx]).mean()))
             chunk_before = sim.chunk.copy()
             step = sim.step(quality)
@@ -222,39 +233,50 @@ class Imitate(Trainer):
                 for j in ended:
                     self.teachers[j] = self._teacher(video)
                 sim.reset(done)
-        return torch.cat(obs_list), torch.cat(label_list), float(np.mean(agree)), finished
+        return (
+            torch.cat(obs_list),
+            torch.cat(label_list),
+            torch.cat(regret_list),
+            float(np.mean(agree)),
+            finished,
+        )
 
-    def _store(self, obs: torch.Tensor, labels: torch.Tensor) -> None:
+    def _store(self, obs: torch.Tensor, labels: torch.Tensor, regret: torch.Tensor) -> None:
         size = self.args.buffer_size
         for start in range(0, len(obs), size):
-            o, a = obs[start : start + size], labels[start : start + size]
-            end = self.buf_pos + len(o)
-            if end <= size:
-                self.buf_obs[self.buf_pos : end], self.buf_act[self.buf_pos : end] = o, a
-            else:
-                first = size - self.buf_pos
-                self.buf_obs[self.buf_pos :], self.buf_act[self.buf_pos :] = o[:first], a[:first]
-                self.buf_obs[: end - size], self.buf_act[: end - size] = o[first:], a[first:]
-            self.buf_pos = end % size
-            self.buf_len = min(self.buf_len + len(o), size)
+            parts = (
+                obs[start : start + size],
+                labels[start : start + size],
+                regret[start : start + size],
+            )
+            count = len(parts[0])
+            slots = (torch.arange(count) + self.buf_pos) % size
+            for buf, part in zip((self.buf_obs, self.buf_act, self.buf_regret), parts, strict=True):
+                buf[slots] = part
+            self.buf_pos = (self.buf_pos + count) % size
+            self.buf_len = min(self.buf_len + count, size)
 
     def iteration(self) -> dict[str, float]:
         args = self.args
         beta = self.beta()
-        obs, labels, agreement, finished = self._collect()
-        self._store(obs, labels)
+        obs, labels, regret, agreement, finished = self._collect()
+        self._store(obs, labels, regret)
         losses = []
         for _ in range(args.grad_steps):
             idx = torch.randint(self.buf_len, (min(args.batch_size, self.buf_len),))
             logits = self.actor(self.buf_obs[idx].to(args.device))
-            loss = F.cross_entropy(logits, self.buf_act[idx].to(args.device))
+            if self.use_regret:  # expected QoE lost against the oracle's best level
+                probs = torch.softmax(logits, dim=-1)
+                loss = (probs * self.buf_regret[idx].to(args.device)).sum(-1).mean()
+            else:
+                loss = F.cross_entropy(logits, self.buf_act[idx].to(args.device))
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             losses.append(loss.item())
         self.iterations += 1
         out = {
-            "losses/cross_entropy": float(np.mean(losses)),
+            "losses/imitation_loss": float(np.mean(losses)),
             "charts/teacher_agreement": agreement,
             "charts/beta": beta,
             "charts/buffer": float(self.buf_len),
