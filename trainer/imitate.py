@@ -59,9 +59,11 @@ class ImitateArgs(CommonArgs):
     horizon: int = 4
     """Teacher's planning horizon, chunks (the oracle's tree has levels^horizon leaves)."""
     loss: str = "regret"
-    """regret: the student's expected QoE loss against the oracle's value of each level
-    (cost-sensitive; mistakes that stall weigh more); ce: cross-entropy on the teacher's level
-    (the only choice for robustmpc, which gives no values)."""
+    """regret: cross-entropy against soft labels softmax(-regret / temperature) from the
+    oracle's value of each level (a level that stalls gets no weight, a near-tie shares it);
+    ce: cross-entropy on the teacher's level (the only choice for robustmpc)."""
+    temperature: float = 0.25
+    """QoE units per e-fold of the soft labels' weight (regret loss)."""
     val_every: int = 2
     """Validate every this many iterations."""
 
@@ -265,9 +267,9 @@ class Imitate(Trainer):
         for _ in range(args.grad_steps):
             idx = torch.randint(self.buf_len, (min(args.batch_size, self.buf_len),))
             logits = self.actor(self.buf_obs[idx].to(args.device))
-            if self.use_regret:  # expected QoE lost against the oracle's best level
-                probs = torch.softmax(logits, dim=-1)
-                loss = (probs * self.buf_regret[idx].to(args.device)).sum(-1).mean()
+            if self.use_regret:
+                target = torch.softmax(-self.buf_regret[idx].to(args.device) / args.temperature, -1)
+                loss = -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
             else:
                 loss = F.cross_entropy(logits, self.buf_act[idx].to(args.device))
             self.optimizer.zero_grad()
