@@ -245,3 +245,12 @@ def test_snapshots_for_learning_curves(tmp_path: Path) -> None:
     assert len(snaps) >= 2
     minutes = [load_policy(s, VIDEO.num_levels).meta["minutes"] for s in snaps]
     assert minutes == sorted(minutes) and minutes[0] >= 0.01
+
+
+def test_oracle_labels_are_the_least_regret_levels() -> None:
+    args = ImitateArgs(out="unused", num_envs=8, horizon=2, progress=False)
+    trainer = Imitate(args, DATA)
+    obs, labels, regret, _, _ = trainer._collect()
+    assert len(obs) == len(labels) == len(regret) > 0
+    assert torch.equal(regret.argmin(1), labels)
+    assert (regret >= 0).all() and (regret.max(1).values > 0).any()

@@ -187,6 +187,7 @@ class Imitate(Trainer):
                     col.prev_quality[idx],
                     self.args.horizon,
                 )
+                regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:
                 for j in idx:
                     labels[j] = self.teachers[j].select(
