@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,13 @@ def test_oracle_labels_are_the_least_regret_levels() -> None:
     assert len(obs) == len(labels) == len(regret) > 0
     assert torch.equal(regret.argmin(1), labels)
     assert (regret >= 0).all() and (regret.max(1).values > 0).any()
+
+
+def test_validation_from_several_starts() -> None:
+    trainer = PPO(PPOArgs(out="unused", num_envs=8, progress=False), DATA)
+    one = evaluate_actor(trainer.actor, DATA.val, VIDEO, QOE)
+    four = evaluate_actor(trainer.actor, DATA.val, VIDEO, QOE, starts=4)
+    assert math.isfinite(four) and four != one
+    # the first of the four starts is the trace's beginning: the single-start number is in it
+    per_start = [evaluate_actor(trainer.actor, [t], VIDEO, QOE, starts=4) for t in DATA.val]
+    assert float(np.mean(per_start)) == pytest.approx(four)

@@ -72,6 +72,9 @@ class CommonArgs:
     """Chunks each session plays per rollout."""
     val_every: int = 10
     """Validate (test mode, greedy) every this many iterations."""
+    val_starts: int = 1
+    """Play each validation trace from this many evenly spaced starts (1: from its beginning
+    only, the number ``streambed eval`` reports)."""
     qoe: str = "lin"
     """QoE metric of the reward and the validation (lin, log, hd)."""
     arch: str = "pensieve-ppo"
@@ -299,17 +302,30 @@ def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def evaluate_actor(
-    actor: nn.Module, traces: list[Trace], video: Video, qoe: QoEMetric, device: str = "cpu"
+    actor: nn.Module,
+    traces: list[Trace],
+    video: Video,
+    qoe: QoEMetric,
+    device: str = "cpu",
+    starts: int = 1,
 ) -> float:
-    """Greedy test-mode ``qoe_mean`` over ``traces`` (each from its start, no noise)."""
-    sim = BatchedSimulator(
-        traces, video, len(traces), SimConfig(), mode="test", obs_dtype=np.float64
-    )
+    """Greedy test-mode ``qoe_mean`` over ``traces`` (no noise).
+
+    ``starts`` = 1 plays each trace from its beginning, exactly as ``streambed eval``; more
+    also plays it from ``starts - 1`` further evenly spaced lines, a steadier estimate from
+    the same traces.
+    """
+    n = len(traces) * starts
+    sim = BatchedSimulator(traces, video, n, SimConfig(), mode="test", obs_dtype=np.float64)
+    trace_idx = np.repeat(np.arange(len(traces)), starts)
+    lengths = sim.bank.stop[trace_idx] - sim.bank.start[trace_idx]
+    offset = np.tile(np.arange(starts), len(traces))
+    sim.reset(trace=trace_idx, start_line=(offset * (lengths - 1)) // starts)
     assert sim.obs is not None
     default = SimConfig().default_quality
-    quality = np.full(len(traces), default, np.int64)
+    quality = np.full(n, default, np.int64)
     prev = quality.copy()
-    total = np.zeros(len(traces))
+    total = np.zeros(n)
     utilities = np.asarray(qoe.utilities)
     sim.step(quality)
     for _ in range(video.num_chunks - 1):
@@ -608,7 +624,12 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
             finished = _budget_done(args, trainer.collector.env_steps, elapsed)
             if iteration % args.val_every == 0 or finished:
                 last_val = evaluate_actor(
-                    trainer.actor, trainer.data.val, trainer.data.video, trainer.qoe, args.device
+                    trainer.actor,
+                    trainer.data.val,
+                    trainer.data.video,
+                    trainer.qoe,
+                    args.device,
+                    args.val_starts,
                 )
                 metrics["charts/val_qoe"] = last_val
                 if last_val > best:
