@@ -16,9 +16,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,6 +33,7 @@ from abr_service.qoe import QoEMetric, make_qoe
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
 from streambed.errors import ConfigError
+from streambed.fileio import atomic_write_bytes
 from traces import Trace, load_traceset
 from trainer.batched import BatchedSimulator
 from trainer.simulator import SimConfig
@@ -403,21 +402,11 @@ def policy_checkpoint(
 
 
 def atomic_save(obj: Any, path: Path) -> bytes:
-    """torch.save to a temporary file and rename: readers never see half a checkpoint."""
+    """torch.save, written atomically: readers never see half a checkpoint."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return data
 
 

@@ -188,8 +188,7 @@ def _preload(store: ModelStore, path: Path) -> None:
         raise ConfigError(f"--model {path}: {exc.strerror}") from exc
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem).lstrip("._-")
     try:
-        tmp, policy, sha256 = store.validate_upload(name or "model", data)
-        info, _ = store.commit_upload(name or "model", tmp, policy, sha256, len(data))
+        info, _ = store.put(name or "model", data)
         store.activate(info.name, info.version, DEFAULT_SLOT)
     except StoreError as exc:
         raise ConfigError(f"--model {path}: {exc.detail}") from exc

@@ -24,17 +24,19 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from abr_service.observation import OBS_VERSION
 from abr_service.policies import LoadedPolicy, load_policy
 from streambed.errors import ModelError
+from streambed.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,9 @@ class StoreError(Exception):
         self.detail = detail
 
 
-@dataclass
-class ModelInfo:
+class ModelInfo(BaseModel):
+    """What the store knows about one stored version (also the body ``GET /models`` lists)."""
+
     name: str
     version: int
     sha256: str
@@ -64,7 +67,7 @@ class ModelInfo:
     obs_version: str
     source_format: str
     """pensieve-ppo ([actor, critic]), state-dict, or streambed-policy/1."""
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
     """The training metadata the checkpoint carries."""
 
     @property
@@ -86,20 +89,6 @@ def check_name(name: str, what: str = "model name") -> str:
             "starting with a letter or digit",
         )
     return name
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ModelStore:
@@ -158,15 +147,24 @@ class ModelStore:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def validate_upload(self, name: str, data: bytes) -> tuple[Path, LoadedPolicy, str]:
-        """Write the upload to a private temporary file and validate it (slow: run off-loop)."""
+    def put(self, name: str, data: bytes) -> tuple[ModelInfo, bool]:
+        """Validate ``data`` and store it as the next version of ``name``; (info, created).
+
+        Slow (it loads the checkpoint): the service runs it off the event loop. The same bytes
+        uploaded again are the stored version, not a new one.
+        """
+        tmp, policy, sha256 = self._validate(name, data)
+        return self._commit(name, tmp, policy, sha256, len(data))
+
+    def _validate(self, name: str, data: bytes) -> tuple[Path, LoadedPolicy, str]:
+        """Write the upload to a private temporary file and validate it."""
         check_name(name)
         if not data:
             raise StoreError(422, "the upload is empty: send the checkpoint file as the body")
         incoming = self.root / ".incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         tmp = incoming / f"{uuid.uuid4().hex}.pt"
-        _atomic_write(tmp, data)
+        atomic_write_bytes(tmp, data)
         try:
             policy = load_policy(tmp, self.num_levels)
         except ModelError as exc:
@@ -174,7 +172,7 @@ class ModelStore:
             raise StoreError(422, str(exc).replace(str(tmp), f"upload {name!r}")) from exc
         return tmp, policy, hashlib.sha256(data).hexdigest()
 
-    def commit_upload(
+    def _commit(
         self, name: str, tmp: Path, policy: LoadedPolicy, sha256: str, size: int
     ) -> tuple[ModelInfo, bool]:
         """Move a validated upload into place as the next version; (info, created)."""
@@ -200,8 +198,8 @@ class ModelStore:
                 meta=_jsonable(policy.meta),
             )
             os.replace(tmp, directory / f"v{version}.pt")
-            _atomic_write(
-                directory / f"v{version}.json", json.dumps(asdict(info), indent=2).encode()
+            atomic_write_bytes(
+                directory / f"v{version}.json", info.model_dump_json(indent=2).encode()
             )
             log.info("stored model %s (sha256 %s, %d bytes)", info.label, sha256[:12], size)
             return info, True
@@ -270,7 +268,7 @@ class ModelStore:
             "active": {s: [a.info.name, a.info.version] for s, a in self.active.items()},
             "history": {s: [list(h) for h in hist] for s, hist in self.history.items()},
         }
-        _atomic_write(self.root / "state.json", json.dumps(state, indent=2).encode())
+        atomic_write_bytes(self.root / "state.json", json.dumps(state, indent=2).encode())
 
     def _load_state(self) -> None:
         path = self.root / "state.json"

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from abr_service.app.models_store import ModelInfo
+
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool
 MIN_DOWNLOAD_S = 1e-4
@@ -126,17 +128,7 @@ class SessionList(BaseModel):
     recent: list[str] = Field(description="Up to 100 most recently used session ids.")
 
 
-class ModelOut(BaseModel):
-    name: str
-    version: int
-    sha256: str
-    size_bytes: int
-    created: str
-    arch: str
-    num_levels: int
-    obs_version: str
-    source_format: str
-    meta: dict[str, Any]
+class ModelOut(ModelInfo):
     active_for: list[str] = Field(description="Algorithms this version serves now.")
 
 

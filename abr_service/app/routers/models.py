@@ -39,7 +39,7 @@ async def list_models(request: Request) -> ModelList:
         serving.setdefault(active.info.label, []).append(algorithm)
     return ModelList(
         models=[
-            ModelOut(**info.__dict__, active_for=sorted(serving.get(info.label, [])))
+            ModelOut(**info.model_dump(), active_for=sorted(serving.get(info.label, [])))
             for info in store.list()
         ],
         active=store.active_labels(),
@@ -77,10 +77,7 @@ async def upload_model(
     try:
         check_name(name)
         data = await request.body()
-        tmp, policy, sha256 = await run_in_threadpool(app.store.validate_upload, name, data)
-        info, created = await run_in_threadpool(
-            app.store.commit_upload, name, tmp, policy, sha256, len(data)
-        )
+        info, created = await run_in_threadpool(app.store.put, name, data)
         if activate:
             await run_in_threadpool(app.store.activate, name, info.version, algorithm)
     except StoreError as exc:
@@ -89,7 +86,7 @@ async def upload_model(
         raise _http(exc) from None
     app.metrics.observe_upload("stored" if created else "duplicate")
     serving = [a for a, m in app.store.active.items() if m.info.label == info.label]
-    body = ModelOut(**info.__dict__, active_for=sorted(serving))
+    body = ModelOut(**info.model_dump(), active_for=sorted(serving))
     return Response(
         body.model_dump_json(), status_code=201 if created else 200, media_type="application/json"
     )
