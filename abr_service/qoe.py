@@ -31,6 +31,21 @@ class QoEMetric:
     rebuffer_penalty: float
     smooth_penalty: float = 1.0
 
+    def transition(
+        self,
+        quality: np.ndarray | int,
+        previous_quality: np.ndarray | int,
+        rebuffer_s: np.ndarray | float,
+    ) -> np.ndarray:
+        """QoE of chunks fetched at ``quality`` after ``previous_quality`` (element-wise)."""
+        u = np.asarray(self.utilities, dtype=np.float64)
+        now, before = u[quality], u[previous_quality]
+        return (
+            now
+            - self.rebuffer_penalty * np.asarray(rebuffer_s, np.float64)
+            - self.smooth_penalty * np.abs(now - before)
+        )
+
     def chunk_qoe(
         self,
         qualities: Sequence[int] | np.ndarray,
@@ -39,16 +54,11 @@ class QoEMetric:
     ) -> np.ndarray:
         """Per-chunk QoE of a sequence; ``previous_quality`` is the level before the first one."""
         q = np.asarray(qualities, dtype=np.int64)
-        u = np.asarray(self.utilities, dtype=np.float64)[q]
-        prev = np.empty_like(u)
-        prev[1:] = u[:-1]
-        if len(u):
-            prev[0] = u[0] if previous_quality is None else self.utilities[previous_quality]
-        return (
-            u
-            - self.rebuffer_penalty * np.asarray(rebuffer_s, np.float64)
-            - (self.smooth_penalty * np.abs(u - prev))
-        )
+        prev = np.empty_like(q)
+        prev[1:] = q[:-1]
+        if len(q):
+            prev[0] = q[0] if previous_quality is None else previous_quality
+        return self.transition(q, prev, np.asarray(rebuffer_s, np.float64))
 
     def session_qoe(self, qualities: Sequence[int], rebuffer_s: Sequence[float]) -> float:
         """Mean per-chunk QoE over chunks 2..N (NaN for a session of one chunk)."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.common import CommonArgs, Data, Trainer, gae
+from trainer.common import CommonArgs, Data, Trainer, decisions, gae
 from trainer.schedules import Schedule
 
 
@@ -77,11 +77,7 @@ class A3C(Trainer):
         ro = self.collector.collect(self.actor, self.critic)
         ro.rewards *= args.reward_scale
         advantages, returns = gae(ro, args.gamma, args.gae_lambda)
-        mask = ro.valid.reshape(-1)
-        obs = ro.obs.reshape(-1, *ro.obs.shape[2:])[mask].to(args.device)
-        actions = ro.actions.reshape(-1)[mask].to(args.device)
-        adv = advantages.reshape(-1)[mask].to(args.device)
-        ret = returns.reshape(-1)[mask].to(args.device)
+        obs, actions, adv, ret = decisions(ro, args.device, ro.obs, ro.actions, advantages, returns)
         dist = torch.distributions.Categorical(logits=self.actor(obs))
         entropy = dist.entropy().mean()
         pg_loss = -(dist.log_prob(actions) * adv).mean()

@@ -35,7 +35,7 @@ from streambed.defaults import default_traces, default_video
 from streambed.errors import ConfigError
 from streambed.fileio import atomic_write_bytes
 from traces import Trace, load_traceset
-from trainer.batched import BatchedSimulator
+from trainer.batched import BatchedSimulator, BatchStep
 from trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,6 @@ class Collector:
             obs_dtype=np.float32,
         )
         self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
-        self.utilities = np.asarray(self.qoe.utilities)
         self.n = args.num_envs
         self.steps = args.rollout_steps
         self.default = SimConfig().default_quality
@@ -216,10 +215,32 @@ class Collector:
         self.session_chunks = state["session_chunks"].numpy().copy()
         self.env_steps = int(state["env_steps"])
 
-    def _reward(self, quality: np.ndarray, rebuffer: np.ndarray) -> np.ndarray:
-        u = self.utilities[quality]
-        prev = self.utilities[self.prev_quality]
-        return u - self.qoe.rebuffer_penalty * rebuffer - self.qoe.smooth_penalty * np.abs(u - prev)
+    def advance(
+        self, quality: np.ndarray, decide: np.ndarray
+    ) -> tuple[BatchStep, np.ndarray, list[float]]:
+        """Download every session's next chunk at ``quality`` and keep the books.
+
+        Returns the step, each chunk's QoE (the reward), and the mean per-chunk QoE of the
+        sessions that ended; those are already restarted when this returns.
+        """
+        step = self.sim.step(quality)
+        reward = self.qoe.transition(quality, self.prev_quality, step.rebuffer_s)
+        self.prev_quality = np.array(quality, copy=True)
+        self.session_qoe += np.where(decide, reward, 0.0)
+        self.session_chunks += decide
+        self.env_steps += int(decide.sum())
+        finished: list[float] = []
+        done = step.end_of_video
+        if done.any():
+            ended = np.flatnonzero(done)
+            finished = (
+                self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)
+            ).tolist()
+            self.session_qoe[ended] = 0.0
+            self.session_chunks[ended] = 0
+            self.prev_quality[ended] = self.default
+            self.sim.reset(done)
+        return step, reward, finished
 
     @torch.no_grad()
     def collect(self, actor: nn.Module, critic: nn.Module | None, greedy: bool = False) -> Rollout:
@@ -246,25 +267,11 @@ class Collector:
             logprobs[t] = dist.log_prob(torch.as_tensor(quality, device=self.device)).cpu()
             if critic is not None:
                 values[t] = critic(obs).squeeze(-1).cpu()
-            step = sim.step(quality)
-            reward = self._reward(quality, step.rebuffer_s)
-            self.prev_quality = quality
+            step, reward, ended_qoe = self.advance(quality, decide)
+            finished.extend(ended_qoe)
             rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
             valid[t] = torch.as_tensor(decide)
-            self.session_qoe += np.where(decide, reward, 0.0)
-            self.session_chunks += decide
-            done = step.end_of_video
-            dones[t] = torch.as_tensor(done, dtype=torch.float32)
-            self.env_steps += int(decide.sum())
-            if done.any():
-                ended = np.flatnonzero(done)
-                finished.extend(
-                    (self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)).tolist()
-                )
-                self.session_qoe[ended] = 0.0
-                self.session_chunks[ended] = 0
-                self.prev_quality[ended] = self.default
-                sim.reset(done)
+            dones[t] = torch.as_tensor(step.end_of_video, dtype=torch.float32)
         next_obs = torch.as_tensor(sim.obs).to(self.device)
         next_value = critic(next_obs).squeeze(-1).cpu() if critic is not None else torch.zeros(N)
         return Rollout(
@@ -279,6 +286,15 @@ class Collector:
             next_value,
             finished,
         )
+
+
+def decisions(ro: Rollout, device: str, *per_step: torch.Tensor) -> list[torch.Tensor]:
+    """The rollout's decisions only (a session's chunk 0 is not one), one row each, on ``device``.
+
+    Each tensor has shape (T, N, ...) like the rollout's fields.
+    """
+    mask = ro.valid.reshape(-1)
+    return [t.reshape(-1, *t.shape[2:])[mask].to(device) for t in per_step]
 
 
 def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,14 +341,12 @@ def evaluate_actor(
     quality = np.full(n, default, np.int64)
     prev = quality.copy()
     total = np.zeros(n)
-    utilities = np.asarray(qoe.utilities)
     sim.step(quality)
     for _ in range(video.num_chunks - 1):
         obs = torch.as_tensor(sim.obs, dtype=torch.float32, device=torch.device(device))
         quality = actor(obs).argmax(-1).cpu().numpy()
         step = sim.step(quality)
-        u, up = utilities[quality], utilities[prev]
-        total += u - qoe.rebuffer_penalty * step.rebuffer_s - qoe.smooth_penalty * np.abs(u - up)
+        total += qoe.transition(quality, prev, step.rebuffer_s)
         prev = quality
     return float(np.mean(total / (video.num_chunks - 1)))
 

@@ -88,7 +88,6 @@ def oracle_levels(
     nothing. Ties go to the first plan in enumeration order.
     """
     n, levels = len(trace), video.num_levels
-    utilities = np.asarray(qoe.utilities)
     tr = trace[:, None]
     t = tau[:, None].astype(np.float64)
     b = buffer_s[:, None].astype(np.float64)
@@ -107,9 +106,7 @@ def oracle_levels(
         delay = (trace_s + config.rtt_s).reshape(n, k)
         rebuffer, new_b, sleep = buffer_after_download(b, delay, video.chunk_s, config)
         moved = bank.advance_time(tr.ravel(), new_t, sleep.ravel()).reshape(n, k)
-        u, up = utilities[q], utilities[last]
-        gain = u - qoe.rebuffer_penalty * rebuffer - qoe.smooth_penalty * np.abs(u - up)
-        total = total + np.where(valid, gain, 0.0)
+        total = total + np.where(valid, qoe.transition(q, last, rebuffer), 0.0)
         t = np.where(valid, moved, t)
         b = np.where(valid, new_b, b)
         last = np.where(valid, q, last)
@@ -206,17 +203,12 @@ class Imitate(Trainer):
                 label_list.append(torch.as_tensor(labels[idx]))
                 regret_list.append(torch.as_tensor(regret[idx], dtype=torch.float32))
                 agree.append(float((student[idx] == labels[idx]).mean()))
-            chunk_before = sim.chunk.copy()
-            step = sim.step(quality)
-            reward = col._reward(quality, step.rebuffer_s)
-            col.prev_quality = quality
-            col.session_qoe += np.where(decide, reward, 0.0)
-            col.session_chunks += decide
-            col.env_steps += int(decide.sum())
+            step, _, ended_qoe = col.advance(quality, decide)
+            finished.extend(ended_qoe)
             for k in range(col.n) if self.args.teacher == "robustmpc" else ():
                 self.teachers[k].on_chunk(
                     ChunkFeedback(
-                        int(chunk_before[k]),
+                        int(step.chunk_index[k]),
                         int(quality[k]),
                         int(step.chunk_bytes[k]),
                         float(step.delay_s[k]),
@@ -224,18 +216,8 @@ class Imitate(Trainer):
                         float(step.rebuffer_s[k]),
                     )
                 )
-            done = step.end_of_video
-            if done.any():
-                ended = np.flatnonzero(done)
-                finished.extend(
-                    (col.session_qoe[ended] / np.maximum(col.session_chunks[ended], 1)).tolist()
-                )
-                col.session_qoe[ended] = 0.0
-                col.session_chunks[ended] = 0
-                col.prev_quality[ended] = col.default
-                for j in ended:
-                    self.teachers[j] = self._teacher(video)
-                sim.reset(done)
+            for ended in np.flatnonzero(step.end_of_video):
+                self.teachers[ended] = self._teacher(video)
         return (
             torch.cat(obs_list),
             torch.cat(label_list),

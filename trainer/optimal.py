@@ -83,7 +83,6 @@ def plan_optimal(
     cfg = config or SimConfig()
     bank = TraceBank([trace], cfg.payload_factor)
     levels = video.num_levels
-    utility = np.asarray(qoe.utilities)
     sizes = video.chunk_bytes.astype(np.float64)
 
     def advance(tau: np.ndarray, buf: np.ndarray, level: np.ndarray, chunk: int):
@@ -105,12 +104,7 @@ def plan_optimal(
         parent = np.repeat(np.arange(n), levels)
         action = np.tile(np.arange(levels), n)
         new_tau, new_buf, rebuffer = advance(tau[parent], buf[parent], action, chunk)
-        gain = (
-            utility[action]
-            - qoe.rebuffer_penalty * rebuffer
-            - qoe.smooth_penalty * np.abs(utility[action] - utility[last[parent]])
-        )
-        new_reward = reward[parent] + gain
+        new_reward = reward[parent] + qoe.transition(action, last[parent], rebuffer)
         group = action * 10_000_000 + np.floor(new_tau / time_bin_s).astype(np.int64)
         keep = _undominated(group, new_buf, new_reward, qoe.rebuffer_penalty)
         if len(keep) > max_states:

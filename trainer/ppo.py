@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.common import CommonArgs, Data, Trainer, gae
+from trainer.common import CommonArgs, Data, Trainer, decisions, gae
 from trainer.schedules import Schedule
 
 
@@ -86,12 +86,9 @@ class PPO(Trainer):
         ro = self.collector.collect(self.actor, self.critic)
         ro.rewards *= args.reward_scale
         advantages, returns = gae(ro, args.gamma, args.gae_lambda)
-        mask = ro.valid.reshape(-1)
-        obs = ro.obs.reshape(-1, *ro.obs.shape[2:])[mask].to(args.device)
-        actions = ro.actions.reshape(-1)[mask].to(args.device)
-        old_logprobs = ro.logprobs.reshape(-1)[mask].to(args.device)
-        adv = advantages.reshape(-1)[mask].to(args.device)
-        ret = returns.reshape(-1)[mask].to(args.device)
+        obs, actions, old_logprobs, adv, ret = decisions(
+            ro, args.device, ro.obs, ro.actions, ro.logprobs, advantages, returns
+        )
         size = len(actions)
         batch = max(size // args.minibatches, 1)
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "v", "ent", "kl", "clipfrac")}
