@@ -26,7 +26,6 @@ import io
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,14 +36,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+from streambed.servers import free_port
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHUNKS = 48
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def random_checkpoint(path: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from abr_service.app.settings import Settings
 from abr_service.serve_cli import settings_from_args
 from streambed.cli import build_parser, main
 from streambed.errors import ConfigError
+from streambed.servers import free_port
 
 
 def parse(*argv: str) -> Settings:
@@ -76,12 +76,6 @@ def test_unknown_video_file_is_a_clear_error(
 ) -> None:
     assert main(["serve", "--video", str(tmp_path / "nope"), "--models-dir", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_process(tmp_path: Path) -> None:

@@ -63,12 +63,12 @@ def parse_body(model: type[BaseModel], body: bytes) -> Any:
         ) from None
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+def body_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` declaring a JSON body that the route reads itself."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {"application/json": {"schema": schema}},
         }
     }

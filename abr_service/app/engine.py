@@ -46,8 +46,7 @@ from streambed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-LEARNED_CLASS = LearnedPolicy
-CLASSIC_NAMES = tuple(sorted(n for n, c in ALGORITHMS.items() if c is not LEARNED_CLASS))
+CLASSIC_NAMES = tuple(sorted(n for n, c in ALGORITHMS.items() if c is not LearnedPolicy))
 
 
 class ServiceError(Exception):

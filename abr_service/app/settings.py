@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streambed.errors import ConfigError
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMBED_", extra="forbid")
@@ -54,8 +56,6 @@ class Settings(BaseSettings):
     def read_token(self) -> str | None:
         """The configured upload token, or None when uploads are disabled."""
         if self.token_file is not None:
-            from streambed.errors import ConfigError
-
             try:
                 text = self.token_file.read_text().strip()
             except OSError as exc:

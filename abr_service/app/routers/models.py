@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from abr_service.app.deps import parse_body, require_token, state
+from abr_service.app.deps import body_schema, parse_body, require_token, state
 from abr_service.app.models_store import ActiveModel, StoreError, check_name
 from abr_service.app.schemas import (
     ActivateRequest,
@@ -108,12 +108,7 @@ async def _optional_body(request: Request, model: type) -> object:
     response_model=ActivationOut,
     dependencies=[Depends(require_token)],
     responses={**AUTH_ERRORS, 404: {}, 409: {}, 422: {}},
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": ActivateRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=body_schema(ActivateRequest, required=False),
 )
 async def activate_model(request: Request, name: str) -> ActivationOut:
     """Serve ``name`` (a version, default the latest) for an algorithm (default ``ppo``).
@@ -136,12 +131,7 @@ async def activate_model(request: Request, name: str) -> ActivationOut:
     response_model=ActivationOut,
     dependencies=[Depends(require_token)],
     responses={**AUTH_ERRORS, 409: {}, 422: {}},
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": RollbackRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=body_schema(RollbackRequest, required=False),
 )
 async def rollback_model(request: Request, name: str) -> ActivationOut:
     """Serve again whatever served the algorithm before ``name`` was activated for it."""
