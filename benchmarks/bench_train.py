@@ -3,8 +3,9 @@
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
 
-``throughput`` runs each trainer (ppo, a3c, imitate) for a fixed wall time on norway-train
-and reports environment steps/s and updates/s. ``curves`` evaluates every snapshot a run kept
+``throughput`` runs each trainer (ppo, a3c, imitate), in one process and in two worker
+processes, for a fixed wall time on norway-train and reports environment steps/s and
+updates/s. ``curves`` evaluates every snapshot a run kept
 (``--snapshot-minutes``) and its best.pt on norway-test in the test-mode simulator, greedy,
 exactly as ``streambed eval`` does, and plots QoE against training minutes with the shared
 Pensieve-PPO checkpoint as a horizontal line. The test set is read only here, never by the
@@ -34,15 +35,18 @@ PENSIEVE_PPO = SHARED / "models" / "pensieve-ppo-ep155400.pth"
 
 def throughput(seconds: float) -> dict[str, Any]:
     from trainer.a3c import A3C, A3CArgs
-    from trainer.common import load_data, train_loop
+    from trainer.common import train
     from trainer.imitate import Imitate, ImitateArgs
     from trainer.ppo import PPO, PPOArgs
 
     out: dict[str, Any] = {}
-    for name, cls, args_cls in (
-        ("ppo", PPO, PPOArgs),
-        ("a3c", A3C, A3CArgs),
-        ("imitate", Imitate, ImitateArgs),
+    for name, cls, args_cls, workers in (
+        ("ppo", PPO, PPOArgs, 1),
+        ("ppo-2-workers", PPO, PPOArgs, 2),
+        ("a3c", A3C, A3CArgs, 1),
+        ("a3c-2-workers", A3C, A3CArgs, 2),
+        ("imitate", Imitate, ImitateArgs, 1),
+        ("imitate-2-workers", Imitate, ImitateArgs, 2),
     ):
         with tempfile.TemporaryDirectory() as tmp:
             args = args_cls(
@@ -52,14 +56,16 @@ def throughput(seconds: float) -> dict[str, Any]:
                 minutes=seconds / 60,
                 progress=False,
                 val_every=10**9,
+                workers=workers,
             )
-            summary = train_loop(cls(args, load_data(args)))
+            summary = train(cls, args)
         minutes = summary["minutes"]
         out[name] = {
             "env_steps_per_s": round(summary["env_steps"] / (minutes * 60), 1),
             "updates_per_s": round(summary["iterations"] / (minutes * 60), 3),
             "num_envs": args.num_envs,
             "rollout_steps": args.rollout_steps,
+            "workers": workers,
         }
         print(name, json.dumps(out[name]), file=sys.stderr)
     return out

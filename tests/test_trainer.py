@@ -21,7 +21,7 @@ from streambed.defaults import default_video
 from streambed.errors import ConfigError
 from traces import SynthParams, generate_trace, save_pensieve
 from trainer.a3c import A3C, A3CArgs
-from trainer.common import Data, evaluate_actor, load_data, train_loop
+from trainer.common import Data, evaluate_actor, load_data, train, train_loop
 from trainer.evaluate import evaluate
 from trainer.imitate import Imitate, ImitateArgs
 from trainer.ppo import PPO, PPOArgs
@@ -198,7 +198,11 @@ def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
     again = load_data(PPOArgs(traces=str(directory), seed=99))
     assert {t.name for t in data.val} == {t.name for t in again.val}
     assert not {t.name for t in data.val} & {t.name for t in data.train}
-    assert len(data.val) == 1 and len(data.train) == 11
+    assert len(data.val) == 2 and len(data.train) == 10
+    # Stratified by mean throughput: one held-out trace from each half of the range.
+    ranked = sorted(TRACES, key=lambda t: (t.mean_mbps, t.name))
+    lower = {t.name for t in ranked[:6]}
+    assert len({t.name for t in data.val} & lower) == 1
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,3 +269,35 @@ def test_validation_from_several_starts() -> None:
     # the first of the four starts is the trace's beginning: the single-start number is in it
     per_start = [evaluate_actor(trainer.actor, [t], VIDEO, QOE, starts=4) for t in DATA.val]
     assert float(np.mean(per_start)) == pytest.approx(four)
+
+
+def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) -> None:
+    for part, traces in (("train", DATA.train), ("val", DATA.val)):
+        (tmp_path / part).mkdir()
+        for trace in traces:
+            save_pensieve(trace, tmp_path / part / trace.name)
+    base = PPOArgs(
+        traces=str(tmp_path / "train"),
+        val_traces=str(tmp_path / "val"),
+        out=str(tmp_path / "straight"),
+        steps=6_000,
+        num_envs=16,
+        rollout_steps=24,
+        val_every=2,
+        workers=2,
+        seed=4,
+    )
+    summary = train(PPO, base)
+    # Both workers' sessions count: each iteration decides for all 16 of them.
+    per_iteration = summary["env_steps"] / summary["iterations"]
+    assert 0.9 * 16 * 24 < per_iteration <= 16 * 24
+    state = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    assert len(state["collectors"]) == 2
+    assert [len(c["prev_quality"]) for c in state["collectors"]] == [8, 8]
+    half = replace(base, out=str(tmp_path / "resumed"), steps=3_000)
+    train(PPO, half)
+    train(PPO, replace(half, steps=6_000, resume=True))
+    straight, resumed = _final_actor(tmp_path / "straight"), _final_actor(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with pytest.raises(ConfigError, match="--workers 2"):
+        train(PPO, replace(half, workers=1, resume=True))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from trainer.common import CommonArgs, Data, Trainer, decisions, gae
+from trainer.distributed import Group
 from trainer.schedules import Schedule
 
 
@@ -46,8 +47,8 @@ class A3C(Trainer):
     algorithm = "a3c"
     args: A3CArgs
 
-    def __init__(self, args: A3CArgs, data: Data) -> None:
-        super().__init__(args, data)
+    def __init__(self, args: A3CArgs, data: Data, group: Group | None = None) -> None:
+        super().__init__(args, data, group)
         self.actor_opt = torch.optim.RMSprop(
             self.actor.parameters(), lr=args.actor_lr, alpha=0.9, eps=1e-6
         )
@@ -83,11 +84,13 @@ class A3C(Trainer):
         pg_loss = -(dist.log_prob(actions) * adv).mean()
         self.actor_opt.zero_grad()
         (pg_loss - weight * entropy).backward()
+        self.average_grads(self.actor)
         nn.utils.clip_grad_norm_(self.actor.parameters(), args.max_grad_norm)
         self.actor_opt.step()
         v_loss = 0.5 * (self.critic(obs).squeeze(-1) - ret).pow(2).mean()
         self.critic_opt.zero_grad()
         v_loss.backward()
+        self.average_grads(self.critic)
         nn.utils.clip_grad_norm_(self.critic.parameters(), args.max_grad_norm)
         self.critic_opt.step()
         self.iterations += 1

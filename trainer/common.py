@@ -12,6 +12,7 @@ reward is the QoE of the chunk it chose.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ from streambed.errors import ConfigError
 from streambed.fileio import atomic_write_bytes
 from traces import Trace, load_traceset
 from trainer.batched import BatchedSimulator, BatchStep
+from trainer.distributed import Group, run_workers
 from trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ class CommonArgs:
     """Video description: video.json or a video_size_* directory (default: generated)."""
     val_traces: str = ""
     """Validation traces (default: a held-out split of the training traces; never the test set)."""
-    val_fraction: float = 0.1
-    """Share of the training traces held out for validation when --val-traces is not given."""
+    val_fraction: float = 0.2
+    """Share of the training traces held out for validation when --val-traces is not given
+    (evenly spaced in mean throughput)."""
     out: str = "runs/train"
     """Run directory: args.json, best.pt, last.pt, metrics.csv, TensorBoard events."""
     minutes: float = 0.0
@@ -82,6 +85,9 @@ class CommonArgs:
     """Start the actor from this checkpoint (e.g. an imitation run's best.pt)."""
     device: str = "cpu"
     """torch device for the networks (cuda works where there is one; nothing needs it)."""
+    workers: int = 1
+    """Processes, each with num_envs / workers of the sessions, averaging gradients (one per core:
+    2 uses both cores of a 2-core machine); --resume needs the same number. CPU only."""
     threads: int = 1
     """torch CPU threads (0: torch's default). One is fastest for these small networks, and
     several oversubscribe the cores when runs share a machine."""
@@ -128,12 +134,13 @@ def load_data(args: CommonArgs) -> Data:
     else:
         if not 0 < args.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-        # A fixed split (by name, independent of the seed) so runs are comparable.
-        order = sorted(
-            range(len(traces)), key=lambda i: hashlib.sha256(traces[i].name.encode()).hexdigest()
-        )
+        # A fixed split (independent of the seed, so runs are comparable), stratified by mean
+        # throughput: evenly spaced through the sorted traces, so the held-out share spans the
+        # training set's range instead of landing, by chance, on its hardest traces.
+        order = sorted(range(len(traces)), key=lambda i: (traces[i].mean_mbps, traces[i].name))
         count = max(1, round(len(traces) * args.val_fraction))
-        held = set(order[:count])
+        stride = len(traces) / count
+        held = {order[int(stride * (k + 0.5))] for k in range(count)}
         val = [t for i, t in enumerate(traces) if i in held]
         train = [t for i, t in enumerate(traces) if i not in held]
     if not train:
@@ -165,19 +172,21 @@ class Rollout:
 class Collector:
     """Plays ``num_envs`` training-mode sessions on the batched simulator."""
 
-    def __init__(self, data: Data, args: CommonArgs, rng: np.random.Generator) -> None:
+    def __init__(
+        self, data: Data, args: CommonArgs, rng: np.random.Generator, num_envs: int
+    ) -> None:
         self.video = data.video
         self.sim = BatchedSimulator(
             data.train,
             data.video,
-            args.num_envs,
+            num_envs,
             SimConfig(),
             mode="train",
             rng=rng,
             obs_dtype=np.float32,
         )
         self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
-        self.n = args.num_envs
+        self.n = num_envs
         self.steps = args.rollout_steps
         self.default = SimConfig().default_quality
         self.prev_quality = np.full(self.n, self.default, np.int64)
@@ -518,16 +527,29 @@ class Trainer:
 
     algorithm = "base"
 
-    def __init__(self, args: CommonArgs, data: Data) -> None:
+    def __init__(self, args: CommonArgs, data: Data, group: Group | None = None) -> None:
         self.args = args
         self.data = data
-        self.rng = np.random.default_rng(args.seed)
-        torch.manual_seed(args.seed)
+        self.group = group or Group()
+        rank, world = self.group.rank, self.group.world
+        if world > 1 and args.device != "cpu":
+            raise ConfigError("--workers above 1 is for CPU training; use one worker on a GPU")
+        if args.num_envs < world:
+            raise ConfigError(f"--num-envs {args.num_envs} is fewer than --workers {world}")
+        self.rng = np.random.default_rng(args.seed if rank == 0 else [args.seed, rank])
+        torch.manual_seed(args.seed)  # the same initial networks on every worker
         if args.threads:
             torch.set_num_threads(args.threads)
         self.actor, self.critic = make_networks(args, data.video.num_levels)
-        self.collector = Collector(data, args, self.rng)
+        if rank:
+            torch.manual_seed(args.seed * 1000 + rank)  # but their own action samples
+        share = args.num_envs // world + (rank < args.num_envs % world)
+        self.collector = Collector(data, args, self.rng, share)
         self.qoe = self.collector.qoe
+
+    def average_grads(self, *modules: nn.Module) -> None:
+        """Average the gradients across worker processes (a no-op with one)."""
+        self.group.average_grads([p for m in modules for p in m.parameters()])
 
     def iteration(self) -> dict[str, float]:
         raise NotImplementedError
@@ -543,6 +565,15 @@ class Trainer:
         pass
 
 
+def train(cls: type[Trainer], args: CommonArgs) -> dict[str, Any]:
+    """Load the data, build ``cls`` and run it to its budget, in ``args.workers`` processes."""
+    return run_workers(args.workers, functools.partial(_train_worker, cls, args))
+
+
+def _train_worker(cls: type[Trainer], args: CommonArgs, group: Group) -> dict[str, Any]:
+    return train_loop(cls(args, load_data(args), group))
+
+
 def _budget_done(args: CommonArgs, env_steps: int, elapsed_s: float) -> bool:
     if args.minutes > 0:
         return elapsed_s >= args.minutes * 60
@@ -550,42 +581,55 @@ def _budget_done(args: CommonArgs, env_steps: int, elapsed_s: float) -> bool:
 
 
 def train_loop(trainer: Trainer) -> dict[str, Any]:
-    """Run ``trainer`` to its budget; returns a summary (best validation QoE, paths, steps)."""
+    """Run ``trainer`` to its budget; returns a summary (best validation QoE, paths, steps).
+
+    With worker processes every worker runs this loop in step; only rank 0 validates, writes
+    and logs (see :mod:`trainer.distributed`).
+    """
     from tqdm import tqdm
 
     args = trainer.args
+    group = trainer.group
+    main = group.is_main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     iteration, elapsed, best = 0, 0.0, -float("inf")
     if args.resume:
         state = load_train_state(out / "last.pt")
+        collectors = state.get("collectors") or [state["collector"]]
+        if len(collectors) != group.world:
+            raise ConfigError(
+                f"{out / 'last.pt'} was written by {len(collectors)} worker(s); "
+                f"resume it with --workers {len(collectors)}"
+            )
         for key, module in trainer.modules().items():
             module.load_state_dict(state["modules"][key])
-        trainer.collector.load_state(state["collector"])
+        trainer.collector.load_state(collectors[group.rank])
         trainer.load_extra_state(state["extra"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state((state.get("torch_rngs") or [state["torch_rng"]])[group.rank])
         iteration, elapsed, best = (
             int(state["iteration"]),
             float(state["elapsed_s"]),
             float(state["best_val"]),
         )
-        log.info(
-            "resumed %s at iteration %d (%d env steps)", out, iteration, trainer.collector.env_steps
+    env_steps = int(group.sum(trainer.collector.env_steps))
+    if args.resume:
+        log.info("resumed %s at iteration %d (%d env steps)", out, iteration, env_steps)
+    if main:
+        (out / "args.json").write_text(
+            json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n"
         )
-    (out / "args.json").write_text(
-        json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n"
-    )
-    runlog = RunLog(out, args.resume)
+    runlog = RunLog(out, args.resume) if main else None
     num_levels = trainer.data.video.num_levels
     total = args.minutes * 60 if args.minutes > 0 else args.steps
     bar = tqdm(
         total=total,
         desc=f"{trainer.algorithm} {out.name}",
-        disable=not args.progress,
+        disable=not (args.progress and main),
         unit="s" if args.minutes > 0 else "step",
         dynamic_ncols=True,
     )
-    bar.update(elapsed if args.minutes > 0 else trainer.collector.env_steps)
+    bar.update(elapsed if args.minutes > 0 else env_steps)
     last_val = float("nan")
     next_snapshot = (
         (int(elapsed / 60 / args.snapshot_minutes) + 1) * args.snapshot_minutes
@@ -593,107 +637,95 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         else float("inf")
     )
 
-    def save_last() -> None:
+    def policy(meta: dict[str, Any]) -> dict[str, Any]:
+        return policy_checkpoint(trainer.actor, args, trainer.algorithm, num_levels, meta)
+
+    def save_last() -> None:  # collective: every worker's sessions go into last.pt
+        collectors = group.gather(trainer.collector.state())
+        rngs = group.gather(torch.get_rng_state())
+        if not main:
+            return
         atomic_save(
             {
                 "format": TRAIN_STATE_FORMAT,
                 "algorithm": trainer.algorithm,
                 "modules": {k: m.state_dict() for k, m in trainer.modules().items()},
-                "collector": trainer.collector.state(),
+                "collectors": collectors,
                 "extra": trainer.extra_state(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rngs": rngs,
                 "iteration": iteration,
                 "elapsed_s": elapsed,
                 "best_val": best,
-                "policy": policy_checkpoint(
-                    trainer.actor, args, trainer.algorithm, num_levels, {"iteration": iteration}
-                ),
+                "policy": policy({"iteration": iteration}),
             },
             out / "last.pt",
         )
 
     try:
-        while not _budget_done(args, trainer.collector.env_steps, elapsed):
+        while not group.agree(_budget_done(args, env_steps, elapsed)):
             started = time.perf_counter()
-            steps_before = trainer.collector.env_steps
+            steps_before = env_steps
             metrics = trainer.iteration()
+            env_steps = int(group.sum(trainer.collector.env_steps))
             iteration += 1
             spent = time.perf_counter() - started
             elapsed += spent
-            metrics["charts/steps_per_s"] = (trainer.collector.env_steps - steps_before) / max(
-                spent, 1e-9
-            )
+            metrics["charts/steps_per_s"] = (env_steps - steps_before) / max(spent, 1e-9)
             metrics["charts/iteration"] = iteration
-            finished = _budget_done(args, trainer.collector.env_steps, elapsed)
+            finished = group.agree(_budget_done(args, env_steps, elapsed))
             if iteration % args.val_every == 0 or finished:
-                last_val = evaluate_actor(
-                    trainer.actor,
-                    trainer.data.val,
-                    trainer.data.video,
-                    trainer.qoe,
-                    args.device,
-                    args.val_starts,
-                )
-                metrics["charts/val_qoe"] = last_val
-                if last_val > best:
-                    best = last_val
-                    ckpt = policy_checkpoint(
+                if main:
+                    last_val = evaluate_actor(
                         trainer.actor,
-                        args,
-                        trainer.algorithm,
-                        num_levels,
-                        {
-                            "val_qoe": best,
-                            "iteration": iteration,
-                            "env_steps": trainer.collector.env_steps,
-                            "minutes": elapsed / 60,
-                            "seed": args.seed,
-                        },
+                        trainer.data.val,
+                        trainer.data.video,
+                        trainer.qoe,
+                        args.device,
+                        args.val_starts,
                     )
-                    atomic_save(ckpt, out / "best.pt")
-                    log.debug("new best %.4f at iteration %d", best, iteration)
-                    if args.push:
-                        push_checkpoint(args, out / "best.pt")
+                    metrics["charts/val_qoe"] = last_val
+                    if last_val > best:
+                        best = last_val
+                        meta = {"val_qoe": best, "iteration": iteration, "env_steps": env_steps}
+                        meta.update(minutes=elapsed / 60, seed=args.seed)
+                        atomic_save(policy(meta), out / "best.pt")
+                        log.debug("new best %.4f at iteration %d", best, iteration)
+                        if args.push:
+                            push_checkpoint(args, out / "best.pt")
                 save_last()
-            if elapsed / 60 >= next_snapshot:
-                atomic_save(
-                    policy_checkpoint(
-                        trainer.actor,
-                        args,
-                        trainer.algorithm,
-                        num_levels,
-                        {
-                            "iteration": iteration,
-                            "minutes": elapsed / 60,
-                            "env_steps": trainer.collector.env_steps,
-                        },
-                    ),
-                    out / "snapshots" / f"min{next_snapshot:06.1f}.pt",
-                )
+            if main and elapsed / 60 >= next_snapshot:
+                meta = {"iteration": iteration, "minutes": elapsed / 60, "env_steps": env_steps}
+                atomic_save(policy(meta), out / "snapshots" / f"min{next_snapshot:06.1f}.pt")
                 next_snapshot += args.snapshot_minutes
-            runlog.scalars(trainer.collector.env_steps, elapsed, metrics)
-            bar.update(spent if args.minutes > 0 else trainer.collector.env_steps - steps_before)
+            if runlog is not None:
+                runlog.scalars(env_steps, elapsed, metrics)
+            bar.update(spent if args.minutes > 0 else env_steps - steps_before)
             bar.set_postfix(val_qoe=f"{last_val:.3f}", best=f"{best:.3f}", refresh=False)
     except KeyboardInterrupt:
-        log.warning("interrupted: saving %s", out / "last.pt")
-        save_last()
+        if group.world == 1:
+            log.warning("interrupted: saving %s", out / "last.pt")
+            save_last()
+        else:  # the other workers are being interrupted too: no collective call is safe
+            log.warning("interrupted: %s holds the state of the last validation", out / "last.pt")
         raise
     finally:
         bar.close()
-        runlog.close()
-    log.info(
-        "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
-        trainer.algorithm,
-        iteration,
-        trainer.collector.env_steps,
-        elapsed / 60,
-        best,
-        out / "best.pt",
-    )
+        if runlog is not None:
+            runlog.close()
+    if main:
+        log.info(
+            "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
+            trainer.algorithm,
+            iteration,
+            env_steps,
+            elapsed / 60,
+            best,
+            out / "best.pt",
+        )
     return {
         "best_val_qoe": best,
         "iterations": iteration,
-        "env_steps": trainer.collector.env_steps,
+        "env_steps": env_steps,
         "minutes": elapsed / 60,
         "best": str(out / "best.pt"),
         "last": str(out / "last.pt"),

@@ -2,7 +2,10 @@
 
 The student is the same actor the RL trainers use. Each iteration plays ``num_envs`` training
 sessions on the batched simulator; the teacher labels every state the sessions visit, and the
-student is trained by cross-entropy on an aggregated buffer of (observation, teacher level).
+student is trained on an aggregated buffer of labelled states: by cross-entropy on RobustMPC's
+level, or, from the oracle, by regressing its logits on the oracle's regret of every level
+(``--loss``): the oracle sees the future and the student does not, so copying the oracle's most
+frequent choice is too bold; the expected regret given what the student sees is what to follow.
 
 Teachers: ``robustmpc`` (the classic algorithm, as deployed) or ``oracle``: an exhaustive
 search over every plan of the next ``horizon`` chunks, each downloaded through the session's
@@ -30,10 +33,12 @@ from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
 from trainer.common import CommonArgs, Data, Trainer
+from trainer.distributed import Group
 from trainer.simulator import SimConfig, buffer_after_download
 from trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")
+LOSSES = ("regress", "expected-regret", "soft", "ce")
 
 
 @dataclass
@@ -58,12 +63,18 @@ class ImitateArgs(CommonArgs):
     """Gradient steps per iteration."""
     horizon: int = 4
     """Teacher's planning horizon, chunks (the oracle's tree has levels^horizon leaves)."""
-    loss: str = "regret"
-    """regret: cross-entropy against soft labels softmax(-regret / temperature) from the
-    oracle's value of each level (a level that stalls gets no weight, a near-tie shares it);
-    ce: cross-entropy on the teacher's level (the only choice for robustmpc)."""
+    loss: str = "regress"
+    """How the oracle teaches. regress: the actor's logits regress on minus the oracle's regret
+    of each level (Huber), so they estimate the expected regret over the futures the student
+    cannot tell apart and greedy play takes the level best on average; expected-regret: the
+    policy's expected regret (AggreVaTe's cost-sensitive loss; saturates early); soft:
+    cross-entropy against softmax(-regret / temperature) (learns the oracle's most frequent
+    level, which is too bold without its foresight); ce: cross-entropy on the teacher's level
+    (the only choice for robustmpc)."""
     temperature: float = 0.25
-    """QoE units per e-fold of the soft labels' weight (regret loss)."""
+    """QoE units per e-fold of the soft labels' weight (soft loss)."""
+    entropy_coef: float = 0.01
+    """Entropy bonus of the expected-regret loss (keeps gradients alive on near-ties)."""
     val_every: int = 2
     """Validate every this many iterations."""
 
@@ -118,21 +129,21 @@ class Imitate(Trainer):
     algorithm = "imitate"
     args: ImitateArgs
 
-    def __init__(self, args: ImitateArgs, data: Data) -> None:
+    def __init__(self, args: ImitateArgs, data: Data, group: Group | None = None) -> None:
         if args.teacher not in TEACHERS:
             raise ConfigError(f"unknown teacher {args.teacher!r}; choose {', '.join(TEACHERS)}")
-        super().__init__(args, data)
+        super().__init__(args, data, group)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate)
         self.iterations = 0
-        n = args.num_envs
+        n = self.collector.n
         self.teachers = [self._teacher(data.video) for _ in range(n)]
         shape = (args.buffer_size, *self.collector.sim.obs.shape[1:])  # type: ignore[union-attr]
         self.buf_obs = torch.zeros(shape)
         self.buf_act = torch.zeros(args.buffer_size, dtype=torch.long)
         self.buf_regret = torch.zeros(args.buffer_size, data.video.num_levels)
-        self.use_regret = args.loss == "regret" and args.teacher == "oracle"
-        if args.loss not in ("regret", "ce"):
-            raise ConfigError(f"unknown imitation loss {args.loss!r}; choose regret or ce")
+        if args.loss not in LOSSES:
+            raise ConfigError(f"unknown imitation loss {args.loss!r}; choose {', '.join(LOSSES)}")
+        self.loss = args.loss if args.teacher == "oracle" else "ce"
         self.buf_len = 0
         self.buf_pos = 0
 
@@ -149,7 +160,7 @@ class Imitate(Trainer):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.iterations = int(state["iterations"])
         self.collector.sim.reset()
-        self.teachers = [self._teacher(self.data.video) for _ in range(self.args.num_envs)]
+        self.teachers = [self._teacher(self.data.video) for _ in range(self.collector.n)]
 
     def beta(self) -> float:
         if not self.args.dagger:
@@ -250,13 +261,21 @@ class Imitate(Trainer):
         for _ in range(args.grad_steps):
             idx = torch.randint(self.buf_len, (min(args.batch_size, self.buf_len),))
             logits = self.actor(self.buf_obs[idx].to(args.device))
-            if self.use_regret:
-                target = torch.softmax(-self.buf_regret[idx].to(args.device) / args.temperature, -1)
+            regret = self.buf_regret[idx].to(args.device)
+            if self.loss == "regress":
+                loss = F.smooth_l1_loss(logits, -regret)
+            elif self.loss == "expected-regret":
+                logp = torch.log_softmax(logits, dim=-1)
+                entropy = -(logp.exp() * logp).sum(-1)
+                loss = ((logp.exp() * regret).sum(-1) - args.entropy_coef * entropy).mean()
+            elif self.loss == "soft":
+                target = torch.softmax(-regret / args.temperature, -1)
                 loss = -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
             else:
                 loss = F.cross_entropy(logits, self.buf_act[idx].to(args.device))
             self.optimizer.zero_grad()
             loss.backward()
+            self.average_grads(self.actor)
             self.optimizer.step()
             losses.append(loss.item())
         self.iterations += 1

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trainer.common import CommonArgs, Data, Trainer, decisions, gae
+from trainer.distributed import Group
 from trainer.schedules import Schedule
 
 
@@ -50,6 +51,9 @@ class PPOArgs(CommonArgs):
     """Step of the adaptive entropy weight per iteration and nat of excess entropy."""
     initial_entropy_weight: float = 0.05
     """Start of the adaptive entropy weight."""
+    critic_warmup: int = 30
+    """With --init-from: iterations that train only the critic, so the first policy updates of a
+    warm-started actor follow a critic that knows its values, not a random one."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
     reward_scale: float = 0.1
@@ -61,8 +65,8 @@ class PPO(Trainer):
     algorithm = "ppo"
     args: PPOArgs
 
-    def __init__(self, args: PPOArgs, data: Data) -> None:
-        super().__init__(args, data)
+    def __init__(self, args: PPOArgs, data: Data, group: Group | None = None) -> None:
+        super().__init__(args, data, group)
         params = list(self.actor.parameters()) + list(self.critic.parameters())
         self.optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
         self.schedule = None if args.entropy == "adaptive" else Schedule.parse(args.entropy)
@@ -90,12 +94,12 @@ class PPO(Trainer):
             ro, args.device, ro.obs, ro.actions, ro.logprobs, advantages, returns
         )
         size = len(actions)
-        batch = max(size // args.minibatches, 1)
+        warming = bool(args.init_from) and self.iterations < args.critic_warmup
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "v", "ent", "kl", "clipfrac")}
         for _ in range(args.update_epochs):
             order = torch.randperm(size, device=args.device)
-            for start in range(0, size, batch):
-                idx = order[start : start + batch]
+            # Exactly `minibatches` steps per pass: worker processes step in lockstep.
+            for idx in torch.tensor_split(order, args.minibatches):
                 logits = self.actor(obs[idx])
                 dist = torch.distributions.Categorical(logits=logits)
                 logprob = dist.log_prob(actions[idx])
@@ -113,9 +117,13 @@ class PPO(Trainer):
                     )
                 pg_loss = -surrogate.mean()
                 v_loss = 0.5 * (self.critic(obs[idx]).squeeze(-1) - ret[idx]).pow(2).mean()
-                loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
+                if warming:
+                    loss = args.vf_coef * v_loss
+                else:
+                    loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
                 self.optimizer.zero_grad()
                 loss.backward()
+                self.average_grads(self.actor, self.critic)
                 # Clipped apart: the critic's large early gradients must not starve the actor's.
                 nn.utils.clip_grad_norm_(self.actor.parameters(), args.max_grad_norm)
                 nn.utils.clip_grad_norm_(self.critic.parameters(), args.max_grad_norm)
@@ -128,8 +136,8 @@ class PPO(Trainer):
                     stats["clipfrac"].append(
                         ((ratio - 1).abs() > args.clip_coef).float().mean().item()
                     )
-        mean_entropy = float(np.mean(stats["ent"]))
-        if self.schedule is None:  # adapt the weight towards the target entropy
+        mean_entropy = self.group.mean(float(np.mean(stats["ent"])))
+        if self.schedule is None and not warming:  # adapt the weight towards the target entropy
             self.entropy_weight = max(
                 0.0, self.entropy_weight - args.entropy_lr * (mean_entropy - args.target_entropy)
             )

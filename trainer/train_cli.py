@@ -89,7 +89,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from trainer.common import load_data, train_loop
+    from trainer.common import train
 
     cls = ns.args_cls
     given = {
@@ -104,23 +104,20 @@ def run(ns: argparse.Namespace) -> int:
         values = {**previous, **given}  # flags given now (e.g. a longer budget) win
     else:
         values = given
-    args = cls(**values)
-    data = load_data(args)
-    trainer = _trainer(ns.algorithm, args, data)
-    summary = train_loop(trainer)
+    summary = train(_trainer_class(ns.algorithm), cls(**values))
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def _trainer(name: str, args: Any, data: Any) -> Any:
+def _trainer_class(name: str) -> Any:
     if name == "ppo":
         from trainer.ppo import PPO
 
-        return PPO(args, data)
+        return PPO
     if name == "a3c":
         from trainer.a3c import A3C
 
-        return A3C(args, data)
+        return A3C
     from trainer.imitate import Imitate
 
-    return Imitate(args, data)
+    return Imitate
