@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +72,36 @@ def throughput(seconds: float) -> dict[str, Any]:
     return out
 
 
+def headline(
+    seeds: list[int],
+    teacher: str,
+    imitate_minutes: float,
+    ppo_minutes: float,
+    out: Path,
+    workers: int,
+) -> None:
+    """The headline recipe, one seed at a time: imitation, then PPO from its best.pt.
+
+    Runs ``streambed train`` as a user would; ``curves`` then reads the PPO runs, whose
+    snapshots' minutes count the imitation's minutes too (``init_minutes`` in their args).
+    """
+    for seed in seeds:
+        common = [
+            "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
+            "--workers", str(workers), "--no-progress",
+        ]  # fmt: skip
+        imitation = out / f"imitate-s{seed}"
+        ppo = out / f"ppo-s{seed}"
+        for cmd in (
+            ["imitate", "--teacher", teacher, "--out", str(imitation),
+             "--minutes", str(imitate_minutes), *common],
+            ["ppo", "--init-from", str(imitation / "best.pt"), "--out", str(ppo),
+             "--minutes", str(ppo_minutes), "--snapshot-minutes", "2", *common],
+        ):  # fmt: skip
+            print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-m", "streambed", "train", *cmd], check=True)
+
+
 def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
     from abr_service.policies import load_policy
     from abr_service.qoe import make_qoe
@@ -89,23 +120,26 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
     )
     for run in runs:
         points = []
+        args = json.loads((run / "args.json").read_text())
+        # A warm-started run's clock starts when its teacher run's did.
+        offset = _run_minutes(Path(args["init_from"]).parent) if args.get("init_from") else 0.0
         for snap in sorted((run / "snapshots").glob("*.pt")):
             policy = load_policy(snap, video.num_levels)
             points.append(
                 (
-                    float(policy.meta.get("minutes", 0.0)),
+                    offset + float(policy.meta.get("minutes", 0.0)),
                     evaluate_actor(policy.actor, test, video, qoe),
                 )
             )
         best = load_policy(run / "best.pt", video.num_levels)
-        args = json.loads((run / "args.json").read_text())
         result[run.name] = {
             "algorithm": args.get("algorithm"),
             "seed": args.get("seed"),
             "curve_minutes_qoe": [[round(m, 2), round(q, 4)] for m, q in points],
             "best_pt_test_qoe": round(evaluate_actor(best.actor, test, video, qoe), 4),
             "best_pt_val_qoe": best.meta.get("val_qoe"),
-            "best_pt_minutes": best.meta.get("minutes"),
+            "best_pt_minutes": offset + float(best.meta.get("minutes", 0.0)),
+            "warm_start_minutes": offset,
         }
         print(run.name, json.dumps(result[run.name]), file=sys.stderr)
     if png is not None:
@@ -142,6 +176,12 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
     return {"reference_pensieve_ppo": reference, "runs": result}
 
 
+def _run_minutes(run: Path) -> float:
+    """Wall minutes a finished run trained (from its last.pt)."""
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    return float(state["elapsed_s"]) / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,6 +189,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput", help="env steps/s and updates/s of each trainer")
     t.add_argument("--seconds", type=float, default=60.0)
+    h = sub.add_parser("headline", help="imitation then PPO, for each seed")
+    h.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    h.add_argument("--teacher", default="robustmpc")
+    h.add_argument("--imitate-minutes", type=float, default=2.0)
+    h.add_argument("--ppo-minutes", type=float, default=28.0)
+    h.add_argument("--workers", type=int, default=1)
+    h.add_argument("--out", type=Path, default=Path("runs/headline"))
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--png", type=Path)
@@ -156,6 +203,16 @@ def main() -> None:
     if not TRAIN.is_dir():
         sys.exit(f"bench_train: {TRAIN} is absent")
     torch.set_num_threads(1)
+    if args.what == "headline":
+        headline(
+            args.seeds,
+            args.teacher,
+            args.imitate_minutes,
+            args.ppo_minutes,
+            args.out,
+            args.workers,
+        )
+        return
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),

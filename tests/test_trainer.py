@@ -23,7 +23,7 @@ from traces import SynthParams, generate_trace, save_pensieve
 from trainer.a3c import A3C, A3CArgs
 from trainer.common import Data, evaluate_actor, load_data, train, train_loop
 from trainer.evaluate import evaluate
-from trainer.imitate import Imitate, ImitateArgs
+from trainer.imitate import Imitate, ImitateArgs, oracle_levels
 from trainer.ppo import PPO, PPOArgs
 from trainer.schedules import Schedule
 
@@ -301,3 +301,33 @@ def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) 
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     with pytest.raises(ConfigError, match="--workers 2"):
         train(PPO, replace(half, workers=1, resume=True))
+
+
+def test_oracle_hold_plans_are_a_subset_of_all_plans() -> None:
+    trainer = Imitate(ImitateArgs(out="unused", num_envs=8, progress=False), DATA)
+    sim, col = trainer.collector.sim, trainer.collector
+    col.advance(np.full(8, 1), np.zeros(8, bool))  # past chunk 0, at different positions
+    state = (sim.trace, sim.tau, sim.buffer_s, sim.chunk, col.prev_quality)
+    config = sim.config
+    _, every = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3)
+    _, held = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3, hold=True)
+    assert (held <= every + 1e-9).all() and (held < every - 1e-6).any()
+    _, one = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=1)
+    _, one_held = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=1, hold=True)
+    np.testing.assert_allclose(one, one_held)
+
+
+def test_student_rollouts_start_from_each_session_exactly() -> None:
+    """Branch copies of every session, one chunk deep, value each level as the oracle does."""
+    args = ImitateArgs(out="unused", num_envs=8, horizon=1, plans="student", progress=False)
+    trainer = Imitate(args, DATA)
+    sim, col = trainer.collector.sim, trainer.collector
+    for _ in range(5):
+        col.advance(np.full(8, 2), sim.chunk > 0)
+    _, expected = oracle_levels(
+        sim.bank, VIDEO, QOE, sim.config, sim.trace, sim.tau, sim.buffer_s, sim.chunk,
+        col.prev_quality, horizon=1,
+    )  # fmt: skip
+    np.testing.assert_allclose(trainer._student_rollouts(), expected, atol=1e-9)
+    deeper = replace(args, horizon=4)
+    assert Imitate(deeper, DATA)._student_rollouts().shape == (8, VIDEO.num_levels)

@@ -32,12 +32,14 @@ from abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
+from trainer.batched import BatchedSimulator
 from trainer.common import CommonArgs, Data, Trainer
 from trainer.distributed import Group
 from trainer.simulator import SimConfig, buffer_after_download
 from trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")
+PLANS = ("all", "hold", "student")
 LOSSES = ("regress", "expected-regret", "soft", "ce")
 
 
@@ -61,8 +63,13 @@ class ImitateArgs(CommonArgs):
     """Minibatch size."""
     grad_steps: int = 60
     """Gradient steps per iteration."""
-    horizon: int = 4
-    """Teacher's planning horizon, chunks (the oracle's tree has levels^horizon leaves)."""
+    horizon: int = 6
+    """Oracle's planning horizon, chunks (with --plans all its tree has levels^horizon leaves:
+    keep it to 4 or less there)."""
+    plans: str = "hold"
+    """Oracle's plans: all (every sequence of levels: the oracle's own best continuation), hold
+    (one level for the whole horizon), or student (the first level, then the student's greedy
+    play: the continuation the student will really have)."""
     loss: str = "regress"
     """How the oracle teaches. regress: the actor's logits regress on minus the oracle's regret
     of each level (Huber), so they estimate the expected regret over the futures the student
@@ -90,9 +97,13 @@ def oracle_levels(
     chunk: np.ndarray,
     last_quality: np.ndarray,
     horizon: int,
+    hold: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First level of the best plan of ``horizon`` chunks for each session, knowing its trace,
     and the best QoE reachable after each first level, shape (sessions, levels).
+
+    ``hold``: the only plans are one level held for all ``horizon`` chunks, so a level's value
+    does not assume a clairvoyant recovery after it.
 
     Every plan (levels^horizon) is downloaded through the real trace from the session's
     position; its QoE (bitrate, stall, switches) is summed, chunks past the video's end count
@@ -104,10 +115,12 @@ def oracle_levels(
     b = buffer_s[:, None].astype(np.float64)
     last = last_quality[:, None].astype(np.int64)
     total = np.zeros((n, 1))
+    q = np.zeros((n, 1), np.int64)
     for j in range(horizon):
-        k = t.shape[1] * levels
-        tr, t, b, last, total = (np.repeat(a, levels, axis=1) for a in (tr, t, b, last, total))
-        q = np.tile(np.arange(levels), (n, k // levels))
+        if j == 0 or not hold:
+            k = t.shape[1] * levels
+            tr, t, b, last, total = (np.repeat(a, levels, axis=1) for a in (tr, t, b, last, total))
+            q = np.tile(np.arange(levels), (n, k // levels))
         c = chunk + j
         valid = np.broadcast_to((c < video.num_chunks)[:, None], (n, k))
         size = video.chunk_bytes[q, np.minimum(c, video.num_chunks - 1)[:, None]] * valid
@@ -146,6 +159,16 @@ class Imitate(Trainer):
         self.loss = args.loss if args.teacher == "oracle" else "ce"
         self.buf_len = 0
         self.buf_pos = 0
+        if args.plans not in PLANS:
+            raise ConfigError(f"unknown oracle plans {args.plans!r}; choose {', '.join(PLANS)}")
+        self.branches = BatchedSimulator(
+            data.train,
+            data.video,
+            self.collector.n * data.video.num_levels,
+            self.collector.sim.config,
+            mode="test",
+            obs_dtype=np.float32,
+        )
 
     def _teacher(self, video: Video) -> MPC:
         return RobustMPC(video, MPCParams(qoe=self.args.qoe))  # as deployed: horizon 5
@@ -161,6 +184,37 @@ class Imitate(Trainer):
         self.iterations = int(state["iterations"])
         self.collector.sim.reset()
         self.teachers = [self._teacher(self.data.video) for _ in range(self.collector.n)]
+
+    def _student_rollouts(self) -> np.ndarray:
+        """QoE of each first level followed by the student's own greedy play, shape (n, levels).
+
+        Every session is copied once per level into a noise-free branch simulator at its exact
+        position; each copy downloads its first chunk at that level, then ``horizon - 1`` more as
+        the student chooses, through the session's real trace (the oracle's foresight lies only
+        in knowing which future each level meets).
+        """
+        col, sim, video = self.collector, self.collector.sim, self.data.video
+        levels, horizon = video.num_levels, self.args.horizon
+        br = self.branches
+        assert br.obs is not None and sim.obs is not None
+        for key in ("trace", "tau", "line", "buffer_s", "chunk"):
+            setattr(br, key, np.repeat(getattr(sim, key), levels))
+        br.obs[...] = np.repeat(sim.obs, levels, axis=0)
+        last = np.repeat(col.prev_quality, levels)
+        quality = np.tile(np.arange(levels), col.n)
+        total = np.zeros(col.n * levels)
+        for j in range(horizon):
+            alive = br.chunk < video.num_chunks
+            if not alive.any():
+                break
+            if j:
+                obs = torch.as_tensor(br.obs).to(self.args.device)
+                quality = self.actor(obs).argmax(-1).cpu().numpy()
+            br.chunk = np.minimum(br.chunk, video.num_chunks - 1)  # finished copies: ignored
+            step = br.step(quality)
+            total += np.where(alive, col.qoe.transition(quality, last, step.rebuffer_s), 0.0)
+            last = quality
+        return total.reshape(col.n, levels)
 
     def beta(self) -> float:
         if not self.args.dagger:
@@ -182,7 +236,11 @@ class Imitate(Trainer):
             idx = np.flatnonzero(decide)
             labels = np.full(col.n, col.default, np.int64)
             regret = np.zeros((col.n, video.num_levels))
-            if idx.size and self.args.teacher == "oracle":
+            if idx.size and self.args.teacher == "oracle" and self.args.plans == "student":
+                values = self._student_rollouts()[idx]
+                labels[idx] = np.argmax(values, axis=1)
+                regret[idx] = values.max(axis=1, keepdims=True) - values
+            elif idx.size and self.args.teacher == "oracle":
                 labels[idx], values = oracle_levels(
                     sim.bank,
                     video,
@@ -194,6 +252,7 @@ class Imitate(Trainer):
                     sim.chunk[idx],
                     col.prev_quality[idx],
                     self.args.horizon,
+                    self.args.plans == "hold",
                 )
                 regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:
