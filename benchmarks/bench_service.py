@@ -67,7 +67,8 @@ class Player:
 
     def __init__(self, sid: str, rng: np.random.Generator) -> None:
         self.sid, self.rng = sid, rng
-        self.k, self.last, self.buffer = 0, None, 0.0
+        self.last: int | None = None
+        self.k, self.buffer = 0, 0.0
         self.mbps = float(rng.uniform(0.5, 6.0))
 
     def body(self) -> dict[str, Any]:

@@ -27,3 +27,5 @@ def test_ruff_format() -> None:
 def test_mypy() -> None:
     result = run(str(BIN / "mypy"))
     assert result.returncode == 0, result.stdout + result.stderr
+    result = run(str(BIN / "mypy"), "benchmarks")
+    assert result.returncode == 0, result.stdout + result.stderr
