@@ -141,6 +141,11 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
             "best_pt_minutes": offset + float(best.meta.get("minutes", 0.0)),
             "warm_start_minutes": offset,
         }
+        if (run / "final.pt").is_file():
+            final = load_policy(run / "final.pt", video.num_levels)
+            result[run.name]["final_pt_test_qoe"] = round(
+                evaluate_actor(final.actor, test, video, qoe), 4
+            )
         print(run.name, json.dumps(result[run.name]), file=sys.stderr)
     if png is not None:
         import matplotlib

@@ -117,6 +117,15 @@ def _final_actor(path: Path) -> dict[str, torch.Tensor]:
     return state["modules"]["actor"]
 
 
+class _KilledPPO(PPO):
+    """Interrupted (as by Ctrl-C) at the start of its 4th iteration, once."""
+
+    def iteration(self) -> dict[str, float]:
+        if self.iterations == 3 and not self.args.resume:
+            raise KeyboardInterrupt
+        return super().iteration()
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", "a3c"])
 def test_resume_continues_the_same_run(tmp_path: Path, algorithm: str) -> None:
     cls, args_cls = (PPO, PPOArgs) if algorithm == "ppo" else (A3C, A3CArgs)
@@ -128,12 +137,32 @@ def test_resume_continues_the_same_run(tmp_path: Path, algorithm: str) -> None:
         progress=False,
         seed=5,
     )
+    if algorithm == "ppo":
+        base = replace(base, anneal_lr=False)  # type: ignore[call-arg]
     train_loop(cls(base, DATA))
     half = replace(base, out=str(tmp_path / "resumed"), steps=4_500)
     train_loop(cls(half, DATA))
-    train_loop(cls(replace(half, steps=9_000, resume=True), DATA))
+    train_loop(cls(replace(half, steps=9_000, resume=True), DATA))  # a longer budget
     straight, resumed = _final_actor(tmp_path / "straight"), _final_actor(tmp_path / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_killed_run_resumes_to_the_same_place(tmp_path: Path) -> None:
+    """With the learning rate annealed over the budget, a killed run resumed with the same
+    budget ends where an uninterrupted one does."""
+    base = PPOArgs(out=str(tmp_path / "straight"), steps=6_000, num_envs=32, val_every=2, seed=6)
+    assert base.anneal_lr
+    train_loop(PPO(base, DATA))
+    killed = replace(base, out=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(_KilledPPO(killed, DATA))
+    state = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert state["iteration"] == 3
+    train_loop(PPO(replace(killed, resume=True), DATA))
+    straight, resumed = _final_actor(tmp_path / "straight"), _final_actor(tmp_path / "killed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    final = load_policy(tmp_path / "killed" / "final.pt", VIDEO.num_levels)
+    assert all(torch.equal(final.actor.state_dict()[k], straight[k]) for k in straight)
 
 
 def test_push_reaches_a_real_service(tmp_path: Path) -> None:
@@ -286,6 +315,7 @@ def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) 
         val_every=2,
         workers=2,
         seed=4,
+        anneal_lr=False,  # the resumed half below gets a longer budget
     )
     summary = train(PPO, base)
     # Both workers' sessions count: each iteration decides for all 16 of them.

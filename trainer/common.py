@@ -546,6 +546,8 @@ class Trainer:
         share = args.num_envs // world + (rank < args.num_envs % world)
         self.collector = Collector(data, args, self.rng, share)
         self.qoe = self.collector.qoe
+        self.progress = 0.0
+        """Share of the budget spent before this iteration (the loop sets it)."""
 
     def average_grads(self, *modules: nn.Module) -> None:
         """Average the gradients across worker processes (a no-op with one)."""
@@ -567,11 +569,20 @@ class Trainer:
 
 def train(cls: type[Trainer], args: CommonArgs) -> dict[str, Any]:
     """Load the data, build ``cls`` and run it to its budget, in ``args.workers`` processes."""
+    if args.workers > 1:
+        load_data(args)  # a bad trace or video fails here, before any worker starts
     return run_workers(args.workers, functools.partial(_train_worker, cls, args))
 
 
 def _train_worker(cls: type[Trainer], args: CommonArgs, group: Group) -> dict[str, Any]:
     return train_loop(cls(args, load_data(args), group))
+
+
+def _progress(args: CommonArgs, env_steps: int, elapsed_s: float) -> float:
+    """Share of the budget spent, 0 to 1 (rank 0's clock with --minutes)."""
+    if args.minutes > 0:
+        return min(elapsed_s / (args.minutes * 60), 1.0)
+    return min(env_steps / max(args.steps, 1), 1.0)
 
 
 def _budget_done(args: CommonArgs, env_steps: int, elapsed_s: float) -> bool:
@@ -665,6 +676,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         while not group.agree(_budget_done(args, env_steps, elapsed)):
             started = time.perf_counter()
             steps_before = env_steps
+            trainer.progress = group.shared(_progress(args, env_steps, elapsed))
             metrics = trainer.iteration()
             env_steps = int(group.sum(trainer.collector.env_steps))
             iteration += 1
@@ -713,6 +725,9 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         if runlog is not None:
             runlog.close()
     if main:
+        meta = {"val_qoe": last_val, "iteration": iteration, "env_steps": env_steps}
+        meta.update(minutes=elapsed / 60, seed=args.seed)
+        atomic_save(policy(meta), out / "final.pt")
         log.info(
             "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
             trainer.algorithm,
@@ -728,5 +743,6 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         "env_steps": env_steps,
         "minutes": elapsed / 60,
         "best": str(out / "best.pt"),
+        "final": str(out / "final.pt"),
         "last": str(out / "last.pt"),
     }

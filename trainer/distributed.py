@@ -71,6 +71,14 @@ class Group:
         dist.broadcast(t, src=0)
         return bool(t.item())
 
+    def shared(self, value: float) -> float:
+        """Rank 0's ``value`` on every worker (e.g. the share of the budget spent)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
     def gather(self, obj: Any) -> list[Any]:
         """Every worker's ``obj`` on rank 0 (in rank order); an empty list elsewhere."""
         if self.world == 1:

@@ -27,6 +27,9 @@ class PPOArgs(CommonArgs):
     """Run directory."""
     learning_rate: float = 3e-4
     """Adam step size of actor and critic."""
+    anneal_lr: bool = True
+    """Decay the step size linearly to 0 over the budget (--minutes or --steps), as cleanrl's
+    PPO: the policy settles by the end instead of wandering, so the final one is a good one."""
     gamma: float = 0.99
     """Discount per chunk."""
     gae_lambda: float = 0.95
@@ -87,6 +90,10 @@ class PPO(Trainer):
         args = self.args
         if self.schedule is not None:
             self.entropy_weight = self.schedule(self.iterations)
+        if args.anneal_lr:
+            lr = args.learning_rate * (1.0 - self.progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         ro = self.collector.collect(self.actor, self.critic)
         ro.rewards *= args.reward_scale
         advantages, returns = gae(ro, args.gamma, args.gae_lambda)
@@ -149,6 +156,7 @@ class PPO(Trainer):
             "losses/approx_kl": float(np.mean(stats["kl"])),
             "losses/clipfrac": float(np.mean(stats["clipfrac"])),
             "charts/entropy_weight": self.entropy_weight,
+            "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
         if ro.episode_qoe:
             out["charts/train_qoe"] = float(np.mean(ro.episode_qoe))
