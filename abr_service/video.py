@@ -123,7 +123,8 @@ class Video:
 
 
 def load_video(path: str | Path, bitrates_kbps: Sequence[int] | None = None) -> Video:
-    """Load a video description from a Pensieve ``video_size_*`` directory or ``video.json``."""
+    """Load a video description: a Pensieve ``video_size_*`` directory, a ``video.json``, or an
+    origin content directory or its MPD (both read the ``video.json`` beside the MPD)."""
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such file or directory")
@@ -138,9 +139,13 @@ def load_video(path: str | Path, bitrates_kbps: Sequence[int] | None = None) -> 
     if path.suffix == ".json":
         return _load_json(path)
     if path.suffix == ".mpd":
+        # An MPD lacks the segments' sizes; the origin's content directory carries them in
+        # the video.json beside its MPD (`streambed origin build`).
+        if (path.parent / VIDEO_JSON).is_file():
+            return _load_json(path.parent / VIDEO_JSON)
         raise VideoError(
-            f"{path}: reading an MPD needs its segments on disk; build content with the origin "
-            "and pass its directory (which carries video.json)"
+            f"{path}: an MPD has no chunk sizes and there is no {VIDEO_JSON} beside it; build "
+            "content with 'streambed origin build' and pass its MPD or directory"
         )
     raise VideoError(f"{path}: unknown video description (want a directory or a .json file)")
 

@@ -43,6 +43,14 @@ class ChunkRecord:
     """This chunk's QoE under the run's metric (no switch penalty on the first chunk)."""
     decision_ms: float = 0.0
     fallback: bool = False
+    """True when something other than the session's algorithm chose the level (the player's
+    local fallback, or the service's own)."""
+    fallback_reason: str | None = None
+    """Why (``service: ...`` when the service fell back itself)."""
+    attempts: int = 1
+    """Download attempts (emulated sessions; > 1 after a retried failure)."""
+    retry_s: float = 0.0
+    """Time lost to failed attempts and their backoff before ``request_start_s``, seconds."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -1,0 +1,1 @@
+"""The DASH origin: content building (`build`), MPDs (`mpd`), the HTTP app (`app`), the CLI."""

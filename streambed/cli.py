@@ -18,6 +18,9 @@ from streambed.errors import StreambedError
 
 def build_parser() -> argparse.ArgumentParser:
     from abr_service import serve_cli
+    from emulation import link_cli
+    from player import cli as play_cli
+    from server import cli as origin_cli
     from streambed import demo
     from traces import cli as traces_cli
     from trainer import eval_cli, train_cli
@@ -29,7 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streambed {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (eval_cli, train_cli, serve_cli, traces_cli, demo):
+    for module in (
+        eval_cli,
+        train_cli,
+        serve_cli,
+        origin_cli,
+        play_cli,
+        traces_cli,
+        link_cli,
+        demo,
+    ):
         module.register(sub)
     return parser
 

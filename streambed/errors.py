@@ -25,3 +25,11 @@ class ModelError(StreambedError):
 
 class ConfigError(StreambedError):
     """An argument or parameter has an invalid value."""
+
+
+class ContentError(StreambedError):
+    """DASH content cannot be built or read (ffmpeg missing or failing, a malformed MPD)."""
+
+
+class LinkError(StreambedError):
+    """An emulated network link cannot be set up or run; the message names what failed."""

@@ -1,0 +1,497 @@
+"""Run a command behind an emulated network link that replays a trace: the one Python API.
+
+A ``LinkSpec`` names the traces (either format: Pensieve ``time_s Mbit/s`` files are converted to
+Mahimahi's millisecond opportunities first), the one-way delay applied in each direction (ms),
+an optional drop-tail queue limit (packets and/or bytes; unbounded by default, as Mahimahi) and
+the kind of link:
+
+``mahimahi``
+    Mahimahi's ``mm-delay D mm-link UP DOWN -- COMMAND`` (needs mm-link and mm-delay on PATH).
+``netns``
+    Streambed's own packet-level shaper with Mahimahi's semantics: the command runs in a fresh
+    network namespace routed through a TUN pair to a shaper process (needs root or
+    CAP_NET_ADMIN + CAP_SYS_ADMIN). See ``emulation.netns`` and ``emulation.shaper``.
+``proxy``
+    A userspace relay pacing byte streams by the trace, no privileges; it approximates the trace
+    at the byte-stream level. Only the host ports listed in ``LinkSpec.ports`` are reachable.
+``auto``
+    The first of mahimahi, netns, proxy that works here (logged).
+
+The command finds the host in its environment:
+
+* ``STREAMBED_HOST``: the host's address as seen through the link (as ``$MAHIMAHI_BASE``); a
+  server the host binds on 0.0.0.0 answers there (proxy: 127.0.0.1, and see the next line);
+* ``STREAMBED_PORT_<P>``: for each port ``P`` in ``LinkSpec.ports``, the port to use for the
+  host's port ``P`` (itself for mahimahi and netns; the relay's port for proxy). ``address_of``
+  reads both, so a command written against them works behind every kind;
+* ``STREAMBED_LINK_KIND``; ``STREAMBED_LINK_EPOCH``: ``time.monotonic()`` of the trace's time 0
+  (netns and proxy; the trace position of an event is ``time.monotonic() - epoch``, modulo the
+  period).
+
+``start_behind_link`` returns a ``LinkedProcess`` (non-blocking: many sessions run from one
+thread); ``run_behind_link`` waits and returns the command's exit status (128 + N when killed
+by signal N, as a shell reports it). Closing a ``LinkedProcess`` always tears the link down:
+leftover processes in the namespace, the namespace, the TUN devices, the helper process and the
+temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from emulation import mahimahi, netns
+from streambed.errors import ConfigError, LinkError, StreambedError
+from traces.formats import detect_format, load_mahimahi, load_pensieve, pensieve_to_mahimahi
+from traces.formats import save_mahimahi as _save_mahimahi
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["auto", "mahimahi", "netns", "proxy"]
+KINDS: tuple[str, ...] = ("mahimahi", "netns", "proxy")  # the order "auto" tries them in
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_HELPER_START_S = 20.0
+_STOP_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """What link to put a command behind.
+
+    ``downlink``/``uplink``: trace files (Pensieve or Mahimahi format); the uplink defaults to the
+    downlink, as with mm-link. ``delay_ms``: one-way delay added in each direction (mm-delay).
+    ``queue_packets``/``queue_bytes``: drop-tail limit of each direction's queue (None:
+    unbounded). ``ports``: host ports the command will reach (required by the proxy, which
+    relays only those; exported as ``STREAMBED_PORT_<P>`` by every kind).
+    """
+
+    downlink: Path
+    uplink: Path | None = None
+    delay_ms: float = 0.0
+    queue_packets: int | None = None
+    queue_bytes: int | None = None
+    kind: str = "auto"
+    ports: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "downlink", Path(self.downlink))
+        if self.uplink is not None:
+            object.__setattr__(self, "uplink", Path(self.uplink))
+        object.__setattr__(self, "ports", tuple(int(p) for p in self.ports))
+        if self.kind not in ("auto", *KINDS):
+            raise ConfigError(f"link kind {self.kind!r}: expected auto, {', '.join(KINDS)}")
+        if not (self.delay_ms >= 0 and self.delay_ms < 1e7):
+            raise ConfigError(f"delay_ms={self.delay_ms}: must be a number >= 0")
+        for name in ("queue_packets", "queue_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value}: must be >= 1 (or None for unbounded)")
+        for port in self.ports:
+            if not 0 < port < 65536:
+                raise ConfigError(f"port {port}: must be in 1..65535")
+
+    @property
+    def uplink_trace(self) -> Path:
+        return self.uplink if self.uplink is not None else self.downlink
+
+
+@dataclass(frozen=True)
+class DirectionStats:
+    """What one direction carried (proxy: bytes only; packets and drops stay 0)."""
+
+    packets: int = 0
+    bytes: int = 0
+    dropped_packets: int = 0
+    dropped_bytes: int = 0
+    max_packet_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """Counters of a finished netns or proxy link, and its helper process's CPU time."""
+
+    kind: str
+    down: DirectionStats
+    up: DirectionStats
+    cpu_s: float
+    wall_s: float
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, kind: str, data: dict[str, Any]) -> LinkStats:
+        def direction(d: dict[str, Any]) -> DirectionStats:
+            keys = DirectionStats.__dataclass_fields__
+            return DirectionStats(**{k: int(v) for k, v in d.items() if k in keys})
+
+        return cls(
+            kind=kind,
+            down=direction(data.get("down", {})),
+            up=direction(data.get("up", {})),
+            cpu_s=float(data.get("cpu_s", 0.0)),
+            wall_s=float(data.get("wall_s", 0.0)),
+            raw=data,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a kind
+
+
+def kind_unavailable(kind: str) -> str | None:
+    """Why ``kind`` cannot run here (None when it can)."""
+    try:
+        if kind == "mahimahi":
+            mahimahi.require_mahimahi()
+        elif kind == "netns":
+            netns.require_privileges()
+        elif kind != "proxy":
+            raise ConfigError(f"link kind {kind!r}: expected auto, {', '.join(KINDS)}")
+    except StreambedError as exc:
+        return str(exc)
+    return None
+
+
+def available_kinds() -> list[str]:
+    """The kinds that can run on this machine, in the order ``auto`` prefers them."""
+    return [kind for kind in KINDS if kind_unavailable(kind) is None]
+
+
+def resolve_kind(kind: str = "auto") -> str:
+    """``kind`` itself if it can run here (else ``ConfigError`` saying why); for ``auto``, the
+    first available of mahimahi, netns, proxy."""
+    if kind == "auto":
+        for candidate in KINDS:
+            reason = kind_unavailable(candidate)
+            if reason is None:
+                log.info("link kind auto: using %s", candidate)
+                return candidate
+            log.debug("link kind auto: not %s: %s", candidate, reason)
+        raise LinkError("no link kind available")  # unreachable: proxy always is
+    reason = kind_unavailable(kind)
+    if reason is not None:
+        raise ConfigError(reason)
+    return kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces
+
+
+def mahimahi_trace_file(path: Path, workdir: Path) -> Path:
+    """``path`` if it is a Mahimahi trace (validated), else its conversion written to workdir."""
+    if detect_format(path) == "mahimahi":
+        load_mahimahi(path)
+        return path
+    out = workdir / f"{len(list(workdir.iterdir()))}-{path.name}.mm"
+    _save_mahimahi(pensieve_to_mahimahi(load_pensieve(path)), out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The command's environment
+
+
+def address_of(port: int, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Where the host's ``port`` answers from behind a link: ``(STREAMBED_HOST, port')``.
+
+    For commands running behind a link; outside one it is ``("127.0.0.1", port)``.
+    """
+    env = os.environ if env is None else env
+    host = env.get("STREAMBED_HOST", "127.0.0.1")
+    return host, int(env.get(f"STREAMBED_PORT_{port}", port))
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _check_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    if not argv:
+        raise ConfigError("no command to run behind the link")
+    if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
+        raise ConfigError(f"command not found: {argv[0]!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+class LinkedProcess:
+    """A command running behind a link. Close it (or use ``with``) to tear the link down.
+
+    Attributes: ``kind``, ``host`` (``$STREAMBED_HOST``), ``env`` (the command's environment),
+    ``epoch`` (monotonic time of trace time 0; None for mahimahi), ``process`` (the Popen of
+    the command, wrapped by ``ip netns exec`` or mm-delay), and ``stats`` after ``close()``.
+    """
+
+    def __init__(
+        self,
+        spec: LinkSpec,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: str | Path | None = None,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.kind = resolve_kind(spec.kind)
+        self.stats: LinkStats | None = None
+        self.epoch: float | None = None
+        self.host = "127.0.0.1"
+        self._closed = False
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._control_w = -1
+        self._stack = contextlib.ExitStack()
+        base_env = dict(os.environ if env is None else env)
+        _check_command(argv, base_env)
+        if self.kind == "proxy" and not spec.ports:
+            raise ConfigError(
+                "the proxy link relays only the host ports it is given: set LinkSpec.ports "
+                "(--port P)"
+            )
+        if self.kind == "proxy" and (spec.queue_packets or spec.queue_bytes):
+            raise ConfigError(
+                "the proxy link paces byte streams and has no packet queue: drop the queue "
+                "limit, or use --kind netns or mahimahi"
+            )
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="streambed-link-"))
+            self._stack.callback(shutil.rmtree, self._tmp, True)
+            down = mahimahi_trace_file(spec.downlink, self._tmp)
+            up = down if spec.uplink is None else mahimahi_trace_file(spec.uplink, self._tmp)
+            ports = {p: p for p in spec.ports}
+            if self.kind == "mahimahi":
+                exec_argv = mahimahi.mahimahi_argv(
+                    argv, str(down), str(up), spec.delay_ms, spec.queue_packets, spec.queue_bytes
+                )
+            elif self.kind == "netns":
+                plumbing = netns.create_plumbing()
+                self._stack.callback(plumbing.close)
+                self.host = plumbing.host_addr
+                self._start_helper(
+                    "emulation.shaper",
+                    [
+                        f"--host-fd={plumbing.host_fd}",
+                        f"--ns-fd={plumbing.ns_fd}",
+                        f"--host-addr={plumbing.host_addr}",
+                        f"--host-dev={plumbing.host_dev}",
+                        *self._queue_args(),
+                    ],
+                    down,
+                    up,
+                    pass_fds=(plumbing.host_fd, plumbing.ns_fd),
+                )
+                plumbing.close_fds()  # the shaper holds the devices from now on
+                self._read_helper_line()
+                exec_argv = plumbing.exec_argv(argv)
+            else:
+                self._start_helper("emulation.proxy", [f"--port={p}" for p in spec.ports], down, up)
+                mapping = self._read_helper_line()["ports"]
+                ports = {int(k): int(v) for k, v in mapping.items()}
+                exec_argv = list(argv)
+            self.env = self._command_env(base_env, ports)
+            self.process = subprocess.Popen(
+                exec_argv, env=self.env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
+            )
+            self._stack.callback(self._stop_command)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _queue_args(self) -> list[str]:
+        args = []
+        if self.spec.queue_packets is not None:
+            args.append(f"--queue-packets={self.spec.queue_packets}")
+        if self.spec.queue_bytes is not None:
+            args.append(f"--queue-bytes={self.spec.queue_bytes}")
+        return args
+
+    def _command_env(self, base: dict[str, str], ports: Mapping[int, int]) -> dict[str, str]:
+        env = dict(base)
+        env["STREAMBED_HOST"] = self.host
+        env["STREAMBED_LINK_KIND"] = self.kind
+        if self.epoch is not None:
+            env["STREAMBED_LINK_EPOCH"] = repr(self.epoch)
+        else:
+            env.pop("STREAMBED_LINK_EPOCH", None)
+        for port, mapped in ports.items():
+            env[f"STREAMBED_PORT_{port}"] = str(mapped)
+        return env
+
+    def _start_helper(
+        self,
+        module: str,
+        extra: list[str],
+        down: Path,
+        up: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
+        control_r, self._control_w = os.pipe()
+        os.set_inheritable(self._control_w, False)
+        self._stack.callback(self._stop_helper)
+        self.epoch = time.monotonic()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
+        self._stats_path = self._tmp / "stats.json"
+        self._helper_err = (self._tmp / "helper.err").open("wb")
+        self._stack.callback(self._helper_err.close)
+        cmd = [
+            sys.executable,
+            "-m",
+            module,
+            f"--control-fd={control_r}",
+            f"--down={down}",
+            f"--up={up}",
+            f"--delay-ms={self.spec.delay_ms}",
+            f"--epoch={self.epoch!r}",
+            f"--stats={self._stats_path}",
+            *extra,
+        ]
+        try:
+            self._helper = subprocess.Popen(
+                cmd,
+                env=env,
+                pass_fds=(control_r, *pass_fds),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._helper_err,
+                start_new_session=True,  # a Ctrl-C at the terminal must not cut the link
+            )
+        finally:
+            os.close(control_r)
+
+    def _read_helper_line(self) -> dict[str, Any]:
+        """The JSON line a helper prints once it is serving (the proxy's includes its ports)."""
+        helper = self._helper
+        assert helper is not None and helper.stdout is not None
+        line = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(helper.stdout, selectors.EVENT_READ)
+            if sel.select(_HELPER_START_S):
+                line = helper.stdout.readline()
+        if not line:
+            raise LinkError(f"the {self.kind} link's helper did not start: {self._helper_error()}")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def _helper_error(self) -> str:
+        try:
+            text = (self._tmp / "helper.err").read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text.splitlines()[-1] if text else "no error output"
+
+    def _stop_command(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _stop_helper(self) -> None:
+        if self._control_w >= 0:
+            os.close(self._control_w)  # end-of-file tells the helper to write stats and exit
+            self._control_w = -1
+        helper = self._helper
+        if helper is None:
+            return
+        try:
+            helper.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+        if helper.stdout is not None:
+            helper.stdout.close()
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self._stats_path.read_text())
+            self.stats = LinkStats.from_json(self.kind, data)
+        if helper.returncode not in (0, -signal.SIGTERM):
+            raise LinkError(
+                f"the {self.kind} link's helper failed (status {helper.returncode}): "
+                f"{self._helper_error()}"
+            )
+
+    # -- the Popen-like surface ---------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """The exit status if the command has ended, else None."""
+        rc = self.process.poll()
+        return None if rc is None else _exit_status(rc)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the command; its exit status. Raises ``subprocess.TimeoutExpired``."""
+        return _exit_status(self.process.wait(timeout))
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def close(self) -> LinkStats | None:
+        """Stop the command if it still runs and tear the link down; the helper's stats."""
+        if not self._closed:
+            self._closed = True
+            self._stack.close()
+        return self.stats
+
+    def __enter__(self) -> LinkedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_behind_link(
+    spec: LinkSpec,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    **popen: Any,
+) -> LinkedProcess:
+    """Start ``argv`` behind the link; ``popen`` may hold cwd, stdin, stdout, stderr.
+
+    ``env`` replaces the inherited environment (the link's variables are added to it).
+    """
+    return LinkedProcess(spec, argv, env, **popen)
+
+
+def run_behind_link(
+    spec: LinkSpec,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    timeout_s: float | None = None,
+    **popen: Any,
+) -> int:
+    """Run ``argv`` behind the link until it exits; its exit status.
+
+    With ``timeout_s``, a command still running then is stopped and ``LinkError`` raised.
+    """
+    with start_behind_link(spec, argv, env, **popen) as linked:
+        try:
+            return linked.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise LinkError(
+                f"command {argv[0]!r} still running after {timeout_s} s behind the link"
+            ) from None

@@ -1,0 +1,255 @@
+"""Mahimahi's link semantics: a delivery schedule and the queues that consume it.
+
+Times are milliseconds (floats) on one monotonic clock; sizes are bytes.
+
+A Mahimahi trace is a list of integer millisecond timestamps. Each timestamp is one delivery
+opportunity of ``OPPORTUNITY_BYTES`` (1504) bytes, counted from the link's start. The schedule
+repeats forever, each repetition shifted by the last timestamp (the period), so a trace
+``[0, 5, 10]`` gives opportunities at 0, 5, 10, 10, 15, 20, 20, ... (the repeated 0 lands on 10).
+
+A packet queue (``PacketLink``) consumes the schedule as mm-link does:
+
+* an opportunity at time ``T`` serves only packets that arrived before ``T`` (strictly; mm-link
+  burns the opportunities of the current millisecond before it enqueues a packet);
+* it carries 1504 bytes: a 1500-byte packet leaves in one opportunity, a larger one spans
+  several, and the bytes left over serve the next packets in the queue (several small packets
+  leave in one opportunity);
+* a packet leaves at the opportunity that carries its last byte;
+* credit unused while the queue is empty is lost (opportunities are never banked);
+* an optional drop-tail limit in packets and/or bytes applies to the waiting packets (not the one
+  being transmitted), as mm-link's ``droptail`` queue.
+
+``ByteLink`` applies the same schedule to byte streams (the userspace proxy): each opportunity
+releases up to 1504 bytes from a FIFO of chunks that belong to several connections.
+
+Only the standard library is imported: the shaper process starts fast and stays small.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+#: Bytes delivered per trace opportunity: a 1500-byte MTU plus the 4 bytes mm-link adds.
+OPPORTUNITY_BYTES = 1504
+
+
+class Schedule:
+    """The repeating delivery opportunities of a Mahimahi trace, consumed in order."""
+
+    __slots__ = ("_base", "_i", "_ms", "_n", "_period")
+
+    def __init__(self, ms: Sequence[int], start_ms: float = 0.0) -> None:
+        if not ms:
+            raise ValueError("a Mahimahi trace needs at least one timestamp")
+        if any(b < a for a, b in zip(ms, ms[1:], strict=False)) or ms[0] < 0:
+            raise ValueError("Mahimahi timestamps must be non-negative and non-decreasing")
+        if ms[-1] <= 0:
+            raise ValueError("the last Mahimahi timestamp (the period) must be > 0 ms")
+        self._ms = list(ms)
+        self._n = len(self._ms)
+        self._period = self._ms[-1]
+        self._base = float(start_ms)
+        self._i = 0
+
+    @property
+    def period_ms(self) -> int:
+        return self._period
+
+    @property
+    def next_ms(self) -> float:
+        """Time of the next unused opportunity."""
+        return self._base + self._ms[self._i]
+
+    def advance(self) -> None:
+        """Consume the next opportunity."""
+        self._i += 1
+        if self._i == self._n:
+            self._i = 0
+            self._base += self._period
+
+    def skip_past(self, t_ms: float) -> None:
+        """Drop every opportunity at or before ``t_ms`` (they pass while the link is idle)."""
+        if self.next_ms > t_ms:
+            return
+        rel = t_ms - self._base
+        cycles = int(rel // self._period)
+        if cycles > 0:
+            self._base += cycles * self._period
+            rel -= cycles * self._period
+        i = bisect_right(self._ms, rel)
+        # rel < period == ms[-1] normally; the loop guards float rounding at the boundary.
+        while i == self._n:
+            self._base += self._period
+            rel -= self._period
+            i = bisect_right(self._ms, rel)
+        self._i = i
+
+
+@dataclass
+class QueueCounters:
+    """What one direction of a link carried."""
+
+    packets: int = 0
+    bytes: int = 0
+    dropped_packets: int = 0
+    dropped_bytes: int = 0
+    max_packet_bytes: int = 0
+    max_queue_packets: int = 0
+
+
+class PacketLink:
+    """One direction of an mm-link: a FIFO of packets drained by a ``Schedule``."""
+
+    __slots__ = (
+        "_queue",
+        "_queued_bytes",
+        "_transit",
+        "_transit_left",
+        "counters",
+        "limit_bytes",
+        "limit_packets",
+        "schedule",
+    )
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        limit_packets: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.limit_packets = limit_packets
+        self.limit_bytes = limit_bytes
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queued_bytes = 0
+        self._transit: bytes = b""
+        self._transit_left = 0
+        self.counters = QueueCounters()
+
+    def __len__(self) -> int:
+        return len(self._queue) + (1 if self._transit_left else 0)
+
+    def enqueue(self, packet: bytes, arrival_ms: float) -> bool:
+        """Queue ``packet``, arrived at ``arrival_ms`` (never earlier than the last call's).
+
+        Returns False when the drop-tail limit dropped it.
+        """
+        size = len(packet)
+        c = self.counters
+        if (self.limit_packets is not None and len(self._queue) + 1 > self.limit_packets) or (
+            self.limit_bytes is not None and self._queued_bytes + size > self.limit_bytes
+        ):
+            c.dropped_packets += 1
+            c.dropped_bytes += size
+            return False
+        if not self._queue and not self._transit_left:
+            self.schedule.skip_past(arrival_ms)
+        self._queue.append((arrival_ms, packet))
+        self._queued_bytes += size
+        if size > c.max_packet_bytes:
+            c.max_packet_bytes = size
+        if len(self._queue) > c.max_queue_packets:
+            c.max_queue_packets = len(self._queue)
+        return True
+
+    def next_event_ms(self) -> float | None:
+        """When the next opportunity must be processed; None while the link is idle."""
+        if self._queue or self._transit_left:
+            return self.schedule.next_ms
+        return None
+
+    def advance(self, now_ms: float, out: list[tuple[float, bytes]]) -> None:
+        """Use every opportunity at or before ``now_ms``; append ``(departure_ms, packet)``."""
+        sched = self.schedule
+        queue = self._queue
+        c = self.counters
+        while (queue or self._transit_left) and sched.next_ms <= now_ms:
+            t = sched.next_ms
+            sched.advance()
+            credit = OPPORTUNITY_BYTES
+            while credit > 0:
+                if not self._transit_left:
+                    if not queue or queue[0][0] >= t:
+                        break
+                    _, packet = queue.popleft()
+                    self._queued_bytes -= len(packet)
+                    if not packet:
+                        continue
+                    self._transit = packet
+                    self._transit_left = len(packet)
+                used = min(credit, self._transit_left)
+                credit -= used
+                self._transit_left -= used
+                if not self._transit_left:
+                    out.append((t, self._transit))
+                    c.packets += 1
+                    c.bytes += len(self._transit)
+                    self._transit = b""
+
+
+class ByteLink:
+    """One direction of a shaped byte-stream relay: chunks of many streams share a schedule.
+
+    ``push(key, data, ready_ms)`` queues bytes for stream ``key`` that may leave after
+    ``ready_ms``; ``data=None`` is an end-of-stream marker that leaves (taking no credit) once
+    the bytes before it have.
+    """
+
+    __slots__ = ("_offset", "_queue", "bytes_out", "queued", "schedule")
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self._queue: deque[tuple[float, Hashable, bytes | None]] = deque()
+        self._offset = 0  # bytes of the head chunk already sent
+        self.queued: dict[Hashable, int] = {}
+        self.bytes_out = 0
+
+    def push(self, key: Hashable, data: bytes | None, ready_ms: float) -> None:
+        if not self._queue:
+            self.schedule.skip_past(ready_ms)
+        self._queue.append((ready_ms, key, data))
+        if data:
+            self.queued[key] = self.queued.get(key, 0) + len(data)
+
+    def discard(self, key: Hashable) -> None:
+        """Forget every chunk of ``key`` (its receiver is gone)."""
+        if self._queue and self._queue[0][1] == key:
+            self._offset = 0
+        self._queue = deque(item for item in self._queue if item[1] != key)
+        self.queued.pop(key, None)
+
+    def next_event_ms(self) -> float | None:
+        return self.schedule.next_ms if self._queue else None
+
+    def advance(self, now_ms: float, out: list[tuple[Hashable, bytes | None]]) -> None:
+        """Use every opportunity at or before ``now_ms``; append ``(key, bytes or None)``."""
+        sched = self.schedule
+        queue = self._queue
+        while queue and sched.next_ms <= now_ms:
+            t = sched.next_ms
+            sched.advance()
+            credit = OPPORTUNITY_BYTES
+            while queue and queue[0][0] < t:
+                _, key, data = queue[0]
+                if data is None:
+                    queue.popleft()
+                    out.append((key, None))
+                    continue
+                if not credit:
+                    break
+                take = min(credit, len(data) - self._offset)
+                out.append((key, data[self._offset : self._offset + take]))
+                credit -= take
+                self._offset += take
+                self.bytes_out += take
+                left = self.queued[key] - take
+                if left:
+                    self.queued[key] = left
+                else:
+                    del self.queued[key]
+                if self._offset == len(data):
+                    queue.popleft()
+                    self._offset = 0

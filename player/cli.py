@@ -1,0 +1,280 @@
+"""``streambed play``: one headless DASH session against an origin and the decision service.
+
+A thin layer over :func:`player.session.play_session` (which defines the semantics and the
+files). Exit status: 0 the session finished; 3 it gave up on the origin (the reason is in
+``session.json`` and on stderr); 2 a usage error; 130/143 interrupted by SIGINT/SIGTERM
+(files written). The decision service being down never fails a session.
+
+With ``--trace``, the same command is re-run behind an emulated link replaying the trace
+(:func:`emulation.link.run_behind_link`); inside, ``--via-link`` re-points the URLs at the host
+as seen through the link (``$STREAMBED_HOST`` and ``$STREAMBED_PORT_<P>``), so the origin and
+the decision service must run on this host (on 0.0.0.0 for the netns and mahimahi kinds).
+:func:`play_argv` gives that command line for any ``PlayerConfig`` (for an orchestrator that
+starts many sessions behind links itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from streambed.errors import ConfigError
+
+if TYPE_CHECKING:
+    from player.session import PlayerConfig
+
+log = logging.getLogger(__name__)
+
+LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
+# flag -> PlayerConfig field, for the flags that pass straight through (also to a re-run
+# behind a link).
+FLAGS: dict[str, str] = {
+    "mpd": "mpd_url",
+    "abr": "abr_url",
+    "algorithm": "algorithm",
+    "video": "video",
+    "session_id": "session_id",
+    "run_id": "run_id",
+    "trace_name": "trace",
+    "buffer_cap_s": "buffer_cap_s",
+    "sleep_step_s": "sleep_step_s",
+    "decision_timeout_s": "decision_timeout_s",
+    "first_quality": "first_quality",
+    "max_chunks": "max_chunks",
+    "qoe": "qoe",
+    "attempts": "download_attempts",
+    "retry_backoff_s": "retry_backoff_s",
+    "origin_timeout_s": "origin_timeout_s",
+    "log": "log_dir",
+}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "play",
+        help="play a DASH session headlessly, asking the decision service for every chunk",
+        description=(
+            "Stream the MPD chunk by chunk in real time over HTTP: ask POST ABR/decide for each "
+            "chunk's level (local BBA when the service is slow, down or answers nonsense), "
+            "download it, keep a real-time playout buffer, and log every chunk. Writes "
+            "LOG/chunks.jsonl (one JSON line per chunk, as it happens), LOG/pensieve.log "
+            "(Pensieve's format) and LOG/session.json (outcome and totals). Exit status: 0 "
+            "done, 3 gave up on the origin, 2 usage error, 130/143 interrupted."
+        ),
+        epilog=(
+            "example: streambed play --mpd http://127.0.0.1:8080/manifest.mpd "
+            "--abr http://127.0.0.1:8333 --algorithm bba --log out/play1"
+        ),
+    )
+    p.add_argument("--mpd", required=True, metavar="URL", help="the MPD's http(s) URL")
+    p.add_argument(
+        "--abr", required=True, metavar="URL", help="decision service base URL (POST URL/decide)"
+    )
+    p.add_argument(
+        "--log",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory for chunks.jsonl, pensieve.log and session.json (created; files replaced)",
+    )
+    p.add_argument("--algorithm", help="algorithm asked of the service (default: the service's)")
+    p.add_argument("--video", metavar="NAME", help="video name at the service (default: its own)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="algorithm parameter sent to the service, e.g. reservoir_s=8 (repeatable)",
+    )
+    p.add_argument(
+        "--session-id", help="session id at the service and in the log (default: play-<random>)"
+    )
+    p.add_argument("--run-id", default="", help="tag written into every chunk record")
+    p.add_argument(
+        "--trace-name",
+        default=None,
+        metavar="NAME",
+        help="trace name written into every record (default: the --trace file's stem, or empty)",
+    )
+    p.add_argument(
+        "--buffer-cap-s",
+        type=float,
+        default=60.0,
+        help="wait (in 500 ms steps) before the next request while the buffer is above this "
+        "(default 60)",
+    )
+    p.add_argument(
+        "--sleep-step-s",
+        type=float,
+        default=0.5,
+        help="the wait above the cap lasts a whole number of these steps (default 0.5)",
+    )
+    p.add_argument(
+        "--decision-timeout-s",
+        type=float,
+        default=1.0,
+        help="limit on each phase of a decision request; beyond it BBA decides locally "
+        "(default 1.0)",
+    )
+    p.add_argument(
+        "--first-quality",
+        type=int,
+        default=1,
+        help="level of chunk 0 when the service cannot be asked (default 1, as the service)",
+    )
+    p.add_argument("--max-chunks", type=int, help="stop after N chunks (default: all)")
+    p.add_argument(
+        "--qoe", default="lin", choices=("lin", "log", "hd"), help="QoE metric logged (default lin)"
+    )
+    p.add_argument(
+        "--attempts", type=int, default=3, help="attempts per download before giving up (default 3)"
+    )
+    p.add_argument(
+        "--retry-backoff-s",
+        type=float,
+        default=0.25,
+        help="wait before the 2nd attempt, doubled after (default 0.25)",
+    )
+    p.add_argument(
+        "--origin-timeout-s",
+        type=float,
+        default=30.0,
+        help="limit on each phase of an origin request, e.g. no byte for this long (default 30)",
+    )
+    link = p.add_argument_group("emulated link (needs the emulation package)")
+    link.add_argument(
+        "--trace",
+        type=Path,
+        help="replay this trace (Pensieve or Mahimahi format) on a link the session runs behind",
+    )
+    link.add_argument(
+        "--link", choices=LINK_KINDS, default="auto", help="kind of link for --trace (default auto)"
+    )
+    link.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="one-way delay added in each direction of the link (default 0)",
+    )
+    link.add_argument(
+        "--via-link",
+        action="store_true",
+        help="(set by --trace for the re-run behind the link) re-point the URLs at the host "
+        "through $STREAMBED_HOST and $STREAMBED_PORT_<P>",
+    )
+    p.set_defaults(func=run)
+
+
+def _params(items: list[str]) -> dict[str, str | int | float | bool] | None:
+    params: dict[str, str | int | float | bool] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {item!r}: want KEY=VALUE, e.g. reservoir_s=8")
+        params[key.strip()] = value.strip()
+    return params or None
+
+
+def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
+    """``url`` re-pointed at the host as seen from behind a link (host and port replaced)."""
+    from emulation.link import address_of
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, mapped = address_of(port, env)
+    return urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
+
+
+def config_from_args(args: argparse.Namespace) -> PlayerConfig:
+    from player.session import PlayerConfig
+
+    values = {field: getattr(args, flag) for flag, field in FLAGS.items()}
+    if values["trace"] is None:
+        values["trace"] = args.trace.stem if args.trace is not None else ""
+    if args.via_link:
+        values["mpd_url"] = via_link_url(values["mpd_url"])
+        values["abr_url"] = via_link_url(values["abr_url"])
+    return PlayerConfig(**values, params=_params(args.param))
+
+
+def play_argv(
+    config: PlayerConfig, *, via_link: bool = True, python: str = sys.executable
+) -> list[str]:
+    """The command line that plays ``config`` (a ``PlayerConfig`` with a ``log_dir``) in a new
+    process, e.g. behind a link (``via_link``: re-point the URLs there)."""
+    if config.log_dir is None:
+        raise ConfigError("a session run as a command needs a log directory (log_dir)")
+    argv = [python, "-m", "streambed", "play"] + (["--via-link"] if via_link else [])
+    for flag, field in FLAGS.items():
+        value = getattr(config, field)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for key, value in (config.params or {}).items():
+        argv += ["--param", f"{key}={value}"]
+    return argv
+
+
+def _run_behind_link(args: argparse.Namespace) -> int:
+    try:
+        from emulation.link import LinkSpec, run_behind_link
+    except ImportError as exc:
+        raise ConfigError(f"--trace needs the emulation package ({exc})") from None
+    if args.via_link:
+        raise ConfigError("--trace and --via-link do not go together")
+    config = config_from_args(args)  # usage errors here, not from behind the link
+    ports = []
+    for url in (config.mpd_url, config.abr_url):
+        parts = urlsplit(url)
+        ports.append(parts.port or (443 if parts.scheme == "https" else 80))
+    spec = LinkSpec(
+        downlink=args.trace,
+        delay_ms=args.delay_ms,
+        kind=args.link,
+        ports=tuple(sorted(set(ports))),
+    )
+    log.info("playing behind a %s link replaying %s", args.link, args.trace)
+    return run_behind_link(spec, play_argv(config))
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    from player.session import Terminated
+
+    raise Terminated()
+
+
+def run(args: argparse.Namespace) -> int:
+    from player.session import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, play_session
+
+    config = None if args.trace is not None else config_from_args(args)
+    # SIGTERM unwinds like Ctrl-C: the session finishes its files, a link is torn down.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if config is None:
+            return _run_behind_link(args)
+        result = play_session(config)
+    except Terminated:
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    summary = result.summary
+    metrics = summary.get("metrics") or {}
+    qoe = metrics.get("qoe")
+    print(
+        f"session {result.session_id} {result.status}: {summary['chunks']} of "
+        f"{summary['num_chunks']} chunks, qoe {'n/a' if qoe is None else f'{qoe:.4f}'}, "
+        f"rebuffer {summary['rebuffer_s_total']:.3f} s, fallbacks {summary['fallbacks']}"
+        + (f", reason: {result.reason}" if result.reason else "")
+        + f"; logs in {config.log_dir}"
+    )
+    if not result.ok:
+        print(f"streambed play: {result.reason}", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,520 @@
+"""One headless DASH session in real time: the player's semantics, independent of any CLI.
+
+``play_session(config)`` plays the MPD at ``config.mpd_url`` from its first chunk:
+
+1. GET the MPD (:func:`server.mpd.parse_mpd`). Then for every chunk k = 0, 1, ...:
+2. ask the decision service for k's level with what was measured for chunk k-1
+   (:mod:`player.decisions`; a service that cannot answer is replaced by local BBA for that
+   chunk);
+3. before chunk 0 only, GET the init segment of the level chosen (timed and counted in
+   ``session.json``, not a chunk);
+4. GET chunk k over the origin's keep-alive connection (:mod:`player.downloads`: bounded
+   retries), timed on the session clock from the request to the last byte;
+5. append it to the real-time buffer (:mod:`player.buffer`): the stall since the previous
+   chunk's append is chunk k's ``rebuffer_s``;
+6. if the buffer is above ``buffer_cap_s``, wait, as Pensieve's simulator does, a whole number
+   of ``sleep_step_s`` (500 ms) steps until it is at most the cap (not after the last chunk);
+7. write chunk k's :class:`reports.sessionlog.ChunkRecord` line to ``chunks.jsonl`` (flushed, so
+   a killed session keeps every finished chunk).
+
+The session clock is ``time.monotonic()`` minus the session's start, in seconds. Times in the
+log are on it; ``download_s`` = ``request_end_s - request_start_s`` of the successful attempt.
+``buffer_before_s`` is the buffer when that request was sent, ``buffer_s`` the buffer after the
+chunk was appended and after any wait, ``sleep_s`` the wait measured. Chunk 0's
+``rebuffer_s`` is its start-up time (from its decision request to its last byte: the buffer is
+empty until then), as the simulator's first chunk; the reports leave chunk 0 out of QoE.
+``qoe`` is the chunk's QoE under ``config.qoe`` (no switch penalty on chunk 0).
+
+Files under ``config.log_dir`` (created): ``chunks.jsonl`` (one record per chunk, written as it
+happens), ``pensieve.log`` (Pensieve's format, :func:`reports.sessionlog.write_pensieve_log`,
+written at the end, also after a failure, for the chunks done) and ``session.json`` (written
+with status ``running`` at the start and replaced at the end: see :meth:`_Player.summary`).
+
+Outcomes (``SessionResult.status`` / ``exit_code``): ``done`` 0 (every chunk, or
+``max_chunks``); ``failed`` 3 (the origin: MPD, init or a chunk could not be fetched after the
+retries, or the MPD is malformed); ``interrupted`` 130 (SIGINT) or 143 (SIGTERM, raised by
+the CLI as :class:`Terminated`), files written and the exception re-raised; ``error`` 1 (a
+bug), files written and the exception re-raised. Invalid configuration raises
+:class:`streambed.errors.ConfigError` before anything is fetched (the CLI's exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from abr_service.app.schemas import SESSION_ID_PATTERN
+from abr_service.qoe import QOE_NAMES, make_qoe
+from player.buffer import PlaybackBuffer
+from player.decisions import Decider, LocalFallback, Measured
+from player.downloads import DownloadFailed, fetch
+from reports.sessionlog import ChunkRecord, write_pensieve_log
+from reports.summary import session_metrics
+from server.mpd import Manifest, parse_mpd
+from streambed.errors import ConfigError, ContentError
+from streambed.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+EXIT_DONE = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ORIGIN = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+CHUNKS_JSONL = "chunks.jsonl"
+PENSIEVE_LOG = "pensieve.log"
+SESSION_JSON = "session.json"
+SESSION_FORMAT = "streambed-play/1"
+UNKNOWN_ALGORITHM = "service-default"
+"""The records' ``algorithm`` when none was configured and the service never named one."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler so the session's files are
+    finished before the process exits."""
+
+
+@dataclass(frozen=True)
+class PlayerConfig:
+    """What one session plays, where it asks, and how it behaves (units in the names)."""
+
+    mpd_url: str
+    """The MPD's absolute http(s) URL."""
+    abr_url: str
+    """Base URL of the decision service (``POST {abr_url}/decide``)."""
+    algorithm: str | None = None
+    """Algorithm asked of the service (None: the service's default)."""
+    video: str | None = None
+    """Video name in the service's catalogue (None: its default)."""
+    params: dict[str, str | int | float | bool] | None = None
+    """Algorithm parameters sent to the service."""
+    session_id: str | None = None
+    """Session id at the service and in the log (None: ``play-`` and 12 random hex digits)."""
+    run_id: str = ""
+    """Tag written into every record."""
+    trace: str = ""
+    """Trace name written into every record (the network the session runs over)."""
+    buffer_cap_s: float = 60.0
+    """Above this buffer the player waits before the next request."""
+    sleep_step_s: float = 0.5
+    """The wait is a whole number of these steps."""
+    decision_timeout_s: float = 1.0
+    """Limit on each phase (connect, send, answer) of a decision request."""
+    first_quality: int = 1
+    """Level of chunk 0 when the player decides it itself (the service's default too)."""
+    max_chunks: int | None = None
+    """Stop after this many chunks (None: the whole MPD)."""
+    qoe: str = "lin"
+    """QoE metric of the records' ``qoe`` (lin, log, hd)."""
+    download_attempts: int = 3
+    """Attempts per download (MPD, init, chunk) before the session gives up."""
+    retry_backoff_s: float = 0.25
+    """Wait before the second attempt; doubled before each further one."""
+    origin_timeout_s: float = 30.0
+    """Limit on each phase of an origin request (connect, each read), seconds."""
+    log_dir: Path | None = None
+    """Directory for chunks.jsonl, pensieve.log and session.json (None: no files)."""
+
+    def __post_init__(self) -> None:
+        for name in ("mpd_url", "abr_url"):
+            url = urlsplit(getattr(self, name))
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ConfigError(f"{name} {getattr(self, name)!r}: need an http(s):// URL")
+        if self.session_id is not None and not re.match(SESSION_ID_PATTERN, self.session_id):
+            raise ConfigError(f"session id {self.session_id!r}: 1-128 of A-Z a-z 0-9 . _ : @ -")
+        positive = ("buffer_cap_s", "sleep_step_s", "decision_timeout_s", "origin_timeout_s")
+        for name in positive:
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name}={value}: must be a positive number")
+        if self.buffer_cap_s < self.sleep_step_s:
+            # A wait of whole steps could then overshoot the cap down into a stall.
+            raise ConfigError(
+                f"buffer_cap_s={self.buffer_cap_s} must be at least sleep_step_s="
+                f"{self.sleep_step_s}"
+            )
+        if not (self.retry_backoff_s >= 0 and math.isfinite(self.retry_backoff_s)):
+            raise ConfigError(f"retry_backoff_s={self.retry_backoff_s}: must be >= 0")
+        if self.download_attempts < 1:
+            raise ConfigError(f"download_attempts={self.download_attempts}: must be >= 1")
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ConfigError(f"max_chunks={self.max_chunks}: must be >= 1")
+        if self.first_quality < 0:
+            raise ConfigError(f"first_quality={self.first_quality}: must be >= 0")
+        if self.qoe not in QOE_NAMES:
+            raise ConfigError(f"qoe {self.qoe!r}: choose {', '.join(QOE_NAMES)}")
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    session_id: str
+    status: str
+    """done, failed, interrupted or error (see the module docstring)."""
+    exit_code: int
+    reason: str | None
+    """Why the session did not finish (None when done)."""
+    records: list[ChunkRecord] = field(repr=False)
+    summary: dict[str, Any] = field(repr=False)
+    """What ``session.json`` holds."""
+    log_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_DONE
+
+
+def new_session_id() -> str:
+    return f"play-{uuid.uuid4().hex[:12]}"
+
+
+class SessionFailed(Exception):
+    """The origin could not be used; the message is the session's exit reason."""
+
+
+class SessionFiles:
+    """The session's files; the chunk log is appended and flushed line by line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._chunks = open(self.directory / CHUNKS_JSONL, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"log directory {directory}: cannot write: {exc}") from None
+
+    def append(self, record: ChunkRecord) -> None:
+        self._chunks.write(record.to_json() + "\n")
+        self._chunks.flush()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
+        atomic_write_bytes(self.directory / SESSION_JSON, text.encode())
+
+    def close(self, records: list[ChunkRecord]) -> None:
+        self._chunks.close()
+        write_pensieve_log(records, self.directory / PENSIEVE_LOG)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class _Player:
+    def __init__(
+        self,
+        config: PlayerConfig,
+        transport: httpx.BaseTransport | None,
+        decision_transport: httpx.BaseTransport | None,
+    ) -> None:
+        self.config = config
+        self.session_id = config.session_id or new_session_id()
+        self.transport = transport
+        self.decision_transport = decision_transport or transport
+        self.algorithm = config.algorithm
+        self.records: list[ChunkRecord] = []
+        self.facts: dict[str, Any] = {}  # MPD, init and start-up measurements for session.json
+        self.manifest: Manifest | None = None
+        self.started_at = datetime.now(timezone.utc)
+        self.t0 = time.monotonic()
+        self.files = SessionFiles(config.log_dir) if config.log_dir is not None else None
+
+    def clock(self) -> float:
+        return time.monotonic() - self.t0
+
+    # --- the session ---------------------------------------------------------------------
+
+    def run(self) -> SessionResult:
+        if self.files is not None:
+            self.files.write_summary(self.summary("running", None, None))
+        try:
+            with self._clients() as (origin, service):
+                manifest = self._load_manifest(origin)
+                self._play(manifest, origin, service)
+        except SessionFailed as exc:
+            log.error("session %s failed: %s", self.session_id, exc)
+            return self._finish("failed", EXIT_ORIGIN, str(exc))
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            self._finish(
+                "interrupted",
+                EXIT_TERMINATED if terminated else EXIT_INTERRUPTED,
+                "terminated (SIGTERM)" if terminated else "interrupted (SIGINT)",
+            )
+            raise
+        except BaseException as exc:
+            self._finish("error", EXIT_ERROR, f"{type(exc).__name__}: {exc}")
+            raise
+        return self._finish("done", EXIT_DONE, None)
+
+    @contextmanager
+    def _clients(self) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+        # Separate clients: the origin's keep-alive connection carries only media, and each
+        # has its own timeouts. identity: the bytes counted are the bytes on the wire.
+        origin = httpx.Client(
+            transport=self.transport,
+            timeout=httpx.Timeout(self.config.origin_timeout_s),
+            headers={"Accept-Encoding": "identity"},
+        )
+        service = httpx.Client(
+            transport=self.decision_transport,
+            timeout=httpx.Timeout(self.config.decision_timeout_s),
+        )
+        with origin, service:
+            yield origin, service
+
+    def _fetch(self, client: httpx.Client, url: str, what: str, keep_body: bool = False) -> Any:
+        try:
+            return fetch(
+                client,
+                url,
+                self.clock,
+                attempts=self.config.download_attempts,
+                backoff_s=self.config.retry_backoff_s,
+                keep_body=keep_body,
+            )
+        except DownloadFailed as exc:
+            raise SessionFailed(f"{what}: {exc}") from None
+
+    def _load_manifest(self, origin: httpx.Client) -> Manifest:
+        got = self._fetch(origin, self.config.mpd_url, "MPD", keep_body=True)
+        try:
+            manifest = parse_mpd(got.content or b"", self.config.mpd_url)
+        except ContentError as exc:
+            raise SessionFailed(str(exc)) from None
+        self.manifest = manifest
+        self.facts.update(mpd_download_s=got.download_s, mpd_attempts=got.attempts)
+        return manifest
+
+    def _play(self, manifest: Manifest, origin: httpx.Client, service: httpx.Client) -> None:
+        cfg = self.config
+        total = manifest.num_segments
+        limit = min(total, cfg.max_chunks or total)
+        ladder = manifest.bitrates_kbps
+        qoe = make_qoe(cfg.qoe, ladder)
+        decider = Decider(
+            service,
+            cfg.abr_url,
+            self.session_id,
+            LocalFallback(ladder, manifest.segment_duration_s, total),
+            timeout_s=cfg.decision_timeout_s,
+            first_quality=cfg.first_quality,
+            algorithm=cfg.algorithm,
+            video=cfg.video,
+            params=cfg.params,
+        )
+        buffer = PlaybackBuffer(self.clock())
+        last: Measured | None = None
+        for k in range(limit):
+            decision = decider.decide(k, buffer.advance(self.clock()), last)
+            if self.algorithm is None and decision.algorithm is not None:
+                self.algorithm = decision.algorithm
+            q = decision.quality
+            if k == 0:
+                init = self._fetch(origin, manifest.init_url(q), f"init segment of level {q}")
+                self.facts.update(
+                    init_level=q,
+                    init_bytes=init.size_bytes,
+                    init_download_s=init.download_s,
+                    init_attempts=init.attempts,
+                )
+            got = self._fetch(origin, manifest.chunk_url(q, k), f"chunk {k} at level {q}")
+            buffer_before = buffer.level_at(got.start_s)
+            rebuffer = buffer.append(got.end_s, self._chunk_s(manifest, k))
+            if k == 0:
+                self.facts["startup_s"] = got.end_s
+            sleep_s = self._wait_below_cap(buffer) if k < limit - 1 else 0.0
+            buffer_after = buffer.advance(self.clock())
+            previous = last.quality if last is not None else q
+            record = ChunkRecord(
+                run_id=cfg.run_id,
+                session_id=self.session_id,
+                trace=cfg.trace,
+                algorithm=self.algorithm or UNKNOWN_ALGORITHM,
+                chunk_index=k,
+                quality=q,
+                bitrate_kbps=ladder[q],
+                chunk_bytes=got.size_bytes,
+                request_start_s=got.start_s,
+                request_end_s=got.end_s,
+                download_s=got.download_s,
+                throughput_kbps=got.size_bytes * 8 / max(got.download_s, 1e-9) / 1000,
+                buffer_before_s=buffer_before,
+                buffer_s=buffer_after,
+                rebuffer_s=rebuffer,
+                sleep_s=sleep_s,
+                qoe=float(qoe.transition(q, previous, rebuffer)),
+                decision_ms=decision.decision_ms,
+                fallback=decision.fallback,
+                fallback_reason=decision.reason,
+                attempts=got.attempts,
+                retry_s=got.retry_s,
+            )
+            self.records.append(record)
+            if self.files is not None:
+                self.files.append(record)
+            self._log_chunk(record, limit, decision.local)
+            last = Measured(k, q, got.size_bytes, got.download_s, buffer_after, rebuffer)
+            decider.on_chunk(last)
+
+    @staticmethod
+    def _chunk_s(manifest: Manifest, k: int) -> float:
+        """Content seconds in chunk ``k`` (the last one may be shorter)."""
+        seg = manifest.segment_duration_s
+        remaining = manifest.duration_s - k * seg
+        return remaining if 1e-6 < remaining < seg else seg
+
+    def _wait_below_cap(self, buffer: PlaybackBuffer) -> float:
+        """Wait whole steps until the buffer is at most the cap; the wait measured, seconds."""
+        cap, step = self.config.buffer_cap_s, self.config.sleep_step_s
+        start = self.clock()
+        level = buffer.advance(start)
+        if level <= cap:
+            return 0.0
+        deadline = start + math.ceil((level - cap) / step - 1e-9) * step
+        while (left := deadline - self.clock()) > 0:
+            time.sleep(left)
+        return self.clock() - start
+
+    def _log_chunk(self, r: ChunkRecord, limit: int, local: bool) -> None:
+        decided = "service"
+        if r.fallback:
+            decided = f"{'local BBA' if local else 'service fallback'} ({r.fallback_reason})"
+        log.info(
+            "session %s chunk %d/%d: level %d %d kbps, download %.3f s, buffer %.2f s, "
+            "rebuffer %.3f s, fallback %s, decided by %s",
+            self.session_id,
+            r.chunk_index + 1,
+            limit,
+            r.quality,
+            r.bitrate_kbps,
+            r.download_s,
+            r.buffer_s,
+            r.rebuffer_s,
+            "yes" if r.fallback else "no",
+            decided,
+        )
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def summary(self, status: str, exit_code: int | None, reason: str | None) -> dict[str, Any]:
+        """``session.json``: the outcome, the configuration and the session's totals.
+
+        ``status``/``exit_code``/``reason`` as :class:`SessionResult`; ``duration_s`` the
+        session clock at the end; ``mpd_download_s``, ``init_level``, ``init_bytes``,
+        ``init_download_s`` once fetched; ``startup_s`` the session clock when playback started;
+        ``rebuffer_s_total`` the stall after start-up (chunks 1..N-1); ``fallbacks`` (of which
+        ``fallbacks_local``: the player decided, ``fallbacks_service``: the service's own
+        fallback); ``download_retries``; ``metrics`` as :func:`reports.summary.session_metrics`
+        (chunks 2..N; null when undefined).
+        """
+        cfg = self.config
+        records = self.records
+        manifest = self.manifest
+        local = sum(1 for r in records if r.fallback and not _by_service(r))
+        metrics: dict[str, Any] | None = None
+        if records and manifest is not None:
+            found = asdict(session_metrics(records, manifest.segment_duration_s))
+            metrics = {k: _finite(v) if isinstance(v, float) else v for k, v in found.items()}
+        return {
+            "format": SESSION_FORMAT,
+            "status": status,
+            "exit_code": exit_code,
+            "reason": reason,
+            "session_id": self.session_id,
+            "run_id": cfg.run_id,
+            "trace": cfg.trace,
+            "algorithm": self.algorithm or UNKNOWN_ALGORITHM,
+            "mpd_url": cfg.mpd_url,
+            "abr_url": cfg.abr_url,
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "duration_s": self.clock(),
+            "config": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(cfg).items()
+                if k not in ("mpd_url", "abr_url", "session_id", "run_id", "trace")
+            },
+            "ladder_kbps": list(manifest.bitrates_kbps) if manifest else None,
+            "chunk_s": manifest.segment_duration_s if manifest else None,
+            "num_chunks": manifest.num_segments if manifest else None,
+            "chunks": len(records),
+            **self.facts,
+            "chunk_bytes_total": sum(r.chunk_bytes for r in records),
+            "rebuffer_s_total": sum(r.rebuffer_s for r in records[1:]),
+            "sleep_s_total": sum(r.sleep_s for r in records),
+            "fallbacks": sum(1 for r in records if r.fallback),
+            "fallbacks_local": local,
+            "fallbacks_service": sum(1 for r in records if r.fallback and _by_service(r)),
+            "download_retries": sum(r.attempts - 1 for r in records),
+            "metrics": metrics,
+            "files": {"chunks": CHUNKS_JSONL, "pensieve_log": PENSIEVE_LOG}
+            if self.files is not None
+            else None,
+        }
+
+    def _finish(self, status: str, exit_code: int, reason: str | None) -> SessionResult:
+        summary = self.summary(status, exit_code, reason)
+        if self.files is not None:
+            try:
+                self.files.close(self.records)
+                self.files.write_summary(summary)
+            except OSError as exc:  # the result still says what happened
+                log.error(
+                    "session %s: cannot write to %s: %s", self.session_id, self.files.directory, exc
+                )
+        return SessionResult(
+            session_id=self.session_id,
+            status=status,
+            exit_code=exit_code,
+            reason=reason,
+            records=list(self.records),
+            summary=summary,
+            log_dir=self.config.log_dir,
+        )
+
+
+def _by_service(record: ChunkRecord) -> bool:
+    return (record.fallback_reason or "").startswith("service:")
+
+
+def play_session(
+    config: PlayerConfig,
+    transport: httpx.BaseTransport | None = None,
+    *,
+    decision_transport: httpx.BaseTransport | None = None,
+) -> SessionResult:
+    """Play one session (see the module docstring); ``transport`` carries every request
+    (default: real connections), ``decision_transport`` the decision requests if given."""
+    return _Player(config, transport, decision_transport).run()
+
+
+__all__ = [
+    "CHUNKS_JSONL",
+    "EXIT_DONE",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_ORIGIN",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "PENSIEVE_LOG",
+    "SESSION_JSON",
+    "PlayerConfig",
+    "SessionResult",
+    "Terminated",
+    "new_session_id",
+    "play_session",
+]

@@ -1,0 +1,183 @@
+"""The DASH origin: a Starlette app serving one content directory over HTTP/1.1.
+
+What a client can rely on:
+
+* ``GET``/``HEAD`` of any regular file under the content root, with ``Content-Length``,
+  ``Accept-Ranges: bytes`` and single or multiple byte ranges (206 with ``Content-Range``; 416
+  with ``Content-Range: bytes */SIZE`` when no range is satisfiable). A malformed Range (another
+  unit, bad syntax, last < first) is ignored: 200 with the whole file.
+* Types: ``.mpd`` application/dash+xml, ``.mp4`` (init segments) video/mp4, ``.m4s`` (media
+  segments) video/iso.segment (the IANA type for ISO BMFF media segments), ``.json``
+  application/json, anything else application/octet-stream.
+* ``Cache-Control: no-store`` on every answer: an emulated session must download every byte.
+  Bodies are never compressed, so bytes on the wire equal the sizes in ``video.json``.
+* CORS open to any origin (a dash.js page on another port), preflights answered with 204;
+  ``Content-Length``/``Content-Range`` are exposed to scripts.
+* Nothing outside the root: a path with a NUL byte, a backslash or a ``.``/``..`` segment (after
+  the server's one percent-decoding) is 400; dot-files, directories and symlinks resolving
+  outside the root are 404. Errors are JSON ``{"detail": "..."}``.
+* ``GET /healthz``: ``{"status": "ok"}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from streambed.errors import ConfigError
+
+MEDIA_TYPES: dict[str, str] = {
+    ".mpd": "application/dash+xml",
+    ".mp4": "video/mp4",
+    ".m4s": "video/iso.segment",
+    ".json": "application/json",
+}
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, Content-Type"
+PREFLIGHT_MAX_AGE_S = 600
+_RANGE_SPEC = re.compile(r"\s*(?:(\d+)-(\d*)|-\d+)\s*")
+
+
+def valid_range(value: str) -> bool:
+    """Whether a Range header is a well-formed ``bytes=`` range set (RFC 9110 14.1.1)."""
+    unit, sep, specs = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return False
+    for spec in specs.split(","):
+        match = _RANGE_SPEC.fullmatch(spec)
+        if match is None:
+            return False
+        first, last = match.group(1), match.group(2)
+        if first is not None and last and int(last) < int(first):
+            return False
+    return True
+
+
+class _FileResponse(FileResponse):
+    """FileResponse that ignores an invalid Range header (answers 200 with the whole file), as
+    RFC 9110 allows, where Starlette would answer 400."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() != b"range" or valid_range(v.decode("latin-1"))
+        ]
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+class OriginHeaders:
+    """Adds CORS and no-store headers to every answer and answers every OPTIONS request.
+
+    Pure ASGI (not BaseHTTPMiddleware), so file bodies still stream untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            request_headers = dict(scope["headers"])
+            asked = request_headers.get(b"access-control-request-headers", b"").decode("latin-1")
+            headers = {
+                "Allow": ALLOWED_METHODS,
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": asked or "Range",
+                "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+            }
+            await Response(status_code=204, headers=headers)(scope, receive, self._wrap(send))
+            return
+        await self.app(scope, receive, self._wrap(send))
+
+    @staticmethod
+    def _wrap(send: Send) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (b"cache-control", b"access-control-allow-origin")
+                ]
+                headers += [
+                    (b"cache-control", b"no-store"),
+                    (b"access-control-allow-origin", b"*"),
+                    (b"access-control-expose-headers", EXPOSED_HEADERS.encode()),
+                    (b"timing-allow-origin", b"*"),  # lets a page time each segment download
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_with_headers
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def resolve_request_path(root: Path, url_path: str) -> Path | JSONResponse:
+    """The file under ``root`` that the (already percent-decoded) ``url_path`` names, or the
+    error answer. ``root`` must be resolved. Never follows anything out of ``root``."""
+    if "\x00" in url_path:
+        return _error(400, "path contains a NUL byte")
+    if "\\" in url_path:
+        return _error(400, "path contains a backslash")
+    # Empty segments ("//") are dropped rather than kept: joined onto root, a segment starting
+    # with "/" would make the path absolute.
+    parts = [part for part in url_path.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        return _error(400, "path contains a '.' or '..' segment")
+    shown = "/" + "/".join(parts)
+    if not parts or any(part.startswith(".") for part in parts):
+        return _error(404, f"not found: {shown}")
+    try:
+        resolved = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a name too long
+        return _error(404, f"not found: {shown}")
+    # resolve() has followed every symlink: what matters is where the file really is.
+    if not resolved.is_relative_to(root) or not resolved.is_file():
+        return _error(404, f"not found: {shown}")
+    return resolved
+
+
+def create_app(content_dir: Path) -> Starlette:
+    """An ASGI app serving the files under ``content_dir`` (see the module docstring)."""
+    root = Path(content_dir).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"--content {content_dir}: not a directory")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def serve_file(request: Request) -> Response:
+        url_path = request.path_params["path"]
+        found = resolve_request_path(root, url_path)
+        if isinstance(found, Response):
+            return found
+        try:
+            stat = os.stat(found)
+        except OSError:  # removed since resolve_request_path looked
+            return _error(404, f"not found: /{url_path}")
+        media_type = MEDIA_TYPES.get(found.suffix.lower(), DEFAULT_MEDIA_TYPE)
+        # FileResponse handles Range/If-Range, 206/416 and HEAD (headers only).
+        return _FileResponse(found, stat_result=stat, media_type=media_type)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/{path:path}", serve_file, methods=["GET", "HEAD"]),
+        ]
+    )
+    app.add_middleware(OriginHeaders)
+    app.state.content_root = root
+    return app
