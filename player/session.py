@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import time
 import uuid
@@ -231,6 +232,7 @@ class _Player:
         self.manifest: Manifest | None = None
         self.started_at = datetime.now(timezone.utc)
         self.t0 = time.monotonic()
+        self.link = link_from_env(self.t0)
         self.files = SessionFiles(config.log_dir) if config.log_dir is not None else None
 
     def clock(self) -> float:
@@ -443,6 +445,8 @@ class _Player:
             "abr_url": cfg.abr_url,
             "started_at": self.started_at.isoformat(timespec="milliseconds"),
             "duration_s": self.clock(),
+            "clock_zero_monotonic_s": self.t0,
+            "link": self.link,
             "config": {
                 k: (str(v) if isinstance(v, Path) else v)
                 for k, v in asdict(cfg).items()
@@ -485,6 +489,27 @@ class _Player:
             summary=summary,
             log_dir=self.config.log_dir,
         )
+
+
+def link_from_env(t0: float) -> dict[str, Any] | None:
+    """The emulated link this process runs behind, from what ``emulation.link`` exports (None
+    outside one): ``kind``, ``host``, ``epoch_monotonic_s`` (``$STREAMBED_LINK_EPOCH``, the
+    trace's time 0; null for mahimahi) and ``trace_offset_s``: the trace position, in seconds
+    (not wrapped at the trace's period), of the session clock's zero ``t0``, so that a record's
+    time ``t`` happened at trace time ``t + trace_offset_s``."""
+    kind = os.environ.get("STREAMBED_LINK_KIND")
+    if not kind:
+        return None
+    try:
+        epoch: float | None = float(os.environ["STREAMBED_LINK_EPOCH"])
+    except (KeyError, ValueError):
+        epoch = None
+    return {
+        "kind": kind,
+        "host": os.environ.get("STREAMBED_HOST"),
+        "epoch_monotonic_s": epoch,
+        "trace_offset_s": None if epoch is None else t0 - epoch,
+    }
 
 
 def _by_service(record: ChunkRecord) -> bool:

@@ -8,6 +8,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,16 +16,24 @@ from collections.abc import Sequence
 from streambed import __version__
 from streambed.errors import StreambedError
 
+# Subcommand -> the module whose ``register(subparsers)`` adds it, in the order --help lists
+# them. Imported only when needed: most pull in heavy libraries (torch, matplotlib), and a
+# command such as ``streambed play``, run once per emulated session, must start and exit fast.
+COMMANDS: dict[str, str] = {
+    "eval": "trainer.eval_cli",
+    "train": "trainer.train_cli",
+    "serve": "abr_service.serve_cli",
+    "origin": "server.cli",
+    "play": "player.cli",
+    "traces": "traces.cli",
+    "link": "emulation.link_cli",
+    "demo": "streambed.demo",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from abr_service import serve_cli
-    from emulation import link_cli
-    from player import cli as play_cli
-    from server import cli as origin_cli
-    from streambed import demo
-    from traces import cli as traces_cli
-    from trainer import eval_cli, train_cli
 
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI's parser; with ``command`` (a subcommand's name), only that subcommand is
+    registered, so only its module is imported."""
     parser = argparse.ArgumentParser(
         prog="streambed",
         description="Trace-driven ABR streaming testbed (simulation, algorithms, reports).",
@@ -32,23 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streambed {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (
-        eval_cli,
-        train_cli,
-        serve_cli,
-        origin_cli,
-        play_cli,
-        traces_cli,
-        link_cli,
-        demo,
-    ):
-        module.register(sub)
+    names = [command] if command is not None and command in COMMANDS else list(COMMANDS)
+    for name in names:
+        importlib.import_module(COMMANDS[name]).register(sub)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the top-level
+    options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(words))
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

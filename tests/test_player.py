@@ -618,8 +618,30 @@ def test_trace_flags_run_the_session_behind_a_link(origin: str, tmp_path: Path) 
     assert len(records) == 3 and {r.trace for r in records} == {"flat"}
     summary = json.loads((tmp_path / "log" / SESSION_JSON).read_text())
     assert summary["mpd_url"] != f"{origin}/{MPD_NAME}"  # re-pointed at the proxy's port
+    assert summary["link"]["kind"] == "proxy" and summary["link"]["trace_offset_s"] > 0
     rates = np.array([r.throughput_kbps for r in records])
     assert (rates < 2000 * 1.1).all() and (rates > 2000 * 0.5).all(), rates
+
+
+def test_a_player_process_stays_light(tmp_path: Path) -> None:
+    """``streambed play`` is one process per session, two with ``--trace`` (the command and its
+    re-run behind the link), so neither may import torch, matplotlib or the service's stack:
+    they cost over 2 s of CPU per process to import and to tear down. With them, the test
+    above ran past its 60 s timeout on a busy 2-core machine, right after the session behind
+    the link had printed "done": two interpreters starting and exiting at a few percent of a
+    core, not a hang."""
+    url = "http://127.0.0.1:1"
+    argv = ["play", "--mpd", f"{url}/m.mpd", "--abr", url, "--attempts", "1", "--log"]
+    code = (
+        "import sys\n"
+        "from streambed.cli import main\n"
+        f"played = main({[*argv, str(tmp_path / 'a')]!r})\n"
+        f"linked = main({[*argv, str(tmp_path / 'b'), '--trace', str(tmp_path / 'none.txt')]!r})\n"
+        "heavy = ('torch', 'matplotlib', 'fastapi', 'uvicorn', 'gymnasium', 'trainer')\n"
+        "print(played, linked, sorted(set(heavy) & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[-1] == "3 2 []", out.stdout + out.stderr
 
 
 def test_play_argv_round_trips_a_config(tmp_path: Path) -> None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
 from abr_service.observation import empty_observation, observe_chunk
-from abr_service.policies import LoadedPolicy, load_policy
 from abr_service.video import Video
 from streambed.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:  # torch is imported with the first policy, not with the algorithm registry
+    from abr_service.policies import LoadedPolicy
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class LearnedParams:
 @lru_cache(maxsize=8)
 def _cached_policy(path: str, mtime_ns: int, num_levels: int) -> LoadedPolicy:
     # One load per checkpoint version, however many sessions use it.
+    from abr_service.policies import load_policy
+
     return load_policy(path, num_levels)
 
 
@@ -68,6 +72,8 @@ class LearnedPolicy(ABRAlgorithm):
         )
 
     def probabilities(self) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             logits = self.policy.actor(torch.as_tensor(self.obs, dtype=torch.float32)[None])
         probs = torch.softmax(logits[0], dim=-1).double().numpy()

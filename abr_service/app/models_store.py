@@ -29,14 +29,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from abr_service.observation import OBS_VERSION
-from abr_service.policies import LoadedPolicy, load_policy
 from streambed.errors import ModelError
 from streambed.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    from abr_service.policies import LoadedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class ModelStore:
         incoming.mkdir(parents=True, exist_ok=True)
         tmp = incoming / f"{uuid.uuid4().hex}.pt"
         atomic_write_bytes(tmp, data)
+        from abr_service.policies import load_policy
+
         try:
             policy = load_policy(tmp, self.num_levels)
         except ModelError as exc:
@@ -258,6 +262,8 @@ class ModelStore:
     # --- persistence -----------------------------------------------------------------------
 
     def _load(self, info: ModelInfo) -> LoadedPolicy:
+        from abr_service.policies import load_policy
+
         try:
             return load_policy(self.path(info), self.num_levels)
         except ModelError as exc:
