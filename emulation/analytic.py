@@ -18,8 +18,9 @@ Units: bytes, milliseconds for link parameters, seconds for results.
   unbounded); acknowledgements return after one delay plus one opportunity wait;
 * the response carries a header packet of ``head_bytes`` before the body.
 
-``proxy_transfer_s`` is the proxy's model: payload bytes at 1504 per opportunity, plus the
-emulated handshake and request (4 one-way delays). ``drain_s`` walks any Mahimahi trace.
+``proxy_transfer_s`` is the proxy's model (``emulation.proxy``): the same three legs and
+slow start, on a fluid link that releases ``PROXY_PAYLOAD_PER_OPPORTUNITY`` payload bytes per
+opportunity, acknowledged per released chunk. ``drain_s`` walks any Mahimahi trace.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from emulation.schedule import OPPORTUNITY_BYTES
 MTU = 1500
 MSS = 1448  # with TCP timestamps
 HEADER_BYTES = MTU - MSS
+INITIAL_WINDOW_BYTES = 10 * MSS  # Linux's initial congestion window, in payload bytes
+#: Payload a 1504-byte opportunity carries in full segments: the proxy's fluid TCP/IP overhead.
+PROXY_PAYLOAD_PER_OPPORTUNITY = OPPORTUNITY_BYTES * MSS // MTU
 
 
 def _opportunity_wait_ms(opps_per_ms: float) -> float:
@@ -88,12 +92,36 @@ def proxy_transfer_s(
     delay_ms: float = 0.0,
     *,
     head_bytes: int = 120,
+    initial_window_bytes: int = INITIAL_WINDOW_BYTES,
     endpoint_ms: float = 1.0,
 ) -> float:
-    """Seconds from connect to the last byte through the proxy link."""
+    """Seconds from connect to the last byte through the proxy link (module docstring).
+
+    The response (``head_bytes`` of HTTP header, then the payload) leaves in chunks of one
+    opportunity's payload credit; byte ``x`` may be released once ``2 * acked > x -
+    initial_window_bytes`` (slow start: each acknowledged byte frees itself and adds one).
+    """
     wait = _opportunity_wait_ms(opps_per_ms)
-    setup = 4 * delay_ms + 2 * wait + endpoint_ms
-    return (setup + (payload_bytes + head_bytes) / (OPPORTUNITY_BYTES * opps_per_ms)) / 1000.0
+    ack_leg = delay_ms + wait
+    t = endpoint_ms + 3 * (delay_ms + wait)  # SYN, SYN-ACK, request
+    credit = PROXY_PAYLOAD_PER_OPPORTUNITY
+    rate = credit * opps_per_ms  # payload bytes per ms
+    total = head_bytes + payload_bytes
+    ends = list(range(credit, total, credit)) + [total]  # each chunk's end offset
+    link_free = 0.0
+    start = 0
+    received: list[float] = []
+    for end in ends:
+        send = t
+        needed = end - initial_window_bytes  # 2 * acked >= needed
+        if needed > 0:
+            # The first chunk whose delivery brings the acknowledged bytes that far.
+            k = min(len(received) - 1, max(0, math.ceil((needed / 2) / credit) - 1))
+            send = max(send, received[k] + ack_leg)
+        done = max(send + delay_ms + wait, link_free + (end - start) / rate)
+        link_free, start = done, end
+        received.append(done)
+    return received[-1] / 1000.0
 
 
 def ip_bytes(payload_bytes: int, head_bytes: int = 200) -> int:

@@ -5,17 +5,38 @@ port ``P`` and relays every connection to ``TARGET:P``. It prints one JSON line,
 ``{"ports": {"P": listening_port, ...}}``, when it is ready. ``emulation.link`` exports that
 mapping to the command as ``STREAMBED_PORT_<P>`` (with ``STREAMBED_HOST=127.0.0.1``).
 
-Semantics, an approximation of the trace at the byte-stream level (no packets, no losses, no
-TCP dynamics on the shaped path):
+The relay's own connections run over loopback (no RTT, no loss), so the TCP dynamics that cost
+time on a real Mahimahi link are emulated here, at the byte-stream level:
 
-* server -> client bytes (downlink) and client -> server bytes (uplink) each wait the one-way
-  delay, then share their direction's schedule across all connections in arrival order: each
-  trace opportunity releases up to 1504 bytes of payload (no header overhead is charged), and
-  credit unused while nothing waits is lost; the trace repeats shifted by its last timestamp;
-* a new connection is not read for two one-way delays after it is accepted, standing in for
-  the TCP handshake the client did not wait for, so a request's first byte arrives after
-  4 x delay, as on a real link;
-* end-of-stream is relayed in order after the bytes before it (half-close is kept).
+* **Link.** Bytes of each direction wait the one-way delay, then share their direction's
+  schedule across all connections in arrival order: each trace opportunity releases up to
+  1451 payload bytes (what 1504 bytes of full 1500-byte packets carry: 1448 of every 1500 are
+  payload, the TCP/IP overhead is charged as a fluid), and credit unused while nothing waits is
+  lost; the trace repeats shifted by its last timestamp.
+* **Handshake.** A new connection is not read until its SYN-ACK would have reached the client:
+  the SYN leaves at the first uplink opportunity, takes the delay to the server, the SYN-ACK
+  the delay back and the first downlink opportunity after that. The request then takes the
+  uplink (delay and opportunity), so a response's first byte arrives after 4 delays plus 4
+  opportunity waits, as on a real link.
+* **Slow start.** Per connection and direction, the sender may have at most ``cwnd`` bytes
+  released to the link and not yet acknowledged. ``cwnd`` starts at 10 x 1448 bytes (Linux's
+  initial window). A chunk delivered to the receiver at ``t`` is acknowledged at the sender at
+  the first opportunity of the reverse direction after ``t`` plus the delay (acknowledgements
+  take no capacity), and each acknowledged byte frees its byte and, while the sender uses at
+  least half its window (Linux's cwnd-limited rule), adds one byte to ``cwnd``: the window
+  doubles every emulated round trip until it covers the pipe, after which only the trace
+  limits. There is no congestion avoidance: the emulated queue is unbounded and loses nothing.
+* **Slow start after idle** (Linux's default, ``tcp_slow_start_after_idle=1``): when a sender
+  with nothing in flight sends after an idle time longer than its RTO, here the base round
+  trip (2 delays and the two directions' mean opportunity waits) plus Linux's 200 ms minimum,
+  its window halves for every RTO idle, down to the initial window.
+* End-of-stream is relayed in order after the bytes before it (half-close is kept).
+
+What it does not emulate: packets (no segment boundaries, no small-packet overhead, Nagle or
+delayed acknowledgements), losses, retransmissions and drop-tail queues (the link refuses queue
+limits), queueing delay in the RTO, receive windows, and congestion-control variants other than
+slow start. Transfer times follow ``emulation.analytic.proxy_transfer_s``, which is within a
+few per cent of ``tcp_transfer_s`` (the model real Mahimahi and the netns link match).
 
 It stops when the control fd reaches end-of-file or on SIGTERM, and writes its counters and CPU
 time as JSON to ``--stats``.
@@ -33,18 +54,40 @@ import resource
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
+from emulation.analytic import INITIAL_WINDOW_BYTES, PROXY_PAYLOAD_PER_OPPORTUNITY
 from emulation.schedule import ByteLink, Schedule
 from emulation.shaper import read_mahimahi
 
-_HIGH_WATER = 1 << 20  # queued bytes of one stream at which its sender stops being read
+_HIGH_WATER = 1 << 20  # buffered bytes of one stream at which its sender stops being read
 _LOW_WATER = 1 << 18
+RTO_MIN_MS = 200.0  # Linux's TCP_RTO_MIN: the RTO is about the RTT plus this when RTTs are stable
+
+
+class Flow:
+    """One direction of one connection: bytes waiting for the sender's congestion window."""
+
+    __slots__ = ("backlog", "backlog_bytes", "cwnd", "inflight", "last_send_ms", "offset", "peak")
+
+    def __init__(self) -> None:
+        self.backlog: deque[bytes | None] = deque()
+        self.offset = 0  # bytes of the head chunk already released
+        self.backlog_bytes = 0
+        self.cwnd = INITIAL_WINDOW_BYTES
+        self.inflight = 0  # released to the link, not yet acknowledged
+        self.peak = 0  # most bytes in flight since the window last restarted
+        self.last_send_ms = 0.0
+
+
+def _mean_wait_ms(ms: list[int]) -> float:
+    return 0.5 * max(1.0, ms[-1] / len(ms))
 
 
 class Relay:
-    """Both directions' schedules and the timer that drives them."""
+    """Both directions' schedules, the connections' windows and the timer that drives them."""
 
     def __init__(
         self,
@@ -58,20 +101,93 @@ class Relay:
         self.loop = loop
         self.delay_ms = delay_ms
         self.target_host = target_host
-        self.down = ByteLink(Schedule(down_ms, epoch_s * 1000.0))
-        self.up = ByteLink(Schedule(up_ms, epoch_s * 1000.0))
+        credit = PROXY_PAYLOAD_PER_OPPORTUNITY
+        self.links = {
+            "down": ByteLink(Schedule(down_ms, epoch_s * 1000.0), credit),
+            "up": ByteLink(Schedule(up_ms, epoch_s * 1000.0), credit),
+        }
+        self.down, self.up = self.links["down"], self.links["up"]
+        self.rto_ms = 2 * delay_ms + _mean_wait_ms(down_ms) + _mean_wait_ms(up_ms) + RTO_MIN_MS
+        # Acknowledgements on their way back to each direction's sender: (due_ms, conn, bytes),
+        # due times non-decreasing within a direction.
+        self._acks: dict[str, deque[tuple[float, Conn, int]]] = {"down": deque(), "up": deque()}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._paused: set[tuple[str, Conn]] = set()
         self.connections = 0
+        self.restarts = 0
+
+    def handshake_done_ms(self, now_ms: float) -> float:
+        """When a SYN sent at ``now_ms`` has its SYN-ACK back at the client."""
+        syn_at_server = self.up.schedule.first_after(now_ms) + self.delay_ms
+        return self.down.schedule.first_after(syn_at_server + self.delay_ms)
 
     def push(self, direction: str, conn: Conn, data: bytes | None) -> None:
-        link = self.down if direction == "down" else self.up
-        link.push(conn, data, time.monotonic() * 1000.0 + self.delay_ms)
-        if data and link.queued.get(conn, 0) > _HIGH_WATER:
+        flow = conn.flows[direction]
+        flow.backlog.append(data)
+        if data:
+            flow.backlog_bytes += len(data)
+        self._send(direction, conn, flow, time.monotonic() * 1000.0)
+        if data and self._buffered(direction, conn) > _HIGH_WATER:
             conn.pause_source(direction)
             self._paused.add((direction, conn))
         self._arm()
+
+    def _buffered(self, direction: str, conn: Conn) -> int:
+        return conn.flows[direction].backlog_bytes + self.links[direction].queued.get(conn, 0)
+
+    def _send(self, direction: str, conn: Conn, flow: Flow, now_ms: float) -> None:
+        """Release what the window allows of ``flow``'s backlog to the link, sent at ``now_ms``."""
+        backlog = flow.backlog
+        if not backlog:
+            return
+        link = self.links[direction]
+        ready = now_ms + self.delay_ms
+        if not flow.inflight and flow.cwnd > INITIAL_WINDOW_BYTES:
+            idle = now_ms - flow.last_send_ms
+            if idle > self.rto_ms:
+                self.restarts += 1
+                while idle > self.rto_ms and flow.cwnd > INITIAL_WINDOW_BYTES:
+                    flow.cwnd //= 2
+                    idle -= self.rto_ms
+                flow.cwnd = max(flow.cwnd, INITIAL_WINDOW_BYTES)
+                flow.peak = 0
+        sent = False
+        while backlog:
+            head = backlog[0]
+            if head is None:
+                backlog.popleft()
+                link.push(conn, None, ready)
+                continue
+            room = flow.cwnd - flow.inflight
+            if room <= 0:
+                break
+            left = len(head) - flow.offset
+            if left <= room and not flow.offset:
+                piece = head
+            else:
+                piece = head[flow.offset : flow.offset + room]
+            n = len(piece)
+            if n == left:
+                backlog.popleft()
+                flow.offset = 0
+            else:
+                flow.offset += n
+            flow.backlog_bytes -= n
+            flow.inflight += n
+            link.push(conn, piece, ready)
+            sent = True
+        if sent:
+            flow.last_send_ms = now_ms
+            if flow.inflight > flow.peak:
+                flow.peak = flow.inflight
+
+    def _acked(self, direction: str, conn: Conn, nbytes: int, at_ms: float) -> None:
+        flow = conn.flows[direction]
+        flow.inflight -= nbytes
+        if flow.cwnd < 2 * flow.peak:  # slow start while cwnd-limited
+            flow.cwnd += nbytes
+        self._send(direction, conn, flow, at_ms)
 
     def discard(self, conn: Conn) -> None:
         self.down.discard(conn)
@@ -80,6 +196,7 @@ class Relay:
 
     def _arm(self) -> None:
         times = [t for t in (self.down.next_event_ms(), self.up.next_event_ms()) if t is not None]
+        times += [acks[0][0] for acks in self._acks.values() if acks]
         if not times:
             return
         when = min(times) / 1000.0
@@ -93,20 +210,34 @@ class Relay:
     def _tick(self) -> None:
         self._timer = None
         now_ms = time.monotonic() * 1000.0
+        for direction, acks in self._acks.items():
+            while acks and acks[0][0] <= now_ms:
+                at_ms, conn, nbytes = acks.popleft()
+                if not conn.closed:
+                    self._acked(direction, conn, nbytes, at_ms)
         out: list[tuple[Hashable, bytes | None]] = []
-        self.down.advance(now_ms, out)
-        for conn, data in out:
-            assert isinstance(conn, Conn)
-            conn.to_client(data)
-        out.clear()
-        self.up.advance(now_ms, out)
-        for conn, data in out:
-            assert isinstance(conn, Conn)
-            conn.to_server(data)
+        for direction, link in self.links.items():
+            link.advance(now_ms, out)
+            if not out:
+                continue
+            delivered: dict[Conn, int] = {}
+            for key, data in out:
+                assert isinstance(key, Conn)
+                if direction == "down":
+                    key.to_client(data)
+                else:
+                    key.to_server(data)
+                if data:
+                    delivered[key] = delivered.get(key, 0) + len(data)
+            out.clear()
+            if delivered:
+                reverse = self.up if direction == "down" else self.down
+                due = reverse.schedule.first_after(now_ms) + self.delay_ms
+                acks = self._acks[direction]
+                acks.extend((due, key, n) for key, n in delivered.items())
         for item in list(self._paused):
             direction, conn = item
-            link = self.down if direction == "down" else self.up
-            if link.queued.get(conn, 0) < _LOW_WATER:
+            if self._buffered(direction, conn) < _LOW_WATER:
                 conn.resume_source(direction)
                 self._paused.discard(item)
         self._arm()
@@ -122,6 +253,7 @@ class Conn:
         self.pending: list[bytes | None] = []  # uplink bytes due before the upstream connected
         self.closed = False
         self.eofs = 0
+        self.flows = {"down": Flow(), "up": Flow()}
 
     def pause_source(self, direction: str) -> None:
         source = self.server if direction == "down" else self.client
@@ -181,8 +313,9 @@ class ClientSide(asyncio.Protocol):
         relay.connections += 1
         self.conn.client = transport
         transport.pause_reading()
-        # The client's connect returned at once; hold its bytes back for the handshake's RTT.
-        relay.loop.call_later(2 * relay.delay_ms / 1000.0, self._start_reading)
+        # The client's connect returned at once; hold its bytes back for the handshake.
+        ready_ms = relay.handshake_done_ms(time.monotonic() * 1000.0)
+        relay.loop.call_at(ready_ms / 1000.0, self._start_reading)
         task = relay.loop.create_task(self._connect_upstream())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
@@ -269,6 +402,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         "down": {"bytes": relay.down.bytes_out},
         "up": {"bytes": relay.up.bytes_out},
         "connections": relay.connections,
+        "window_restarts": relay.restarts,
     }
 
 

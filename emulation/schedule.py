@@ -20,7 +20,8 @@ A packet queue (``PacketLink``) consumes the schedule as mm-link does:
   being transmitted), as mm-link's ``droptail`` queue.
 
 ``ByteLink`` applies the same schedule to byte streams (the userspace proxy): each opportunity
-releases up to 1504 bytes from a FIFO of chunks that belong to several connections.
+releases up to 1504 bytes (or a given payload credit) from a FIFO of chunks that belong to
+several connections.
 
 Only the standard library is imported: the shaper process starts fast and stays small.
 """
@@ -39,7 +40,7 @@ OPPORTUNITY_BYTES = 1504
 class Schedule:
     """The repeating delivery opportunities of a Mahimahi trace, consumed in order."""
 
-    __slots__ = ("_base", "_i", "_ms", "_n", "_period")
+    __slots__ = ("_base", "_i", "_ms", "_n", "_period", "_start")
 
     def __init__(self, ms: Sequence[int], start_ms: float = 0.0) -> None:
         if not ms:
@@ -51,7 +52,8 @@ class Schedule:
         self._ms = list(ms)
         self._n = len(self._ms)
         self._period = self._ms[-1]
-        self._base = float(start_ms)
+        self._start = float(start_ms)
+        self._base = self._start
         self._i = 0
 
     @property
@@ -62,6 +64,23 @@ class Schedule:
     def next_ms(self) -> float:
         """Time of the next unused opportunity."""
         return self._base + self._ms[self._i]
+
+    def first_after(self, t_ms: float) -> float:
+        """Time of the first opportunity strictly after ``t_ms``, used or not (consumes nothing).
+
+        For packets too small to matter for the link's capacity (handshakes, acknowledgements).
+        """
+        rel = t_ms - self._start
+        if rel < self._ms[0]:
+            return self._start + self._ms[0]
+        cycles = int(rel // self._period)
+        rel -= cycles * self._period
+        i = bisect_right(self._ms, rel)
+        while i == self._n:  # past the period's last opportunity: the next repetition
+            cycles += 1
+            rel -= self._period
+            i = bisect_right(self._ms, rel)
+        return self._start + cycles * self._period + self._ms[i]
 
     def advance(self) -> None:
         """Consume the next opportunity."""
@@ -195,13 +214,15 @@ class ByteLink:
 
     ``push(key, data, ready_ms)`` queues bytes for stream ``key`` that may leave after
     ``ready_ms``; ``data=None`` is an end-of-stream marker that leaves (taking no credit) once
-    the bytes before it have.
+    the bytes before it have. Each opportunity releases up to ``credit`` bytes (default 1504;
+    the proxy passes the payload a 1504-byte opportunity carries in full TCP segments).
     """
 
-    __slots__ = ("_offset", "_queue", "bytes_out", "queued", "schedule")
+    __slots__ = ("_offset", "_queue", "bytes_out", "credit", "queued", "schedule")
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, credit: int = OPPORTUNITY_BYTES) -> None:
         self.schedule = schedule
+        self.credit = credit
         self._queue: deque[tuple[float, Hashable, bytes | None]] = deque()
         self._offset = 0  # bytes of the head chunk already sent
         self.queued: dict[Hashable, int] = {}
@@ -231,7 +252,7 @@ class ByteLink:
         while queue and sched.next_ms <= now_ms:
             t = sched.next_ms
             sched.advance()
-            credit = OPPORTUNITY_BYTES
+            credit = self.credit
             while queue and queue[0][0] < t:
                 _, key, data = queue[0]
                 if data is None:
