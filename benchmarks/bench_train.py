@@ -132,7 +132,8 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
                 )
             )
         best = load_policy(run / "best.pt", video.num_levels)
-        result[run.name] = {
+        label = run.name if run.parent == Path("runs") else f"{run.parent.name}/{run.name}"
+        result[label] = {
             "algorithm": args.get("algorithm"),
             "seed": args.get("seed"),
             "curve_minutes_qoe": [[round(m, 2), round(q, 4)] for m, q in points],
@@ -143,10 +144,10 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
         }
         if (run / "final.pt").is_file():
             final = load_policy(run / "final.pt", video.num_levels)
-            result[run.name]["final_pt_test_qoe"] = round(
+            result[label]["final_pt_test_qoe"] = round(
                 evaluate_actor(final.actor, test, video, qoe), 4
             )
-        print(run.name, json.dumps(result[run.name]), file=sys.stderr)
+        print(label, json.dumps(result[label]), file=sys.stderr)
     if png is not None:
         import matplotlib
 

@@ -1,7 +1,8 @@
 """``streambed demo``: the main job on embedded defaults, with no data and no network.
 
-Generates a trace set and a video, evaluates the classic algorithms and the offline optimum
-in the simulator, and writes the report (summary, per-trace CSV, logs, plots).
+Generates a trace set and a video, evaluates the classic algorithms, the PPO policy Streambed
+ships (``models/norway.pt``) and the offline optimum in the simulator, and writes the report
+(summary, per-trace CSV, logs, plots).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from abr_service.algorithms import CLASSIC
-from streambed.defaults import DEFAULT_TRACE_COUNT, default_traces, default_video
+from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
 from traces import save_pensieve
 from trainer.eval_cli import format_table
 from trainer.evaluate import evaluate
@@ -45,10 +46,17 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "generated %d traces in %s and the video in %s", len(traces), out / "traces", out / "video"
     )
+    algorithms, params = [*CLASSIC, "optimal"], {}
+    if SHIPPED_MODEL.is_file():
+        algorithms.insert(-1, "ppo")
+        params["ppo"] = {"model": str(SHIPPED_MODEL)}
+    else:
+        log.warning("%s is missing: the demo runs without the learned policy", SHIPPED_MODEL)
     result = evaluate(
         traces,
         video,
-        [*CLASSIC, "optimal"],
+        algorithms,
+        params=params,
         out=out / "eval",
         seed=args.seed,
         run_id="demo",

@@ -238,7 +238,9 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--traces", "3", "--no-progress"]) == 0
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    assert list(summary["algorithms"]) == ["bba", "rb", "bola", "fastmpc", "robustmpc", "optimal"]
+    assert list(summary["algorithms"]) == [
+        *("bba", "rb", "bola", "fastmpc", "robustmpc", "ppo", "optimal")
+    ]
     assert all(entry["traces"] == 3 for entry in summary["algorithms"].values())
     assert sorted(p.name for p in (out / "traces").iterdir()) == [
         "synth_000",

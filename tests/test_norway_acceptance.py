@@ -80,3 +80,22 @@ def test_batched_simulator_agrees_on_the_real_traces() -> None:
             r = scalar.download(int(qualities[k, i]))
             assert abs(r.delay_s - steps[k].delay_s[i]) < 1e-9
             assert abs(r.buffer_s - steps[k].buffer_s[i]) < 1e-9
+
+
+def test_shipped_model_matches_its_recorded_figure() -> None:
+    """models/norway.pt scores on norway-test what models/README.md records."""
+    from abr_service.policies import load_policy
+    from streambed.defaults import SHIPPED_MODEL
+    from trainer.common import weights_sha256
+
+    recorded = SHIPPED_MODEL.parent / "README.md"
+    line = next(
+        x for x in recorded.read_text().splitlines() if x.startswith("norway-test qoe_mean")
+    )
+    policy = load_policy(SHIPPED_MODEL, 6)
+    assert policy.meta["weights_sha256"] == weights_sha256(policy.actor.state_dict())
+    traces, video = load_traceset(TEST_TRACES), load_video(ENVIVIO)
+    result = evaluate(
+        traces, video, ["ppo"], params={"ppo": {"model": str(SHIPPED_MODEL)}}, progress=False
+    )
+    assert f"{qoe_mean(result, 'ppo'):.3f}" == line.split(":")[1].strip().split()[0]
