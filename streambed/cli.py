@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "play": "player.cli",
     "traces": "traces.cli",
     "link": "emulation.link_cli",
+    "emulate": "emulation.emulate_cli",
     "demo": "streambed.demo",
 }
 

@@ -1,0 +1,114 @@
+"""``streambed emulate``: whole trace sets of real sessions behind emulated links, N at a time.
+
+A thin layer over :func:`emulation.orchestrate.emulate`. Exit status: 0 every session done;
+1 some failed (listed in OUT/failed.json; the report covers the others); 2 a usage error;
+130 interrupted (the report covers the sessions done).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from streambed.errors import ConfigError
+
+LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "emulate",
+        help="run real sessions of ABR algorithms over a trace set behind emulated links",
+        description=(
+            "Start (or use) a DASH origin and the decision service, then play one real-time "
+            "session per (trace, algorithm, repeat), N at a time, each behind its own link "
+            "replaying the trace. Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
+            "(Pensieve format), plots, OUT/failed.json, and each session's files under "
+            "OUT/sessions/<algorithm>/<trace>[-rR]/. A failed session is retried once; Ctrl-C "
+            "stops the running sessions and still writes the report. Exit status: 0 all done, "
+            "1 some failed, 2 usage error, 130 interrupted."
+        ),
+        epilog=(
+            "example: streambed emulate --traces traces/ --video video_sizes/ "
+            "--algorithms bba,robustmpc --link netns --parallel 16 --out out/emu"
+        ),
+    )
+    p.add_argument("--traces", type=Path, required=True, help="trace directory (either format)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--content", type=Path, help="content directory built by `streambed origin`")
+    src.add_argument(
+        "--video",
+        type=Path,
+        help="video description (video_size_* dir or video.json): size-exact synthetic content "
+        "is built from it into OUT/content",
+    )
+    p.add_argument(
+        "--algorithms", required=True, help="comma-separated algorithms asked of the service"
+    )
+    p.add_argument("--model", type=Path, help="checkpoint the started service serves as ppo")
+    p.add_argument("--link", choices=LINK_KINDS, default="auto", help="link kind (default auto)")
+    p.add_argument(
+        "--delay-ms", type=float, default=40.0, help="one-way delay each direction (default 40)"
+    )
+    p.add_argument("--parallel", type=int, default=1, help="sessions at a time (default 1)")
+    p.add_argument("--repeat", type=int, default=1, help="sessions per trace and algorithm")
+    p.add_argument("--abr", metavar="URL", help="use this decision service (default: start one)")
+    p.add_argument("--origin", metavar="URL", help="use this origin (default: start one)")
+    p.add_argument("--resume", action="store_true", help="skip the sessions already done in OUT")
+    p.add_argument("--max-chunks", type=int, help="stop each session after N chunks")
+    p.add_argument(
+        "--session-timeout-s", type=float, help="fail a session still running after this long"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulation.orchestrate import EmulateConfig, emulate
+
+    algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    if args.abr is None:
+        from abr_service.algorithms import ALGORITHMS
+
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown:
+            raise ConfigError(
+                f"unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(sorted(ALGORITHMS))}"
+            )
+    config = EmulateConfig(
+        traces=args.traces,
+        algorithms=algorithms,
+        out=args.out,
+        content=args.content,
+        video=args.video,
+        model=args.model,
+        link=args.link,
+        delay_ms=args.delay_ms,
+        parallel=args.parallel,
+        repeat=args.repeat,
+        abr_url=args.abr,
+        origin_url=args.origin,
+        resume=args.resume,
+        max_chunks=args.max_chunks,
+        progress=not args.no_progress,
+        session_timeout_s=args.session_timeout_s,
+    )
+    result = emulate(config)
+    rows = [
+        f"{'algorithm':<12}{'traces':>8}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}"
+    ]
+    for name, s in result.summary.get("algorithms", {}).items():
+        rows.append(
+            f"{name:<12}{s['traces']:>8}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
+            f"{s['rebuffer_ratio']:>13.4f}"
+        )
+    print("\n".join(rows))
+    print(
+        f"sessions: {result.planned} planned, {result.skipped} already done, "
+        f"{len(result.done) - result.skipped} run, {len(result.failed)} failed"
+        + (", interrupted" if result.interrupted else "")
+    )
+    print(f"report: {args.out / 'summary.json'}")
+    return result.exit_code

@@ -1,0 +1,523 @@
+"""Emulation at scale: one real streaming session per (trace, algorithm, repeat), N at a time.
+
+``emulate(EmulateConfig)`` starts (or uses the URLs given of) a DASH origin and a decision
+service, then runs every session as a ``streambed play`` process behind its own emulated link
+(:func:`emulation.link.start_behind_link`), each logging under
+``OUT/sessions/<algorithm>/<trace>[-rR]/`` (``chunks.jsonl``, ``pensieve.log``,
+``session.json``). Sessions are independent: one that fails is retried once, then listed in
+``OUT/failed.json``; the run goes on. A ``KeyboardInterrupt`` terminates the running sessions
+(their links are torn down) and still writes the report of the sessions done. With ``resume``,
+sessions whose ``session.json`` says ``done`` are not run again.
+
+The report is that of ``streambed eval`` (:func:`reports.summary.write_report`):
+``OUT/summary.json``, ``OUT/per_trace.csv``, ``OUT/logs/<algorithm>/log_<algorithm>_<trace>``
+(Pensieve's format) and the plots, computed from the sessions' chunk records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
+from reports.summary import SessionMetrics, session_metrics, write_report
+from streambed.errors import ConfigError, StreambedError
+
+log = logging.getLogger(__name__)
+
+SESSIONS_DIR = "sessions"
+FAILED_JSON = "failed.json"
+ATTEMPTS = 2  # a failed session is retried once
+_SERVICE_START_S = 60.0
+_POLL_S = 0.1
+_SESSION_ID_CHARS = re.compile(r"[^A-Za-z0-9._:@-]")
+
+
+@dataclass(frozen=True)
+class EmulateConfig:
+    """What ``streambed emulate`` runs (see the module docstring)."""
+
+    traces: Path
+    algorithms: tuple[str, ...]
+    out: Path
+    content: Path | None = None
+    """Content directory (``server.build`` layout); with ``video``, built into OUT/content."""
+    video: Path | None = None
+    """Video description from which size-exact synthetic content is built."""
+    model: Path | None = None
+    link: str = "auto"
+    delay_ms: float = 40.0
+    parallel: int = 1
+    repeat: int = 1
+    abr_url: str | None = None
+    origin_url: str | None = None
+    resume: bool = False
+    max_chunks: int | None = None
+    progress: bool = True
+    session_timeout_s: float | None = None
+    """Stop (and fail) a session still running after this long (None: no limit)."""
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ConfigError("no algorithms to emulate")
+        if self.parallel < 1 or self.repeat < 1:
+            raise ConfigError("--parallel and --repeat must be >= 1")
+        if self.content is not None and self.video is not None:
+            raise ConfigError("give --content or --video, not both")
+        if self.content is None and self.video is None and self.abr_url is None:
+            raise ConfigError("need --content or --video (or both --origin and --abr)")
+        if self.content is None and self.video is None and self.origin_url is None:
+            raise ConfigError("need --content or --video (or both --origin and --abr)")
+        if "ppo" in self.algorithms and self.model is None and self.abr_url is None:
+            raise ConfigError("--algorithms ppo needs --model CHECKPOINT (or --abr URL)")
+
+
+@dataclass(frozen=True)
+class SessionJob:
+    """One session: an algorithm over a trace (the ``repeat``-th time of ``repeats``)."""
+
+    algorithm: str
+    trace: Path
+    repeat: int = 0
+    repeats: int = 1
+
+    @property
+    def label(self) -> str:
+        """The trace's name in the report (``<stem>-r<R>`` when repeated)."""
+        stem = self.trace.stem
+        return stem if self.repeats == 1 else f"{stem}-r{self.repeat + 1}"
+
+    def log_dir(self, out: Path) -> Path:
+        return out / SESSIONS_DIR / self.algorithm / self.label
+
+    def session_json(self, out: Path) -> Path:
+        return self.log_dir(out) / "session.json"
+
+
+@dataclass
+class EmulateResult:
+    planned: int
+    skipped: int
+    done: list[SessionJob] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def plan_jobs(traces_dir: Path, algorithms: Sequence[str], repeats: int = 1) -> list[SessionJob]:
+    from traces.traceset import trace_files
+
+    files = trace_files(traces_dir)
+    return [
+        SessionJob(algorithm, trace, r, repeats)
+        for algorithm in algorithms
+        for trace in files
+        for r in range(repeats)
+    ]
+
+
+def session_status(path: Path) -> str | None:
+    """The ``status`` of a session.json (None when absent or unreadable)."""
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+
+
+def _wait_healthy(
+    url: str, proc: subprocess.Popen[bytes] | None, what: str, log_path: Path
+) -> None:
+    deadline = time.monotonic() + _SERVICE_START_S
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ConfigError(f"{what} exited at start-up: {' | '.join(tail)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise ConfigError(f"{what} did not answer {url}/healthz within {_SERVICE_START_S:.0f} s")
+
+
+@contextlib.contextmanager
+def decision_service(video_json: Path, out: Path, model: Path | None = None) -> Iterator[str]:
+    """``streambed serve`` on 0.0.0.0 (a free port) as a subprocess; yields its loopback URL."""
+    from streambed.servers import free_port
+
+    port = free_port("0.0.0.0")
+    argv = [
+        sys.executable,
+        "-m",
+        "streambed",
+        "serve",
+        "--host=0.0.0.0",
+        f"--port={port}",
+        f"--video={video_json}",
+        f"--models-dir={out / 'models'}",
+    ]
+    if model is not None:
+        argv.append(f"--model={model}")
+    log_path = out / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, "the decision service (streambed serve)", log_path)
+        log.info("decision service at %s (log %s)", url, log_path)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def origin_server(content: Path) -> Iterator[str]:
+    """The origin app under uvicorn on 0.0.0.0 (a free port), in a thread; its loopback URL."""
+    from server.app import create_app
+    from streambed.servers import serve_in_thread
+
+    with serve_in_thread(create_app(content), host="0.0.0.0") as url:
+        yield url.replace("0.0.0.0", "127.0.0.1")
+
+
+def prepare_content(config: EmulateConfig) -> Path | None:
+    """The content directory: ``--content``, or synthetic content built from ``--video``."""
+    if config.content is not None:
+        return config.content
+    if config.video is None:
+        return None
+    from abr_service.video import VIDEO_JSON, load_video
+    from server.build import build_synthetic
+
+    target = config.out / "content"
+    if config.resume and (target / VIDEO_JSON).is_file():
+        return target
+    build_synthetic(load_video(config.video), target, force=True)
+    return target
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _mpd_url(origin: str) -> str:
+    from server.mpd import MPD_NAME
+
+    return origin if origin.endswith(".mpd") else f"{origin.rstrip('/')}/{MPD_NAME}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+
+
+class _Runner:
+    """Runs sessions behind links from worker threads; ``stop()`` ends the running ones."""
+
+    def __init__(
+        self, config: EmulateConfig, kind: str, mpd_url: str, abr_url: str, run_id: str
+    ) -> None:
+        self.config = config
+        self.kind = kind
+        self.mpd_url = mpd_url
+        self.abr_url = abr_url
+        self.run_id = run_id
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self, job: SessionJob) -> dict[str, Any] | None:
+        """Run ``job`` (retried once); None when done, else a description of the failure."""
+        reasons = []
+        for attempt in range(1, ATTEMPTS + 1):
+            if self.stopping.is_set():
+                return {"interrupted": True}
+            reason = self._attempt(job, attempt)
+            if reason is None:
+                return None
+            log.warning(
+                "session %s/%s attempt %d failed: %s", job.algorithm, job.label, attempt, reason
+            )
+            reasons.append(reason)
+        return {"attempts": len(reasons), "reasons": reasons}
+
+    def _attempt(self, job: SessionJob, attempt: int) -> str | None:
+        from player.cli import play_argv
+        from player.session import PlayerConfig
+
+        cfg = self.config
+        log_dir = job.log_dir(cfg.out)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "session.json").unlink(missing_ok=True)
+        session_id = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
+        player = PlayerConfig(
+            mpd_url=self.mpd_url,
+            abr_url=self.abr_url,
+            algorithm=job.algorithm,
+            session_id=f"{session_id[:120]}-a{attempt}",
+            run_id=self.run_id,
+            trace=job.label,
+            max_chunks=cfg.max_chunks,
+            log_dir=log_dir,
+        )
+        spec = LinkSpec(
+            downlink=job.trace,
+            delay_ms=cfg.delay_ms,
+            kind=self.kind,
+            ports=tuple(sorted({_port(self.mpd_url), _port(self.abr_url)})),
+        )
+        with self.lock:
+            self.running += 1
+        try:
+            with open(log_dir / "play.log", "wb") as out_file:
+                try:
+                    linked = start_behind_link(
+                        spec,
+                        play_argv(player),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_file,
+                        stderr=subprocess.STDOUT,
+                    )
+                except StreambedError as exc:
+                    return f"link: {exc}"
+                rc = self._wait(linked)
+        except StreambedError as exc:  # tearing the link down failed
+            return f"link: {exc}"
+        finally:
+            with self.lock:
+                self.running -= 1
+        if self.stopping.is_set():
+            return "interrupted"
+        status = session_status(log_dir / "session.json")
+        if rc == 0 and status == "done":
+            return None
+        return f"exit status {rc}, session {status or 'without session.json'}: {_reason(log_dir)}"
+
+    def _wait(self, linked: LinkedProcess) -> int:
+        timeout = self.config.session_timeout_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with linked:
+            while True:
+                rc = linked.poll()
+                if rc is not None:
+                    return rc
+                if self.stopping.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    linked.terminate()
+                    try:
+                        return linked.wait(10)
+                    except subprocess.TimeoutExpired:
+                        return -1  # closing the link kills it
+                time.sleep(_POLL_S)
+
+
+def _reason(log_dir: Path) -> str:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        reason = json.loads((log_dir / "session.json").read_text()).get("reason")
+        if reason:
+            return str(reason)
+    with contextlib.suppress(OSError):
+        lines = (log_dir / "play.log").read_text(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1]
+    return "no reason given"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def collect(
+    out: Path, jobs: Sequence[SessionJob]
+) -> tuple[list[SessionMetrics], dict[SessionJob, list[ChunkRecord]]]:
+    """Metrics and records of the jobs whose sessions are done."""
+    metrics = []
+    sessions = {}
+    for job in jobs:
+        path = job.session_json(out)
+        if session_status(path) != "done":
+            continue
+        info = json.loads(path.read_text())
+        records = read_jsonl(job.log_dir(out) / "chunks.jsonl")
+        if not records or not info.get("chunk_s"):
+            continue
+        found = session_metrics(records, float(info["chunk_s"]))
+        metrics.append(dataclasses.replace(found, algorithm=job.algorithm, trace=job.label))
+        sessions[job] = records
+    return metrics, sessions
+
+
+def write_outputs(
+    out: Path,
+    jobs: Sequence[SessionJob],
+    failed: Sequence[dict[str, Any]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """``summary.json``, ``per_trace.csv``, Pensieve logs, plots and ``failed.json``."""
+    metrics, sessions = collect(out, jobs)
+    extra = {
+        **extra,
+        "sessions": {"planned": len(jobs), "done": len(metrics), "failed": len(failed)},
+    }
+    summary = write_report(out, metrics, extra)
+    for job, records in sessions.items():
+        name = f"log_{job.algorithm}_{job.label}"
+        write_pensieve_log(records, out / "logs" / job.algorithm / name)
+    (out / FAILED_JSON).write_text(json.dumps(list(failed), indent=1) + "\n")
+    if metrics:
+        from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+
+        plot_qoe_cdf(metrics, out / "qoe_cdf.png")
+        plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def emulate(
+    config: EmulateConfig, on_progress: Callable[[int, int, int], None] | None = None
+) -> EmulateResult:
+    """Run the emulation ``config`` describes and write its report (also when interrupted)."""
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    kind = resolve_kind(config.link)
+    jobs = plan_jobs(config.traces, config.algorithms, config.repeat)
+    done_before = [
+        j for j in jobs if config.resume and session_status(j.session_json(out)) == "done"
+    ]
+    pending = [j for j in jobs if j not in set(done_before)]
+    result = EmulateResult(planned=len(jobs), skipped=len(done_before), done=list(done_before))
+    run_id = f"emulate-{int(time.time())}"
+    extra: dict[str, Any] = {
+        "mode": "emulation",
+        "link": kind,
+        "delay_ms": config.delay_ms,
+        "traces_dir": str(config.traces),
+        "repeat": config.repeat,
+        "run_id": run_id,
+    }
+    log.info(
+        "%d sessions (%d already done), %d at a time, %s link, %g ms delay",
+        len(jobs),
+        len(done_before),
+        config.parallel,
+        kind,
+        config.delay_ms,
+    )
+    try:
+        if pending:
+            _run_pending(config, kind, pending, result, run_id, on_progress)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        extra["complete"] = not result.interrupted and not result.failed
+        extra["interrupted"] = result.interrupted
+        result.summary = write_outputs(out, jobs, result.failed, extra)
+    return result
+
+
+def _run_pending(
+    config: EmulateConfig,
+    kind: str,
+    pending: list[SessionJob],
+    result: EmulateResult,
+    run_id: str,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> None:
+    from tqdm import tqdm
+
+    with contextlib.ExitStack() as stack:
+        content = prepare_content(config)
+        origin = config.origin_url
+        if origin is None:
+            assert content is not None
+            origin = stack.enter_context(origin_server(content))
+        abr = config.abr_url
+        if abr is None:
+            assert content is not None
+            abr = stack.enter_context(
+                decision_service(content / "video.json", config.out, config.model)
+            )
+        runner = _Runner(config, kind, _mpd_url(origin), abr.rstrip("/"), run_id)
+        bar = stack.enter_context(
+            tqdm(
+                total=result.planned,
+                initial=result.skipped,
+                desc="sessions",
+                unit="session",
+                disable=not config.progress,
+                dynamic_ncols=True,
+            )
+        )
+        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="session")
+        futures: dict[Future[dict[str, Any] | None], SessionJob] = {
+            pool.submit(runner.run, job): job for job in pending
+        }
+        try:
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = futures[future]
+                    try:
+                        failure = future.result()
+                    except Exception as exc:  # a bug in a worker must not stop the others
+                        failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
+                    if failure is None:
+                        result.done.append(job)
+                    elif not failure.get("interrupted"):
+                        result.failed.append(
+                            {
+                                "algorithm": job.algorithm,
+                                "trace": job.label,
+                                "trace_file": str(job.trace),
+                                "log_dir": str(job.log_dir(config.out)),
+                                **failure,
+                            }
+                        )
+                    bar.update(1)
+                bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
+                bar.refresh()
+                if on_progress is not None:
+                    on_progress(len(result.done), runner.running, len(result.failed))
+        except BaseException:
+            runner.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
