@@ -60,7 +60,7 @@ class ImitateArgs(CommonArgs):
     buffer_size: int = 300_000
     """Most recent labelled states kept for training."""
     batch_size: int = 512
-    """Minibatch size."""
+    """Minibatch size (over all workers)."""
     grad_steps: int = 60
     """Gradient steps per iteration."""
     horizon: int = 6
@@ -318,7 +318,9 @@ class Imitate(Trainer):
         self._store(obs, labels, regret)
         losses = []
         for _ in range(args.grad_steps):
-            idx = torch.randint(self.buf_len, (min(args.batch_size, self.buf_len),))
+            # Each worker takes its share of the minibatch; their gradients are averaged.
+            share = max(args.batch_size // self.group.world, 1)
+            idx = torch.randint(self.buf_len, (min(share, self.buf_len),))
             logits = self.actor(self.buf_obs[idx].to(args.device))
             regret = self.buf_regret[idx].to(args.device)
             if self.loss == "regress":
