@@ -32,14 +32,13 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +83,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # clients connect at one instant: no SYN may be dropped
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
-        super().server_bind()
 
 
 def constant_mm(tmp: Path, mbps: float) -> tuple[Path, float]:
@@ -223,7 +213,7 @@ def main() -> None:
     )
     parser.add_argument("--session-seconds", type=float, default=15.0, help="per level")
     args = parser.parse_args()
-    server = Server(("0.0.0.0", 0), Handler)
+    server = analytic.ModelSenderServer(("0.0.0.0", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from streambed.servers import free_port
+from streambed.servers import free_port, wait_healthy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHUNKS = 48
@@ -312,15 +312,11 @@ def start_server(
     if model is not None:
         cmd += ["--model", str(model)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
+    why = wait_healthy(f"http://127.0.0.1:{port}", proc)
+    if why is None:
+        return proc
     proc.kill()
-    raise SystemExit("bench_service: streambed serve did not start")
+    raise SystemExit(f"bench_service: streambed serve {why}")
 
 
 def run(coro: Any) -> Any:

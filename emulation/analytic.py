@@ -26,7 +26,9 @@ opportunity, acknowledged per released chunk. ``drain_s`` walks any Mahimahi tra
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Sequence
+from http.server import ThreadingHTTPServer
 
 from emulation.schedule import OPPORTUNITY_BYTES
 
@@ -153,3 +155,18 @@ def drain_s(ms: Sequence[int], start_ms: float, nbytes: int) -> float:
                 if count >= needed:
                     return (base + t - start_ms) / 1000.0
         base += period
+
+
+class ModelSenderServer(ThreadingHTTPServer):
+    """An HTTP server whose TCP sender is the one these models assume: Reno's slow start
+    (hosts differ in their default, BBR here, and CUBIC's HyStart leaves slow start early when
+    CPU contention makes round trips jitter, which would move the yardstick, not the link), and
+    a backlog for clients that all connect at one instant (no SYN may be dropped). For the
+    link tests and benchmark, bound on 0.0.0.0 so clients behind a link reach it."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+        super().server_bind()

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
 from reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from reports.summary import SessionMetrics, session_metrics, write_report
 from streambed.errors import ConfigError, StreambedError
+from streambed.servers import wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +153,11 @@ def session_status(path: Path) -> str | None:
 def _wait_healthy(
     url: str, proc: subprocess.Popen[bytes] | None, what: str, log_path: Path
 ) -> None:
-    deadline = time.monotonic() + _SERVICE_START_S
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ConfigError(f"{what} exited at start-up: {' | '.join(tail)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise ConfigError(f"{what} did not answer {url}/healthz within {_SERVICE_START_S:.0f} s")
+
+    why = wait_healthy(url, proc, _SERVICE_START_S)
+    if why is not None:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise ConfigError(f"{what} {why}: {' | '.join(tail)}")
 
 
 @contextlib.contextmanager

@@ -7,12 +7,14 @@ benchmarks run uvicorn in its own process instead.
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -41,3 +43,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wait_healthy(
+    url: str, proc: subprocess.Popen[Any] | None = None, timeout_s: float = 60.0
+) -> str | None:
+    """Poll ``url/healthz`` until it answers 200: None then, else why not (the process exited,
+    or no answer within ``timeout_s``). For a server process started on a known port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            return f"exited with status {proc.returncode} at start-up"
+        if time.monotonic() > deadline:
+            return f"did not answer {url}/healthz within {timeout_s:.0f} s"
+        time.sleep(0.1)

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from streambed.cli import COMMANDS, build_parser
-from streambed.servers import free_port
+from streambed.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -173,17 +172,9 @@ def start(script: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes
         )
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        alive = proc.poll() is None and time.monotonic() < deadline
-        assert alive, f"{url} did not start:\n{log.read_text()}"
-        time.sleep(0.3)
+def assert_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, limit_s: float) -> None:
+    why = wait_healthy(url, proc, limit_s)
+    assert why is None, f"{url} {why}:\n{log.read_text()}"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -229,12 +220,12 @@ def test_native_origin_and_abr(tmp_path: Path) -> None:
     origin = start(scripts["origin"], env, tmp_path / "origin.log")
     try:
         origin_url = f"http://127.0.0.1:{origin_port}"
-        wait_healthy(origin_url, origin, tmp_path / "origin.log", 300)
+        assert_healthy(origin_url, origin, tmp_path / "origin.log", 300)
         assert httpx.get(f"{origin_url}/manifest.mpd").status_code == 200
         abr = start(scripts["abr"], env, tmp_path / "abr.log")
         try:
             abr_url = f"http://127.0.0.1:{abr_port}"
-            wait_healthy(abr_url, abr, tmp_path / "abr.log", 120)
+            assert_healthy(abr_url, abr, tmp_path / "abr.log", 120)
             token = (tmp_path / "secrets" / "token").read_text().strip()
             assert len(token) >= 32 and (tmp_path / "secrets" / "token").stat().st_mode & 0o077 == 0
             for algorithm in ("robustmpc", "ppo"):

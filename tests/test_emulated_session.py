@@ -26,7 +26,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -39,7 +38,7 @@ from reports.sessionlog import ChunkRecord, read_jsonl
 from server.app import create_app as create_origin
 from server.build import build_encoded
 from server.mpd import MPD_NAME
-from streambed.servers import free_port, serve_in_thread
+from streambed.servers import free_port, serve_in_thread, wait_healthy
 from traces.formats import (
     detect_format,
     load_mahimahi,
@@ -339,14 +338,7 @@ def service_process(content: Path, port: int, log_dir: Path, tmp: Path) -> Itera
     argv += ["--log-dir", str(log_dir), "--models-dir", str(tmp / "models")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.05)
+        assert wait_healthy(f"http://127.0.0.1:{port}", proc, 30) is None, "serve did not start"
         yield proc
     finally:
         if proc.poll() is None:

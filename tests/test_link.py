@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -355,21 +355,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # clients connect at one instant: no SYN may be dropped
-
-    def server_bind(self) -> None:
-        # Pin the sender's congestion control to the model's: Reno's slow start. Hosts differ
-        # in their default (BBR here), and CUBIC's HyStart leaves slow start early when CPU
-        # contention makes round trips jitter, which would move the yardstick, not the link.
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
-        super().server_bind()
-
-
 @pytest.fixture(scope="module")
 def server_port() -> Iterator[int]:
-    server = Server(("0.0.0.0", 0), Handler)
+    server = analytic.ModelSenderServer(("0.0.0.0", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -21,7 +20,7 @@ from server.app import create_app
 from server.build import build_synthetic
 from server.mpd import MPD_NAME, parse_mpd
 from streambed.errors import ConfigError
-from streambed.servers import free_port, serve_in_thread
+from streambed.servers import free_port, serve_in_thread, wait_healthy
 
 SECRET = b"TOP-SECRET-8f3a2c"
 CHUNK = "chunk-1-00002.m4s"
@@ -233,15 +232,7 @@ def test_origin_process(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "origin did not start"
-            time.sleep(0.2)
+        assert wait_healthy(url, proc) is None, "origin did not start"
         r = httpx.get(f"{url}/{MPD_NAME}")
         assert r.status_code == 200 and parse_mpd(r.text, r.url.path).num_segments == 2
     finally:

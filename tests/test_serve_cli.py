@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from abr_service.app.settings import Settings
 from abr_service.serve_cli import settings_from_args
 from streambed.cli import build_parser, main
 from streambed.errors import ConfigError
-from streambed.servers import free_port
+from streambed.servers import free_port, wait_healthy
 
 
 def parse(*argv: str) -> Settings:
@@ -105,15 +104,7 @@ def test_serve_process(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        assert wait_healthy(url, proc) is None, "serve did not start"
         health = httpx.get(f"{url}/healthz").json()
         assert health["uploads_enabled"] is True and health["default_algorithm"] == "robustmpc"
         r = httpx.post(f"{url}/decide", json={"session_id": "p", "chunk_index": 0, "buffer_s": 0})
