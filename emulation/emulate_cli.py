@@ -2,12 +2,14 @@
 
 A thin layer over :func:`emulation.orchestrate.emulate`. Exit status: 0 every session done;
 1 some failed (listed in OUT/failed.json; the report covers the others); 2 a usage error;
-130 interrupted (the report covers the sessions done).
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (``docker compose stop``); either way the
+report covers the sessions done and ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,8 @@ def register(subparsers: Any) -> None:
             "replaying the trace. Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
             "(Pensieve format), plots, OUT/failed.json, and each session's files under "
             "OUT/sessions/<algorithm>/<trace>[-rR]/. A failed session is retried once; Ctrl-C "
-            "stops the running sessions and still writes the report. Exit status: 0 all done, "
-            "1 some failed, 2 usage error, 130 interrupted."
+            "(or SIGTERM) stops the running sessions and still writes the report. Exit status: 0 "
+            "all done, 1 some failed, 2 usage error, 130 interrupted, 143 terminated."
         ),
         epilog=(
             "example: streambed emulate --traces traces/ --video video_sizes/ "
@@ -95,7 +97,17 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         session_timeout_s=args.session_timeout_s,
     )
-    result = emulate(config)
+    terminated = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = emulate(config)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     rows = [
         f"{'algorithm':<12}{'traces':>8}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}"
     ]
@@ -111,4 +123,4 @@ def run(args: argparse.Namespace) -> int:
         + (", interrupted" if result.interrupted else "")
     )
     print(f"report: {args.out / 'summary.json'}")
-    return result.exit_code
+    return 143 if terminated and result.interrupted else result.exit_code

@@ -1,7 +1,7 @@
 """``streambed emulate`` end to end: real sessions behind netns links (needs root, as test_link).
 
-A small generated video (6 chunks of 1 s, 3 levels) over two constant 8 Mbit/s traces, BBA and
-RobustMPC, two sessions at a time: the origin and a ``streambed serve`` process are started by
+A small generated video (5 chunks of 1 s, 3 levels) over three constant 5-8 Mbit/s traces, BBA
+and RobustMPC, two sessions at a time: the origin and a ``streambed serve`` process are started by
 the command itself. Then ``--resume`` reruns nothing, and a garbage trace fails (twice, retried
 once) while the good one completes.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,7 +25,14 @@ from reports.sessionlog import read_jsonl
 from streambed.cli import main
 
 ALGOS = ("bba", "robustmpc")
-CHUNKS = 6
+CHUNKS = 5
+TRACES = ("steady_a", "steady_b", "steady_c")
+
+
+def namespaces_of(pid: int) -> list[str]:
+    """The netns links process ``pid`` made that still exist (other emulations may be running
+    on this machine: only our own count)."""
+    return [n for n in netns.list_namespaces() if n.startswith(f"{netns.NETNS_PREFIX}{pid}-")]
 
 
 def write_trace(path: Path, mbps: float, seconds: int = 60) -> Path:
@@ -39,8 +47,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     video_json = video.save(root / "video.json")
     traces = root / "traces"
     traces.mkdir()
-    write_trace(traces / "steady_a", 8.0)
-    write_trace(traces / "steady_b", 6.0)
+    for name, mbps in zip(TRACES, (8.0, 6.0, 5.0), strict=True):
+        write_trace(traces / name, mbps)
     return traces, video_json
 
 
@@ -55,10 +63,9 @@ def emulate_netns(traces: Path, video_json: Path, out: Path, algorithms: str, *e
 def emulated(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     traces, video_json = inputs
     out = tmp_path_factory.mktemp("emulate") / "out"
-    before = set(netns.list_namespaces())
     code = emulate_netns(traces, video_json, out, ",".join(ALGOS), "--delay-ms", "10")
     assert code == 0, (out / "failed.json").read_text()
-    assert set(netns.list_namespaces()) <= before, "namespaces left behind"
+    assert namespaces_of(os.getpid()) == [], "namespaces left behind"
     return out
 
 
@@ -66,19 +73,20 @@ def test_emulate_writes_the_eval_report(emulated: Path) -> None:
     summary = json.loads((emulated / "summary.json").read_text())
     assert set(summary["algorithms"]) == set(ALGOS)
     for stats in summary["algorithms"].values():
-        assert stats["traces"] == 2
+        assert stats["traces"] == len(TRACES)
         assert stats["bitrate_mean_kbps"] > 0
-    assert summary["sessions"] == {"planned": 4, "done": 4, "failed": 0}
+    planned = len(TRACES) * len(ALGOS)
+    assert summary["sessions"] == {"planned": planned, "done": planned, "failed": 0}
     assert summary["link"] == "netns" and summary["complete"] is True
     with open(emulated / "per_trace.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((r["algorithm"], r["trace"]) for r in rows) == sorted(
-        (a, t) for a in ALGOS for t in ("steady_a", "steady_b")
+        (a, t) for a in ALGOS for t in TRACES
     )
     assert all(int(r["chunks"]) == CHUNKS for r in rows)
     assert json.loads((emulated / "failed.json").read_text()) == []
     for algorithm in ALGOS:
-        for trace in ("steady_a", "steady_b"):
+        for trace in TRACES:
             session = emulated / "sessions" / algorithm / trace
             records = read_jsonl(session / "chunks.jsonl")
             assert len(records) == CHUNKS
@@ -100,7 +108,7 @@ def test_resume_reruns_nothing(emulated: Path, inputs: tuple[Path, Path]) -> Non
     assert time.monotonic() - started < 10  # no service started, no session played
     assert [p.stat().st_mtime_ns for p in logs] == stamps
     summary = json.loads((emulated / "summary.json").read_text())
-    assert all(s["traces"] == 2 for s in summary["algorithms"].values())
+    assert all(s["traces"] == len(TRACES) for s in summary["algorithms"].values())
 
 
 def test_a_failing_session_is_retried_once_and_reported(
@@ -139,7 +147,6 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(
     write_trace(traces / "slow_a", 0.2)  # about 1.5 s per chunk: a session lasts ~10 s
     write_trace(traces / "slow_b", 0.2)
     out = tmp_path / "out"
-    before = set(netns.list_namespaces())
     proc = subprocess.Popen(
         [sys.executable, "-m", "streambed", "emulate", "--traces", str(traces)]
         + ["--video", str(video_json), "--algorithms", "bba", "--abr", "http://127.0.0.1:9"]
@@ -165,4 +172,70 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(
     assert summary["interrupted"] is True and summary["complete"] is False
     assert summary["sessions"]["done"] == 0
     assert json.loads((out / "failed.json").read_text()) == []
-    assert set(netns.list_namespaces()) <= before, "namespaces left behind"
+    assert namespaces_of(proc.pid) == [], "namespaces left behind"
+
+
+def report_rows(out: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(out / "per_trace.csv", newline="") as fh:
+        return {(r["algorithm"], r["trace"]): r for r in csv.DictReader(fh)}
+
+
+def test_killed_and_resumed_equals_uninterrupted(
+    emulated: Path, inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """SIGTERM after the first session, then ``--resume``: the report equals the uninterrupted
+    run's (``emulated``: same traces, algorithms and video). Constant 5-8 Mbit/s links leave
+    no room for timing noise in the decisions of BBA or RobustMPC, so the QoE is exact."""
+    traces, video_json = inputs
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streambed", "emulate", "--traces", str(traces)]
+        + ["--video", str(video_json), "--algorithms", ",".join(ALGOS), "--delay-ms", "10"]
+        + ["--link", "netns", "--parallel", "1", "--no-progress", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            json.loads(p.read_text()).get("status") == "done"
+            for p in out.glob("sessions/*/*/session.json")
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "no session finished"
+            time.sleep(0.05)
+        proc.terminate()
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, f"exit {proc.returncode}: {output[-2000:]}"
+    partial = json.loads((out / "summary.json").read_text())
+    planned = len(TRACES) * len(ALGOS)
+    assert partial["interrupted"] is True
+    assert 1 <= partial["sessions"]["done"] < planned
+    assert len(report_rows(out)) == partial["sessions"]["done"]
+    assert namespaces_of(proc.pid) == [], "namespaces left behind"
+
+    code = emulate_netns(traces, video_json, out, ",".join(ALGOS), "--delay-ms", "10", "--resume")
+    assert code == 0, (out / "failed.json").read_text()
+    resumed = json.loads((out / "summary.json").read_text())
+    uninterrupted = json.loads((emulated / "summary.json").read_text())
+    assert resumed["sessions"] == uninterrupted["sessions"]
+    assert resumed["complete"] is True
+    assert resumed["algorithms"].keys() == uninterrupted["algorithms"].keys()
+    for name, stats in uninterrupted["algorithms"].items():
+        for key in ("traces", "qoe_mean", "bitrate_mean_kbps", "switches_per_chunk"):
+            assert resumed["algorithms"][name][key] == pytest.approx(stats[key]), (name, key)
+    rows, expected = report_rows(out), report_rows(emulated)
+    assert rows.keys() == expected.keys()
+    for key, row in expected.items():
+        assert rows[key]["chunks"] == row["chunks"]
+        assert float(rows[key]["qoe"]) == pytest.approx(float(row["qoe"]), abs=1e-9), key
+        qualities = [
+            r.quality for r in read_jsonl(out / "sessions" / key[0] / key[1] / "chunks.jsonl")
+        ]
+        assert qualities == [
+            r.quality for r in read_jsonl(emulated / "sessions" / key[0] / key[1] / "chunks.jsonl")
+        ]
