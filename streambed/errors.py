@@ -33,3 +33,8 @@ class ContentError(StreambedError):
 
 class LinkError(StreambedError):
     """An emulated network link cannot be set up or run; the message names what failed."""
+
+
+class ReportError(StreambedError):
+    """A report directory cannot be read (no summary.json, a malformed per_trace.csv, ...);
+    the message names the file and what is wrong."""

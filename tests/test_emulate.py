@@ -230,12 +230,11 @@ def test_killed_and_resumed_equals_uninterrupted(
             assert resumed["algorithms"][name][key] == pytest.approx(stats[key]), (name, key)
     rows, expected = report_rows(out), report_rows(emulated)
     assert rows.keys() == expected.keys()
-    for key, row in expected.items():
-        assert rows[key]["chunks"] == row["chunks"]
-        assert float(rows[key]["qoe"]) == pytest.approx(float(row["qoe"]), abs=1e-9), key
-        qualities = [
-            r.quality for r in read_jsonl(out / "sessions" / key[0] / key[1] / "chunks.jsonl")
-        ]
-        assert qualities == [
-            r.quality for r in read_jsonl(emulated / "sessions" / key[0] / key[1] / "chunks.jsonl")
+    for (algorithm, trace), row in expected.items():
+        got = rows[(algorithm, trace)]
+        assert got["chunks"] == row["chunks"]
+        assert float(got["qoe"]) == pytest.approx(float(row["qoe"]), abs=1e-9), (algorithm, trace)
+        chunks = Path("sessions") / algorithm / trace / "chunks.jsonl"
+        assert [r.quality for r in read_jsonl(out / chunks)] == [
+            r.quality for r in read_jsonl(emulated / chunks)
         ]
