@@ -250,6 +250,8 @@ def create_plumbing() -> NetnsPlumbing:
     with _allocation_lock():
         used = _used_networks()
         existing = set(_ip("-o", "link", "show").split())
+        # A link being torn down loses its devices before its namespace: its k is not free yet.
+        closing = {name.rpartition("-")[2] for name in list_namespaces()}
         subnets = list(pool.subnets(new_prefix=30))
         start = (pid * 7919) % len(subnets)
         for step in range(len(subnets)):
@@ -257,7 +259,7 @@ def create_plumbing() -> NetnsPlumbing:
             net = subnets[k]
             if any(net.overlaps(u) for u in used):
                 continue
-            if f"sbh{k}:" in existing or f"sbn{k}:" in existing:
+            if f"sbh{k}:" in existing or f"sbn{k}:" in existing or str(k) in closing:
                 continue
             break
         else:

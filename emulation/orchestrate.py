@@ -425,7 +425,13 @@ def emulate(
         "traces_dir": str(config.traces),
         "repeat": config.repeat,
         "run_id": run_id,
+        "algorithms_run": list(config.algorithms),
+        "max_chunks": config.max_chunks,
     }
+    if config.content is not None or config.video is not None:
+        extra["content"] = str(config.content or out / "content")
+    if config.model is not None:
+        extra["model"] = str(config.model)
     log.info(
         "%d sessions (%d already done), %d at a time, %s link, %g ms delay",
         len(jobs),

@@ -152,17 +152,21 @@ def plot_timeline(
         np.append(rates, rates[-1]),
         where="post",
         color="C0",
-        lw=1.6,
+        lw=1.8,
+        zorder=4,
         label="bitrate chosen",
     )
     inside = throughput <= top
-    ax.plot(ends[inside], throughput[inside], ".", color="C1", ms=4, label="throughput")
+    ax.plot(ends[inside], throughput[inside], ".", color="C1", ms=4, zorder=5, label="throughput")
     if not inside.all():
         ax.plot(ends[~inside], np.full((~inside).sum(), top), "^", color="C1", ms=4)
+    # A stall shorter than a pixel is still drawn, as a band of the smallest visible width.
+    min_width = end_s / 250
     for i, r in enumerate(records):
         if r.rebuffer_s > 0:
             color = "0.8" if i == 0 else "red"
-            ax.axvspan(r.request_end_s - r.rebuffer_s, r.request_end_s, color=color, alpha=0.35)
+            width = max(r.rebuffer_s, min_width)
+            ax.axvspan(r.request_end_s - width, r.request_end_s, color=color, alpha=0.35)
     ax.set_xlim(0, end_s)
     ax.set_ylim(0, top)
     ax.set_xlabel("session time (s)", fontsize=8)
@@ -172,7 +176,7 @@ def plot_timeline(
 
     buf_ax = ax.twinx()
     buf_t, buf_s = _buffer_curve(records)
-    buf_ax.plot(buf_t, buf_s, color="C2", lw=1.0, label="buffer (s)")
+    buf_ax.plot(buf_t, buf_s, color="C2", lw=0.8, alpha=0.75, label="buffer (s)")
     buf_ax.set_ylim(0, max(float(buf_s.max()), 1.0) * 1.1)
     buf_ax.set_ylabel("buffer (s)", fontsize=8)
     buf_ax.tick_params(labelsize=7)

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "traces": "traces.cli",
     "link": "emulation.link_cli",
     "emulate": "emulation.emulate_cli",
+    "calibrate": "emulation.calibrate_cli",
     "report": "reports.report_cli",
     "demo": "streambed.demo",
 }
