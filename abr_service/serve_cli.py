@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from abr_service.app.main import create_app
+    from streambed.servers import KEEP_ALIVE_S
 
     settings = settings_from_args(args)
     torch.set_num_threads(1)  # one small forward pass per request: threads only add latency
@@ -106,5 +107,6 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         access_log=settings.access_log,
         log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0

@@ -188,7 +188,12 @@ class Decider:
             self.session_id, chunk_index, buffer_s, last, self.algorithm, self.video, self.params
         )
         try:
-            response = self.client.post(self.url, json=body, timeout=self.timeout)
+            try:
+                response = self.client.post(self.url, json=body, timeout=self.timeout)
+            except httpx.RemoteProtocolError:
+                # A kept-alive connection the server closed as we sent (a server with a short
+                # keep-alive): the request was never answered, so asking again is safe.
+                response = self.client.post(self.url, json=body, timeout=self.timeout)
             outcome = parse_answer(response, chunk_index, self.fallback.num_levels)
         except httpx.TimeoutException as exc:
             outcome = f"no answer within {self.timeout.read} s ({type(exc).__name__})"

@@ -81,6 +81,8 @@ CHUNKS_JSONL = "chunks.jsonl"
 PENSIEVE_LOG = "pensieve.log"
 SESSION_JSON = "session.json"
 SESSION_FORMAT = "streambed-play/1"
+CLIENT_KEEP_ALIVE_S = 60.0
+"""Seconds the player keeps an idle connection (below the servers' 75 s keep-alive)."""
 UNKNOWN_ALGORITHM = "service-default"
 """The records' ``algorithm`` when none was configured and the service never named one."""
 
@@ -267,14 +269,19 @@ class _Player:
     def _clients(self) -> Iterator[tuple[httpx.Client, httpx.Client]]:
         # Separate clients: the origin's keep-alive connection carries only media, and each
         # has its own timeouts. identity: the bytes counted are the bytes on the wire.
+        # Idle connections are kept below Streambed's servers' keep-alive (75 s) so that a
+        # request never races the server closing them; browsers keep theirs for minutes too.
+        limits = httpx.Limits(keepalive_expiry=CLIENT_KEEP_ALIVE_S)
         origin = httpx.Client(
             transport=self.transport,
             timeout=httpx.Timeout(self.config.origin_timeout_s),
             headers={"Accept-Encoding": "identity"},
+            limits=limits,
         )
         service = httpx.Client(
             transport=self.decision_transport,
             timeout=httpx.Timeout(self.config.decision_timeout_s),
+            limits=limits,
         )
         with origin, service:
             yield origin, service

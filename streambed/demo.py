@@ -1,57 +1,105 @@
 """``streambed demo``: the main job on embedded defaults, with no data and no network.
 
-Generates a trace set and a video, evaluates the classic algorithms, the PPO policy Streambed
-ships (``models/norway.pt``) and the offline optimum in the simulator, and writes the report
-(summary, per-trace CSV, logs, plots).
+1. generates a small trace set (``OUT/traces``);
+2. encodes real DASH content with ffmpeg (``OUT/content``: H.264, Pensieve's 6-level ladder);
+3. emulates BBA, RobustMPC and the learned policy Streambed ships (``models/norway.pt``): one
+   real-time session per trace and algorithm behind a link replaying the trace (``--link auto``:
+   netns as root, else the userspace proxy), asking a started ``streambed serve`` for every
+   chunk (``OUT/emulation``);
+4. simulates the same algorithms and the offline optimum on the same traces and content
+   (``OUT/simulation``) and compares the two per trace (``OUT/sim_vs_emu.csv``);
+5. writes the HTML report of both (``OUT/report.html``) and prints its path last.
+
+``--sim-only`` skips the content and the emulation: every classic algorithm, the learned policy
+and the optimum in the simulator, on a generated video (seconds, not minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from abr_service.algorithms import CLASSIC
 from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
-from traces import save_pensieve
-from trainer.eval_cli import format_table
-from trainer.evaluate import evaluate
+from streambed.errors import ConfigError
+from traces import Trace, save_pensieve
 
 log = logging.getLogger(__name__)
+
+EMULATED = ("bba", "robustmpc", "ppo")
+DEMO_TRACES = 4
+DEMO_DURATION_S = 60.0
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="generate traces and a video, evaluate the classic algorithms, write a report",
+        help="generate traces and real content, emulate BBA, RobustMPC and PPO, write a report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="default: %(default)s")
-    p.add_argument("--traces", type=int, default=DEFAULT_TRACE_COUNT, help="how many traces")
+    p.add_argument(
+        "--traces",
+        type=int,
+        help=f"how many traces (default {DEMO_TRACES}; {DEFAULT_TRACE_COUNT} with --sim-only)",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=DEMO_DURATION_S,
+        help="seconds of video to encode, a multiple of 4 (default %(default)s)",
+    )
+    p.add_argument(
+        "--link",
+        choices=("auto", "netns", "proxy", "mahimahi"),
+        default="auto",
+        help="link kind of the emulation (default auto: netns as root, else proxy)",
+    )
+    p.add_argument("--parallel", type=int, help="sessions at a time (default: all, at most 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated traces and video")
+    p.add_argument(
+        "--sim-only", action="store_true", help="simulation only: no ffmpeg, no emulation"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    traces = default_traces(args.traces, args.seed)
-    video = default_video(args.seed)
-    (out / "traces").mkdir(parents=True, exist_ok=True)
+def _write_traces(traces: list[Trace], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     for trace in traces:
-        save_pensieve(trace, out / "traces" / trace.name)
-    video.save(out / "video")
-    log.info(
-        "generated %d traces in %s and the video in %s", len(traces), out / "traces", out / "video"
-    )
-    algorithms, params = [*CLASSIC, "optimal"], {}
+        save_pensieve(trace, folder / trace.name)
+    return folder
+
+
+def _learned_policy(algorithms: list[str], params: dict[str, dict[str, Any]]) -> None:
     if SHIPPED_MODEL.is_file():
-        algorithms.insert(-1, "ppo")
         params["ppo"] = {"model": str(SHIPPED_MODEL)}
     else:
         log.warning("%s is missing: the demo runs without the learned policy", SHIPPED_MODEL)
+        algorithms.remove("ppo")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_sim_only(args) if args.sim_only else run_emulated(args)
+
+
+def run_sim_only(args: argparse.Namespace) -> int:
+    from abr_service.algorithms import CLASSIC
+    from trainer.eval_cli import format_table
+    from trainer.evaluate import evaluate
+
+    out: Path = args.out
+    traces = default_traces(args.traces or DEFAULT_TRACE_COUNT, args.seed)
+    video = default_video(args.seed)
+    _write_traces(traces, out / "traces")
+    video.save(out / "video")
+    log.info("generated %d traces in %s and the video in %s", len(traces), out / "traces", out)
+    algorithms = [*CLASSIC, "ppo", "optimal"]
+    params: dict[str, dict[str, Any]] = {}
+    _learned_policy(algorithms, params)
     result = evaluate(
         traces,
         video,
@@ -66,3 +114,83 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {out / 'eval' / 'summary.json'}")
     print(f"plots:  {out / 'eval' / 'qoe_cdf.png'}  {out / 'eval' / 'bitrate_vs_rebuffer.png'}")
     return 0
+
+
+def run_emulated(args: argparse.Namespace) -> int:
+    from abr_service.video import VIDEO_JSON, load_video
+    from emulation.orchestrate import EmulateConfig, emulate
+    from reports.fidelity import compare, write_sim_vs_emu
+    from reports.html import write_html_report
+    from server.build import build_encoded
+    from trainer.eval_cli import format_table
+    from trainer.evaluate import evaluate
+
+    out: Path = args.out
+    count = args.traces or DEMO_TRACES
+    if count < 1:
+        raise ConfigError(f"--traces {count}: need at least one trace")
+    started = time.monotonic()
+    traces = default_traces(count, args.seed)
+    traces_dir = _write_traces(traces, out / "traces")
+    log.info("generated %d traces in %s", len(traces), traces_dir)
+
+    content = out / "content"
+    if not (content / VIDEO_JSON).is_file():
+        log.info(
+            "encoding %g s of video at 6 bitrates with ffmpeg into %s", args.duration_s, content
+        )
+        build_encoded(content, duration_s=args.duration_s, force=True)
+    video = load_video(content / VIDEO_JSON)
+
+    algorithms = list(EMULATED)
+    params: dict[str, dict[str, Any]] = {}
+    _learned_policy(algorithms, params)
+    sessions = len(traces) * len(algorithms)
+    emulated = emulate(
+        EmulateConfig(
+            traces=traces_dir,
+            algorithms=tuple(algorithms),
+            out=out / "emulation",
+            content=content,
+            model=SHIPPED_MODEL if "ppo" in algorithms else None,
+            link=args.link,
+            parallel=args.parallel or min(sessions, 16),
+            progress=not args.no_progress,
+        )
+    )
+    if emulated.interrupted:
+        return emulated.exit_code
+
+    simulated = evaluate(
+        traces,
+        video,
+        [*algorithms, "optimal"],
+        params=params,
+        out=out / "simulation",
+        seed=args.seed,
+        run_id="demo",
+        progress=not args.no_progress,
+    )
+    fidelity = write_sim_vs_emu(compare(out / "simulation", out / "emulation"), out)
+    html = write_html_report(
+        [out / "emulation", out / "simulation"], out / "report.html", traces=traces_dir
+    )
+
+    print("simulation (same traces and content):")
+    print(format_table(simulated))
+    print("emulation:")
+    for name, s in emulated.summary.get("algorithms", {}).items():
+        print(
+            f"  {name:<12} qoe_mean {s['qoe_mean']:.4f}  bitrate {s['bitrate_mean_kbps']:.0f} kbps"
+            f"  rebuffer ratio {s['rebuffer_ratio']:.4f}  ({s['traces']} traces)"
+        )
+    gap = fidelity.get("overall", {}).get("mean_abs_qoe_gap")
+    if gap is not None:
+        print(
+            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({out / 'sim_vs_emu.csv'})"
+        )
+    if emulated.failed:
+        print(f"{len(emulated.failed)} session(s) failed: {out / 'emulation' / 'failed.json'}")
+    print(f"done in {time.monotonic() - started:.0f} s")
+    print(f"report: {html}")
+    return emulated.exit_code

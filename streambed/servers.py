@@ -17,11 +17,25 @@ from typing import Any
 import httpx
 import uvicorn
 
+KEEP_ALIVE_S = 75
+"""Seconds an idle keep-alive connection stays open in every server Streambed runs (uvicorn's
+default is 5). A player idles longer than 5 s between requests whenever its buffer is full or a
+chunk downloads slowly; a shorter server timeout than the client's races with the client's next
+request, which then fails with "Server disconnected" (measured: 70 of 6,816 decisions in a
+32-session emulation fell back to local BBA that way)."""
+
 
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Yield the base URL (``http://host:port``) while ``app`` is served; stop it afterwards."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

@@ -236,7 +236,7 @@ def test_param_reaches_the_algorithm(tmp_path: Path) -> None:
 
 def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--traces", "3", "--no-progress"]) == 0
+    assert main(["demo", "--sim-only", "--out", str(out), "--traces", "3", "--no-progress"]) == 0
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert list(summary["algorithms"]) == [
         *("bba", "rb", "bola", "fastmpc", "robustmpc", "ppo", "optimal")

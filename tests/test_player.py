@@ -259,6 +259,30 @@ def test_every_decide_body_fits_the_service_schema(origin: str, tmp_path: Path) 
     check_records(result.records, 60.0)
 
 
+def test_a_kept_alive_connection_closed_under_the_request_is_asked_again(
+    origin: str, tmp_path: Path
+) -> None:
+    """The server closing an idle connection as the player reuses it (``Server disconnected``,
+    70 decisions of a 32-session emulation before this was handled) costs a second request,
+    not a fallback. Any other request error still falls back at once."""
+    calls: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        k = json.loads(request.content)["chunk_index"]
+        calls.append(k)
+        if k in (2, 5) and calls.count(k) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if k == 7:
+            raise httpx.ReadError("connection reset")
+        return httpx.Response(200, json={"chunk_index": k, "quality": 1})
+
+    cfg = make_config(origin, "http://abr.invalid", tmp_path)
+    result = play_session(cfg, decision_transport=httpx.MockTransport(answer))
+    assert result.ok
+    assert calls.count(2) == calls.count(5) == 2 and calls.count(7) == 1
+    assert [r.chunk_index for r in result.records if r.fallback] == [7]
+
+
 def test_service_down_from_the_start_bba_decides(origin: str, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     result = play_session(make_config(origin, dead, tmp_path, algorithm="robustmpc"))
