@@ -62,6 +62,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--session-timeout-s", type=float, help="fail a session still running after this long"
     )
+    p.add_argument(
+        "--compare-sim",
+        action="store_true",
+        help="then simulate the same traces, video and algorithms (OUT/sim) and compare per "
+        "trace: OUT/sim_vs_emu.csv, .json and .png",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=run)
@@ -122,5 +128,15 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.done) - result.skipped} run, {len(result.failed)} failed"
         + (", interrupted" if result.interrupted else "")
     )
+    if args.compare_sim and result.done and not result.interrupted:
+        from reports.fidelity import sim_vs_emu
+
+        found = sim_vs_emu(args.out, progress=not args.no_progress)["overall"]
+        gap = found.get("qoe_gap_mean_abs")
+        print(
+            f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "
+            + ("n/a" if gap is None else f"{gap:.4f}")
+            + f" ({args.out / 'sim_vs_emu.csv'})"
+        )
     print(f"report: {args.out / 'summary.json'}")
     return 143 if terminated and result.interrupted else result.exit_code

@@ -148,13 +148,22 @@ def match(
     sim_where: str = "simulation",
     emu_where: str = "emulation",
 ) -> Matched:
-    """Join two sets of per-trace metrics on (algorithm, trace), in the emulation's order."""
+    """Join two sets of per-trace metrics on (algorithm, trace), in the emulation's order.
+
+    ``streambed eval`` names a trace by its file name and ``streambed emulate`` by the file's
+    stem, so a simulated ``x.log`` matches an emulated ``x`` when no simulated ``x`` exists."""
     sim_by, emu_by = _by_key(sim, sim_where), _by_key(emu, emu_where)
+    by_stem: dict[tuple[str, str], tuple[str, str]] = {}
+    for a, t in sim_by:
+        by_stem.setdefault((a, Path(t).stem), (a, t))
     rows = []
+    used = set()
     for key, e in emu_by.items():
-        s = sim_by.get(key)
-        if s is None:
+        sim_key = key if key in sim_by else by_stem.get(key)
+        if sim_key is None:
             continue
+        used.add(sim_key)
+        s = sim_by[sim_key]
         rows.append(
             FidelityRow(
                 algorithm=key[0],
@@ -177,8 +186,8 @@ def match(
         )
     return Matched(
         rows=rows,
-        only_sim=[k for k in sim_by if k not in emu_by],
-        only_emu=[k for k in emu_by if k not in sim_by],
+        only_sim=[k for k in sim_by if k not in used],
+        only_emu=[k for k in emu_by if k not in sim_by and by_stem.get(k) is None],
     )
 
 

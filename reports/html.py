@@ -211,6 +211,7 @@ def render_page(
         _summary_section(series, seed=seed, resamples=resamples),
         _paired_section(series, seed=seed, resamples=resamples),
         _plots_section(series),
+        _fidelity_section(sources),
         _timelines_section(series, max_timelines),
         "</body></html>",
     ]
@@ -434,6 +435,60 @@ def _plots_section(series: Sequence[Series]) -> str:
         f"<figure>{scatter}<figcaption>Mean bitrate against rebuffer ratio.</figcaption>"
         "</figure></div>"
     )
+
+
+def _fidelity_section(sources: Sequence[ReportDir]) -> str:
+    """Each input's ``sim_vs_emu.json`` and plot (``streambed emulate --compare-sim``,
+    ``streambed report --sim --emu``, the demo), when it has them."""
+    import json
+
+    from reports.fidelity import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
+
+    blocks = []
+    for source in sources:
+        path = source.path / SIM_VS_EMU_JSON
+        if not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_text())
+            groups = {"all": found["overall"], **found.get("algorithms", {})}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            blocks.append(
+                f'<p class="note">{escape(str(path))}: unreadable ({escape(str(exc))})</p>'
+            )
+            continue
+        columns = (
+            ("sessions", "count", "d"),
+            ("sim QoE", "sim_qoe_mean", ".4f"),
+            ("emu QoE", "emu_qoe_mean", ".4f"),
+            ("mean |QoE gap|", "qoe_gap_mean_abs", ".4f"),
+            ("mean QoE gap", "qoe_gap_mean", ".4f"),
+            ("mean |bitrate gap| kbps", "bitrate_gap_mean_abs_kbps", ".0f"),
+            ("mean |rebuffer ratio gap|", "rebuffer_ratio_gap_mean_abs", ".4f"),
+        )
+        head = "".join(f"<th>{escape(c[0])}</th>" for c in columns)
+        rows = []
+        for name, stats in groups.items():
+            cells = []
+            for _, key, spec in columns:
+                value = stats.get(key) if isinstance(stats, dict) else None
+                cells.append(f"<td>{'—' if value is None else format(value, spec)}</td>")
+            rows.append(f"<tr><th>{escape(str(name))}</th>{''.join(cells)}</tr>")
+        png = source.path / SIM_VS_EMU_PNG
+        plot = _img(png.read_bytes(), "emulated against simulated QoE") if png.is_file() else ""
+        constants = found.get("sim_config") or {}
+        blocks.append(
+            f"<h3>{escape(source.name)}</h3>"
+            f'<p class="note">Simulated: {escape(str(found.get("simulation", "?")))} with '
+            f"rtt_s {escape(str(constants.get('rtt_s', '?')))}, payload_factor "
+            f"{escape(str(constants.get('payload_factor', '?')))}. Gap = emulated minus "
+            "simulated, per trace; negative means the simulator is optimistic.</p>"
+            f"<table><tr><th>algorithm</th>{head}</tr>{''.join(rows)}</table>"
+            f"<figure>{plot}</figure>"
+        )
+    if not blocks:
+        return ""
+    return '<h2 id="sim-vs-emu">Simulation versus emulation</h2>' + "".join(blocks)
 
 
 def _trace_for(source: ReportDir, trace_name: str) -> tuple[Trace | None, str]:

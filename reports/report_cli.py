@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
+
+from streambed.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -17,15 +20,28 @@ def register(subparsers: Any) -> None:
             "inlined (plots as PNG data URIs, no external resources, no script): the inputs, a "
             "summary table per algorithm with bootstrap 95% confidence intervals, paired "
             "per-trace comparisons, the QoE CDF and bitrate-vs-rebuffer plots, and per-session "
-            "timelines (bitrate, throughput, trace bandwidth, buffer, stalls)."
+            "timelines (bitrate, throughput, trace bandwidth, buffer, stalls). With --sim and "
+            "--emu it first compares a simulation with an emulation of the same traces and "
+            "algorithms, per trace (sim_vs_emu.csv, .json and .png in OUT_EMU), and the page "
+            "shows the comparison."
         ),
         epilog=(
-            "example: streambed report out/eval out/emu --html report.html --traces traces/ "
-            "--max-timelines 12"
+            "examples: streambed report out/eval out/emu --html report.html --traces traces/ "
+            "--max-timelines 12;  streambed report --sim out/sim --emu out/emu"
         ),
     )
     p.add_argument(
-        "out", nargs="+", type=Path, metavar="OUT", help="output directory of eval or emulate"
+        "out", nargs="*", type=Path, metavar="OUT", help="output directory of eval or emulate"
+    )
+    p.add_argument(
+        "--sim",
+        type=Path,
+        metavar="OUT_SIM",
+        help="with --emu: a `streambed eval` output of the same traces and algorithms; writes "
+        "sim_vs_emu.csv/.json/.png into OUT_EMU and reports both",
+    )
+    p.add_argument(
+        "--emu", type=Path, metavar="OUT_EMU", help="with --sim: a `streambed emulate` output"
     )
     p.add_argument(
         "--html",
@@ -53,13 +69,42 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def inputs_of(args: argparse.Namespace) -> list[Path]:
+    """The report's inputs: OUT..., then --emu and --sim when not among them."""
+    if (args.sim is None) != (args.emu is None):
+        raise ConfigError("--sim and --emu go together")
+    inputs = list(args.out)
+    for extra in (args.emu, args.sim):
+        if extra is not None and extra not in inputs:
+            inputs.append(extra)
+    if not inputs:
+        raise ConfigError("give at least one OUT directory (or --sim and --emu)")
+    return inputs
+
+
+def write_fidelity(sim: Path, emu: Path) -> dict[str, Any]:
+    """``sim_vs_emu.*`` of ``sim`` against ``emu``, written into ``emu``."""
+    from reports.fidelity import compare_matched, write_sim_vs_emu
+
+    matched = compare_matched(sim, emu)
+    extra = {
+        "simulation": str(sim),
+        "emulation": str(emu),
+        "sim_config": json.loads((sim / "summary.json").read_text()).get("sim_config"),
+        "only_sim": [list(k) for k in matched.only_sim],
+        "only_emu": [list(k) for k in matched.only_emu],
+    }
+    return write_sim_vs_emu(matched.rows, emu, extra=extra)
+
+
 def write_html(args: argparse.Namespace) -> Path:
     """The HTML part of the command: write the page ``args`` asks for; return its path."""
     from reports.html import write_html_report
 
-    html = args.html if args.html is not None else args.out[0] / "report.html"
+    inputs = inputs_of(args)
+    html = args.html if args.html is not None else inputs[0] / "report.html"
     return write_html_report(
-        args.out,
+        inputs,
         html,
         traces=args.traces,
         max_timelines=args.max_timelines,
@@ -68,6 +113,15 @@ def write_html(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs_of(args)  # usage errors before any work
+    if args.sim is not None:
+        found = write_fidelity(args.sim, args.emu)["overall"]
+        gap = found.get("qoe_gap_mean_abs")
+        print(
+            f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "
+            + ("n/a" if gap is None else f"{gap:.4f}")
+            + f" ({args.emu / 'sim_vs_emu.csv'})"
+        )
     path = write_html(args)
     print(f"report: {path}")
     return 0

@@ -7,7 +7,7 @@
    netns as root, else the userspace proxy), asking a started ``streambed serve`` for every
    chunk (``OUT/emulation``);
 4. simulates the same algorithms and the offline optimum on the same traces and content
-   (``OUT/simulation``) and compares the two per trace (``OUT/sim_vs_emu.csv``);
+   (``OUT/simulation``) and compares the two per trace (``OUT/emulation/sim_vs_emu.csv``);
 5. writes the HTML report of both (``OUT/report.html``) and prints its path last.
 
 ``--sim-only`` skips the content and the emulation: every classic algorithm, the learned policy
@@ -119,8 +119,8 @@ def run_sim_only(args: argparse.Namespace) -> int:
 def run_emulated(args: argparse.Namespace) -> int:
     from abr_service.video import VIDEO_JSON, load_video
     from emulation.orchestrate import EmulateConfig, emulate
-    from reports.fidelity import compare, write_sim_vs_emu
     from reports.html import write_html_report
+    from reports.report_cli import write_fidelity
     from server.build import build_encoded
     from trainer.eval_cli import format_table
     from trainer.evaluate import evaluate
@@ -171,7 +171,7 @@ def run_emulated(args: argparse.Namespace) -> int:
         run_id="demo",
         progress=not args.no_progress,
     )
-    fidelity = write_sim_vs_emu(compare(out / "simulation", out / "emulation"), out)
+    fidelity = write_fidelity(out / "simulation", out / "emulation")
     html = write_html_report(
         [out / "emulation", out / "simulation"], out / "report.html", traces=traces_dir
     )
@@ -184,10 +184,10 @@ def run_emulated(args: argparse.Namespace) -> int:
             f"  {name:<12} qoe_mean {s['qoe_mean']:.4f}  bitrate {s['bitrate_mean_kbps']:.0f} kbps"
             f"  rebuffer ratio {s['rebuffer_ratio']:.4f}  ({s['traces']} traces)"
         )
-    gap = fidelity.get("overall", {}).get("mean_abs_qoe_gap")
+    gap = fidelity["overall"].get("qoe_gap_mean_abs")
     if gap is not None:
         print(
-            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({out / 'sim_vs_emu.csv'})"
+            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({out / 'emulation' / 'sim_vs_emu.csv'})"
         )
     if emulated.failed:
         print(f"{len(emulated.failed)} session(s) failed: {out / 'emulation' / 'failed.json'}")

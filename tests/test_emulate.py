@@ -63,7 +63,9 @@ def emulate_netns(traces: Path, video_json: Path, out: Path, algorithms: str, *e
 def emulated(inputs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     traces, video_json = inputs
     out = tmp_path_factory.mktemp("emulate") / "out"
-    code = emulate_netns(traces, video_json, out, ",".join(ALGOS), "--delay-ms", "10")
+    code = emulate_netns(
+        traces, video_json, out, ",".join(ALGOS), "--delay-ms", "10", "--compare-sim"
+    )
     assert code == 0, (out / "failed.json").read_text()
     assert namespaces_of(os.getpid()) == [], "namespaces left behind"
     return out
@@ -96,6 +98,30 @@ def test_emulate_writes_the_eval_report(emulated: Path) -> None:
             assert info["fallbacks"] == 0  # the started service decided every chunk
             assert (emulated / "logs" / algorithm / f"log_{algorithm}_{trace}").is_file()
     assert (emulated / "qoe_cdf.png").is_file()
+
+
+def test_compare_sim(emulated: Path) -> None:
+    """``--compare-sim`` simulated the same sessions (OUT/sim) and compared them per trace."""
+    sim = json.loads((emulated / "sim" / "summary.json").read_text())
+    assert sim["mode"] == "test" and set(sim["algorithms"]) == set(ALGOS)
+    with open(emulated / "sim_vs_emu.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["algorithm"], r["trace"]) for r in rows) == sorted(
+        (a, t) for a in ALGOS for t in TRACES
+    )
+    emulated_qoe = {
+        (r["algorithm"], r["trace"]): float(r["qoe"]) for r in report_rows(emulated).values()
+    }
+    for row in rows:
+        key = (row["algorithm"], row["trace"])
+        assert float(row["emu_qoe"]) == pytest.approx(emulated_qoe[key])
+        assert float(row["qoe_gap"]) == pytest.approx(float(row["emu_qoe"]) - float(row["sim_qoe"]))
+    found = json.loads((emulated / "sim_vs_emu.json").read_text())
+    assert found["overall"]["count"] == len(rows)
+    assert found["overall"]["qoe_gap_mean_abs"] == pytest.approx(
+        sum(abs(float(r["qoe_gap"])) for r in rows) / len(rows)
+    )
+    assert (emulated / "sim_vs_emu.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_reruns_nothing(emulated: Path, inputs: tuple[Path, Path]) -> None:

@@ -339,3 +339,38 @@ def test_unwritable_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_bad_max_timelines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path), "--max-timelines", "-2"]) == 2
     assert "--max-timelines must be -1 (all), 0 (none) or more" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Simulation versus emulation
+
+
+def test_sim_against_emu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The fabricated emulation's records are the simulator's own on the same traces and video,
+    so a simulation of those trace files matches every emulated session with zero gap; eval
+    names the traces ``fast.log``, emulate ``fast`` (matched by stem)."""
+    emu = make_emulation_output(tmp_path)
+    sim = tmp_path / "sim"
+    argv = ["eval", "--out", str(sim), "--traces", str(tmp_path / "emu-traces"), "--no-progress"]
+    assert main([*argv, "--algorithms", ",".join(EMU_ALGORITHMS)]) == 0
+    page = tmp_path / "both.html"
+    assert main(["report", "--sim", str(sim), "--emu", str(emu), "--html", str(page)]) == 0
+    assert "mean |QoE gap| 0.0000" in capsys.readouterr().out
+    with open(emu / "sim_vs_emu.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["algorithm"], r["trace"]) for r in rows) == [
+        ("bba", "fast"),
+        ("bba", "x<y&z"),
+        ("robustmpc", "x<y&z"),
+    ]
+    assert all(float(r["qoe_gap"]) == pytest.approx(0.0, abs=1e-12) for r in rows)
+    text = page.read_text()
+    assert 'id="sim-vs-emu"' in text and text.count(DATA_IMG) >= 4
+    assert html.escape("x<y&z") in text and "x<y&z" not in text
+
+
+def test_sim_without_emu_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--sim", str(tmp_path)]) == 2
+    assert "--sim and --emu go together" in capsys.readouterr().err
