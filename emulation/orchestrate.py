@@ -422,16 +422,16 @@ def emulate(
         "mode": "emulation",
         "link": kind,
         "delay_ms": config.delay_ms,
-        "traces_dir": str(config.traces),
+        "traces_dir": str(config.traces.resolve()),
         "repeat": config.repeat,
         "run_id": run_id,
         "algorithms_run": list(config.algorithms),
         "max_chunks": config.max_chunks,
     }
     if config.content is not None or config.video is not None:
-        extra["content"] = str(config.content or out / "content")
+        extra["content"] = str((config.content or out / "content").resolve())
     if config.model is not None:
-        extra["model"] = str(config.model)
+        extra["model"] = str(config.model.resolve())
     log.info(
         "%d sessions (%d already done), %d at a time, %s link, %g ms delay",
         len(jobs),

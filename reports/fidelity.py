@@ -9,7 +9,8 @@
   and rebuffer gaps, count) and ``sim_vs_emu.png`` (emulated against simulated QoE with the
   y = x line, and the distribution of the QoE gaps).
 * :func:`simulate_like` runs the test-mode simulator on what an emulation ran: the traces of
-  its ``traces_dir`` that it has sessions of, its video (``content/video.json``, or one given)
+  its ``traces_dir`` that it has sessions of, its video (the summary's ``content``, else
+  ``content/video.json``, or one given)
   and its algorithms, and writes an eval-style directory whose trace labels are the
   emulation's (a repeated session ``<stem>-rR`` gets the one simulated session of ``<stem>``:
   test mode is deterministic). Sessions cut short (``--max-chunks``) are compared on as many
@@ -536,10 +537,15 @@ def plan_from_emulation(
         t = load_trace(files[stem])
         loaded.append(Trace(name=stem, times_s=t.times_s, mbps=t.mbps, source=str(files[stem])))
     if video is None:
-        video = emu_dir / "content" / VIDEO_JSON
+        # The content the emulation served (summary "content", relative paths as run), else
+        # what it built from --video.
+        content = summary.get("content")
+        candidates = [Path(content) / VIDEO_JSON] if isinstance(content, str) else []
+        candidates.append(emu_dir / "content" / VIDEO_JSON)
+        video = next((c for c in candidates if c.is_file()), candidates[0])
         if not video.is_file():
             raise ConfigError(
-                f"{video}: no such file (the emulation did not build its content from --video); "
+                f"{video}: no such file (the content the emulation served is not here); "
                 "give the video description explicitly"
             )
     algorithms = list(dict.fromkeys(s.algorithm for s in sessions))

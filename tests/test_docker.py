@@ -5,6 +5,7 @@ ending in the emulation's HTML report."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -259,5 +260,8 @@ def test_native_stack(tmp_path: Path) -> None:
         "robustmpc": 6,
         "ppo": 6,
     }
+    with open(results / "sim_vs_emu.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 18
     page = (results / "report.html").read_text()
     assert "robustmpc" in page and "data:image/png;base64," in page
+    assert 'id="sim-vs-emu"' in page
