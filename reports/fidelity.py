@@ -721,14 +721,24 @@ def sim_vs_emu(
         align_start=align_start,
         progress=progress,
     )
+    return write_comparison(sim_dir, emu_dir, out_dir, align_start=align_start)
+
+
+def write_comparison(
+    sim_dir: Path, emu_dir: Path, out_dir: Path | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Compare the eval-style ``sim_dir`` with the emulation ``emu_dir``; write the
+    ``sim_vs_emu`` files into ``out_dir`` (default ``emu_dir``); return the summary, which
+    also names both, the simulator's constants, ``extra`` and the sessions left unmatched."""
+    sim_dir, emu_dir = Path(sim_dir), Path(emu_dir)
     matched = compare_matched(sim_dir, emu_dir)
     summary = json.loads((sim_dir / SUMMARY_JSON).read_text())
-    extra = {
+    described = {
         "simulation": str(sim_dir),
         "emulation": str(emu_dir),
         "sim_config": summary.get("sim_config"),
-        "align_start": align_start,
+        **extra,
         "only_sim": [list(k) for k in matched.only_sim],
         "only_emu": [list(k) for k in matched.only_emu],
     }
-    return write_sim_vs_emu(matched.rows, out_dir, extra=extra)
+    return write_sim_vs_emu(matched.rows, emu_dir if out_dir is None else out_dir, extra=described)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +81,6 @@ def inputs_of(args: argparse.Namespace) -> list[Path]:
     return inputs
 
 
-def write_fidelity(sim: Path, emu: Path) -> dict[str, Any]:
-    """``sim_vs_emu.*`` of ``sim`` against ``emu``, written into ``emu``."""
-    from reports.fidelity import compare_matched, write_sim_vs_emu
-
-    matched = compare_matched(sim, emu)
-    extra = {
-        "simulation": str(sim),
-        "emulation": str(emu),
-        "sim_config": json.loads((sim / "summary.json").read_text()).get("sim_config"),
-        "only_sim": [list(k) for k in matched.only_sim],
-        "only_emu": [list(k) for k in matched.only_emu],
-    }
-    return write_sim_vs_emu(matched.rows, emu, extra=extra)
-
-
 def write_html(args: argparse.Namespace) -> Path:
     """The HTML part of the command: write the page ``args`` asks for; return its path."""
     from reports.html import write_html_report
@@ -115,7 +99,9 @@ def write_html(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     inputs_of(args)  # usage errors before any work
     if args.sim is not None:
-        found = write_fidelity(args.sim, args.emu)["overall"]
+        from reports.fidelity import write_comparison
+
+        found = write_comparison(args.sim, args.emu)["overall"]
         gap = found.get("qoe_gap_mean_abs")
         print(
             f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "

@@ -119,8 +119,8 @@ def run_sim_only(args: argparse.Namespace) -> int:
 def run_emulated(args: argparse.Namespace) -> int:
     from abr_service.video import VIDEO_JSON, load_video
     from emulation.orchestrate import EmulateConfig, emulate
+    from reports.fidelity import write_comparison
     from reports.html import write_html_report
-    from reports.report_cli import write_fidelity
     from server.build import build_encoded
     from trainer.eval_cli import format_table
     from trainer.evaluate import evaluate
@@ -171,7 +171,7 @@ def run_emulated(args: argparse.Namespace) -> int:
         run_id="demo",
         progress=not args.no_progress,
     )
-    fidelity = write_fidelity(out / "simulation", out / "emulation")
+    fidelity = write_comparison(out / "simulation", out / "emulation")
     html = write_html_report(
         [out / "emulation", out / "simulation"], out / "report.html", traces=traces_dir
     )
