@@ -170,8 +170,8 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(
     _, video_json = inputs
     traces = tmp_path / "traces"
     traces.mkdir()
-    write_trace(traces / "slow_a", 0.2)  # about 1.5 s per chunk: a session lasts ~10 s
-    write_trace(traces / "slow_b", 0.2)
+    write_trace(traces / "slow_a", 0.05)  # about 6 s per chunk: a session lasts ~30 s
+    write_trace(traces / "slow_b", 0.05)
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "streambed", "emulate", "--traces", str(traces)]
