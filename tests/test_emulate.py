@@ -180,6 +180,9 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell starting pytest in the background makes it ignore SIGINT, and children
+        # inherit that; Ctrl-C reaches a foreground emulation with the default action.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 30
