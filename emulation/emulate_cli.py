@@ -49,6 +49,13 @@ def register(subparsers: Any) -> None:
         "--algorithms", required=True, help="comma-separated algorithms asked of the service"
     )
     p.add_argument("--model", type=Path, help="checkpoint the started service serves as ppo")
+    p.add_argument(
+        "--player",
+        choices=("streambed", "dashjs"),
+        default="streambed",
+        help="streambed: the headless player (default); dashjs: dash.js 5 in headless Chromium "
+        "with Streambed's remote ABR rule (needs real encoded content: --content)",
+    )
     p.add_argument("--link", choices=LINK_KINDS, default="auto", help="link kind (default auto)")
     p.add_argument(
         "--delay-ms", type=float, default=40.0, help="one-way delay each direction (default 40)"
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         max_chunks=args.max_chunks,
         progress=not args.no_progress,
         session_timeout_s=args.session_timeout_s,
+        player=args.player,
     )
     terminated = []
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SESSIONS_DIR = "sessions"
 FAILED_JSON = "failed.json"
 ATTEMPTS = 2  # a failed session is retried once
+PLAYERS = ("streambed", "dashjs")
 _SERVICE_START_S = 60.0
 _POLL_S = 0.1
 _SESSION_ID_CHARS = re.compile(r"[^A-Za-z0-9._:@-]")
@@ -71,6 +72,8 @@ class EmulateConfig:
     progress: bool = True
     session_timeout_s: float | None = None
     """Stop (and fail) a session still running after this long (None: no limit)."""
+    player: str = "streambed"
+    """``streambed`` (the headless player) or ``dashjs`` (dash.js in headless Chromium)."""
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -83,6 +86,13 @@ class EmulateConfig:
             raise ConfigError("need --content or --video (or both --origin and --abr)")
         if self.content is None and self.video is None and self.origin_url is None:
             raise ConfigError("need --content or --video (or both --origin and --abr)")
+        if self.player not in PLAYERS:
+            raise ConfigError(f"player {self.player!r}: choose {', '.join(PLAYERS)}")
+        if self.player == "dashjs" and self.video is not None:
+            raise ConfigError(
+                "--player dashjs decodes the media: give --content built with ffmpeg "
+                "(`streambed origin build`), not the synthetic segments of --video"
+            )
         if "ppo" in self.algorithms and self.model is None and self.abr_url is None:
             raise ConfigError("--algorithms ppo needs --model CHECKPOINT (or --abr URL)")
 
@@ -288,6 +298,7 @@ class _Runner:
             trace=job.label,
             max_chunks=cfg.max_chunks,
             log_dir=log_dir,
+            player=cfg.player,
         )
         spec = LinkSpec(
             downlink=job.trace,
@@ -421,6 +432,7 @@ def emulate(
     extra: dict[str, Any] = {
         "mode": "emulation",
         "link": kind,
+        "player": config.player,
         "delay_ms": config.delay_ms,
         "traces_dir": str(config.traces.resolve()),
         "repeat": config.repeat,

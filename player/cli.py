@@ -5,10 +5,14 @@ files). Exit status: 0 the session finished; 3 it gave up on the origin (the rea
 ``session.json`` and on stderr); 2 a usage error; 130/143 interrupted by SIGINT/SIGTERM
 (files written). The decision service being down never fails a session.
 
-With ``--trace``, the same command is re-run behind an emulated link replaying the trace
-(:func:`emulation.link.run_behind_link`); inside, ``--via-link`` re-points the URLs at the host
-as seen through the link (``$STREAMBED_HOST`` and ``$STREAMBED_PORT_<P>``), so the origin and
-the decision service must run on this host (on 0.0.0.0 for the netns and mahimahi kinds).
+With ``--browser`` the session is played by dash.js in headless Chromium
+(:func:`player.browser.play_browser`; same files and exit statuses; ``PlayerConfig.player``
+``dashjs``, which :func:`play_argv` passes on). With ``--trace``, the same command is re-run
+behind an emulated link replaying the trace (:func:`emulation.link.run_behind_link`; Chromium
+then runs behind it too, in the netns kind inside the namespace); inside, ``--via-link``
+re-points the URLs at the host as seen through the link (``$STREAMBED_HOST`` and
+``$STREAMBED_PORT_<P>``), so the origin and the decision service must run on this host (on
+0.0.0.0 for the netns and mahimahi kinds).
 :func:`play_argv` gives that command line for any ``PlayerConfig`` (for an orchestrator that
 starts many sessions behind links itself).
 """
@@ -148,6 +152,13 @@ def register(subparsers: Any) -> None:
         default=30.0,
         help="limit on each phase of an origin request, e.g. no byte for this long (default 30)",
     )
+    p.add_argument(
+        "--browser",
+        action="store_true",
+        help="play with dash.js in headless Chromium (the origin's /player.html, Streambed's "
+        "remote ABR rule) instead of the headless player; same logs, with the rendered level "
+        "and dropped frames per chunk (needs scripts/setup.sh: Node.js, npm ci, chromium)",
+    )
     link = p.add_argument_group("emulated link (needs the emulation package)")
     link.add_argument(
         "--trace",
@@ -201,7 +212,8 @@ def config_from_args(args: argparse.Namespace) -> PlayerConfig:
     if args.via_link:
         values["mpd_url"] = via_link_url(values["mpd_url"])
         values["abr_url"] = via_link_url(values["abr_url"])
-    return PlayerConfig(**values, params=_params(args.param))
+    player = "dashjs" if args.browser else "streambed"
+    return PlayerConfig(**values, params=_params(args.param), player=player)
 
 
 def play_argv(
@@ -218,6 +230,8 @@ def play_argv(
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     for key, value in (config.params or {}).items():
         argv += ["--param", f"{key}={value}"]
+    if config.player == "dashjs":
+        argv.append("--browser")
     return argv
 
 
@@ -269,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = summary.get("metrics") or {}
     qoe = metrics.get("qoe")
     print(
-        f"session {result.session_id} {result.status}: {summary['chunks']} of "
+        f"session {result.session_id}{' (dash.js)' if config.player == 'dashjs' else ''} "
+        f"{result.status}: {summary['chunks']} of "
         f"{summary['num_chunks']} chunks, qoe {'n/a' if qoe is None else f'{qoe:.4f}'}, "
         f"rebuffer {summary['rebuffer_s_total']:.3f} s, fallbacks {summary['fallbacks']}"
         + (f", reason: {result.reason}" if result.reason else "")

@@ -83,6 +83,8 @@ SESSION_JSON = "session.json"
 SESSION_FORMAT = "streambed-play/1"
 CLIENT_KEEP_ALIVE_S = 60.0
 """Seconds the player keeps an idle connection (below the servers' 75 s keep-alive)."""
+PLAYERS = ("streambed", "dashjs")
+"""The players a session can be played by (``PlayerConfig.player``)."""
 UNKNOWN_ALGORITHM = "service-default"
 """The records' ``algorithm`` when none was configured and the service never named one."""
 
@@ -132,6 +134,9 @@ class PlayerConfig:
     """Limit on each phase of an origin request (connect, each read), seconds."""
     log_dir: Path | None = None
     """Directory for chunks.jsonl, pensieve.log and session.json (None: no files)."""
+    player: str = "streambed"
+    """Which player plays the session: ``streambed`` (this headless player) or ``dashjs``
+    (dash.js in headless Chromium, :func:`player.browser.play_browser`)."""
 
     def __post_init__(self) -> None:
         for name in ("mpd_url", "abr_url"):
@@ -161,6 +166,8 @@ class PlayerConfig:
             raise ConfigError(f"first_quality={self.first_quality}: must be >= 0")
         if self.qoe not in QOE_NAMES:
             raise ConfigError(f"qoe {self.qoe!r}: choose {', '.join(QOE_NAMES)}")
+        if self.player not in PLAYERS:
+            raise ConfigError(f"player {self.player!r}: choose {', '.join(PLAYERS)}")
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,7 @@ class _Player:
             metrics = {k: _finite(v) if isinstance(v, float) else v for k, v in found.items()}
         return {
             "format": SESSION_FORMAT,
+            "player": cfg.player,
             "status": status,
             "exit_code": exit_code,
             "reason": reason,
@@ -530,7 +538,15 @@ def play_session(
     decision_transport: httpx.BaseTransport | None = None,
 ) -> SessionResult:
     """Play one session (see the module docstring); ``transport`` carries every request
-    (default: real connections), ``decision_transport`` the decision requests if given."""
+    (default: real connections), ``decision_transport`` the decision requests if given.
+    A config whose ``player`` is ``dashjs`` is played by :func:`player.browser.play_browser`
+    (real connections only)."""
+    if config.player == "dashjs":
+        if transport is not None or decision_transport is not None:
+            raise ConfigError("the dashjs player makes its own connections: no transport")
+        from player.browser import play_browser
+
+        return play_browser(config)
     return _Player(config, transport, decision_transport).run()
 
 
@@ -543,6 +559,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PENSIEVE_LOG",
+    "PLAYERS",
     "SESSION_JSON",
     "PlayerConfig",
     "SessionResult",

@@ -51,6 +51,14 @@ class ChunkRecord:
     """Download attempts (emulated sessions; > 1 after a retried failure)."""
     retry_s: float = 0.0
     """Time lost to failed attempts and their backoff before ``request_start_s``, seconds."""
+    quality_rendered: int | None = None
+    """Level of the frames the player presented for this chunk (a browser player; None when
+    not observed, as in the headless player and the simulator)."""
+    dropped_frames: int | None = None
+    """Frames the browser dropped while presenting this chunk (None when not observed)."""
+    player: str = "streambed"
+    """Which player played the session: ``streambed`` (the headless player, or the simulator)
+    or ``dashjs`` (dash.js in headless Chromium)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -17,6 +17,13 @@ What a client can rely on:
   the server's one percent-decoding) is 400; dot-files, directories and symlinks resolving
   outside the root are 404. Errors are JSON ``{"detail": "..."}``.
 * ``GET /healthz``: ``{"status": "ok"}``.
+* The dash.js player page (``streambed play --browser``): ``GET /player.html`` and its scripts
+  ``GET /_streambed/<name>`` for a fixed list of names (:data:`PLAYER_FILES`), read from
+  ``player/web`` and dash.js's build in ``player/web/node_modules``, never from the content
+  root and never from a path taken from the request. They shadow content files of those names.
+  The page and its decision worker are sent cross-origin isolated (COOP ``same-origin``, COEP
+  ``require-corp``) so that the page may use SharedArrayBuffer. Without ``node_modules`` (no
+  ``npm ci``), ``/player.html`` and dash.js answer 503 naming ``scripts/setup.sh``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,30 @@ ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, Content-Type"
 PREFLIGHT_MAX_AGE_S = 600
 _RANGE_SPEC = re.compile(r"\s*(?:(\d+)-(\d*)|-\d+)\s*")
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "player" / "web"
+"""The dash.js player's files (``player/web``)."""
+PLAYER_PAGE = "player.html"
+PLAYER_ASSETS = "/_streambed"
+DASHJS_FILE = "node_modules/dashjs/dist/modern/umd/dash.all.min.js"
+_JS = "text/javascript; charset=utf-8"
+PLAYER_FILES: dict[str, tuple[str, str]] = {
+    "dash.all.min.js": (DASHJS_FILE, _JS),
+    "streambed-abr.js": ("streambed-abr.js", _JS),
+    "streambed-player.js": ("streambed-player.js", _JS),
+    "streambed-decide-worker.js": ("streambed-decide-worker.js", _JS),
+}
+"""``/_streambed/<name>`` -> (file under the web directory, media type): the only files served
+from there."""
+ISOLATED = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+_ISOLATED_FILES = {PLAYER_PAGE, "streambed-decide-worker.js"}
+SETUP_HINT = (
+    "the dash.js player is not installed ({missing} is missing): run scripts/setup.sh "
+    "(it runs npm ci --prefix player/web)"
+)
 
 
 def valid_range(value: str) -> bool:
@@ -150,14 +181,40 @@ def resolve_request_path(root: Path, url_path: str) -> Path | JSONResponse:
     return resolved
 
 
-def create_app(content_dir: Path) -> Starlette:
-    """An ASGI app serving the files under ``content_dir`` (see the module docstring)."""
+def _player_file(web: Path, name: str, relative: str, media_type: str) -> Response:
+    """One of the player's fixed files (``relative`` under ``web``), or 503/404 saying why."""
+    dashjs = web / DASHJS_FILE
+    if (name == PLAYER_PAGE or relative == DASHJS_FILE) and not dashjs.is_file():
+        return _error(503, SETUP_HINT.format(missing=dashjs))
+    path = web / relative
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _error(404, f"not found: player file {relative} is missing from {web}")
+    headers = ISOLATED if name in _ISOLATED_FILES else None
+    return _FileResponse(path, stat_result=stat, media_type=media_type, headers=headers)
+
+
+def create_app(content_dir: Path, web_dir: Path | None = None) -> Starlette:
+    """An ASGI app serving the files under ``content_dir`` (see the module docstring), and the
+    dash.js player's page from ``web_dir`` (default :data:`WEB_DIR`)."""
     root = Path(content_dir).resolve()
     if not root.is_dir():
         raise ConfigError(f"--content {content_dir}: not a directory")
+    web = Path(web_dir if web_dir is not None else WEB_DIR).resolve()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def player_page(request: Request) -> Response:
+        return _player_file(web, PLAYER_PAGE, PLAYER_PAGE, "text/html; charset=utf-8")
+
+    async def player_asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        found = PLAYER_FILES.get(name)
+        if found is None:  # a lookup, never a path: nothing else is reachable from here
+            return _error(404, f"not found: {PLAYER_ASSETS}/{name} is not a player file")
+        return _player_file(web, name, *found)
 
     async def serve_file(request: Request) -> Response:
         url_path = request.path_params["path"]
@@ -175,9 +232,12 @@ def create_app(content_dir: Path) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route(f"/{PLAYER_PAGE}", player_page, methods=["GET", "HEAD"]),
+            Route(PLAYER_ASSETS + "/{name}", player_asset, methods=["GET", "HEAD"]),
             Route("/{path:path}", serve_file, methods=["GET", "HEAD"]),
         ]
     )
     app.add_middleware(OriginHeaders)
     app.state.content_root = root
+    app.state.web_root = web
     return app

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from link_helpers import remove_namespaces_of
 
 from abr_service.app.main import create_app as create_service
 from abr_service.app.settings import Settings
@@ -110,14 +111,7 @@ def sessions() -> Iterator[list[int]]:
     pids: list[int] = []
     devices_before = link_devices()
     yield pids
-    left = [
-        name
-        for name in netns.list_namespaces()
-        if any(name.startswith(f"{netns.NETNS_PREFIX}{pid}-") for pid in pids)
-    ]
-    for name in left:
-        netns.kill_namespace_processes(name)
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    left = remove_namespaces_of(pids)
     assert not left, f"namespaces left behind: {left}"
     # Links of other processes on this machine (a concurrent test run) have live namespaces
     # streambed-PID-K for their devices sbhK; ours were deleted above.

@@ -241,3 +241,133 @@ def test_origin_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert f"MPD at http://127.0.0.1:{port}/{MPD_NAME}" in out
     assert "2 levels 300,750 kbps, 2 segments of 4 s" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The dash.js player's page and scripts (fixed files from the web directory, never a path)
+
+WEB_SECRET = b"WEB-SECRET-51d7e0"
+PLAYER_SCRIPTS = ("streambed-abr.js", "streambed-player.js", "streambed-decide-worker.js")
+
+
+def make_web_dir(path: Path, with_dashjs: bool = True) -> Path:
+    """A player web directory: the page, its scripts, a fake dash.js build when asked, and files
+    that must never be served (the driver, package.json, another file of dash.js's package)."""
+    path.mkdir(parents=True)
+    (path / "player.html").write_text("<!doctype html><title>page</title>")
+    for name in PLAYER_SCRIPTS:
+        (path / name).write_text(f"// {name}\n")
+    for secret in ("drive.mjs", "package.json", "package-lock.json"):
+        (path / secret).write_bytes(WEB_SECRET)
+    package = path / "node_modules" / "dashjs"
+    package.mkdir(parents=True)
+    (package / "package.json").write_bytes(WEB_SECRET)
+    if with_dashjs:
+        build = package / "dist" / "modern" / "umd"
+        build.mkdir(parents=True)
+        (build / "dash.all.min.js").write_text("var dashjs = {};\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def player_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    base = tmp_path_factory.mktemp("player-site")
+    root = base / "content"
+    build_synthetic(generate_video(seed=4, num_chunks=2, bitrates_kbps=(300, 750)), root)
+    (root / "secret.txt").write_bytes(WEB_SECRET)  # content is never reached from the routes
+    web = make_web_dir(base / "web")
+    with serve_in_thread(create_app(root, web_dir=web)) as url:
+        yield url
+
+
+def test_player_page_and_scripts(player_site: str) -> None:
+    with httpx.Client(base_url=player_site) as client:
+        page = client.get("/player.html")
+        assert page.status_code == 200 and page.text.startswith("<!doctype html>")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        # Cross-origin isolated: the page may use SharedArrayBuffer (its decision worker too).
+        assert page.headers["cross-origin-opener-policy"] == "same-origin"
+        assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert page.headers["cache-control"] == "no-store"
+        for name in (*PLAYER_SCRIPTS, "dash.all.min.js"):
+            r = client.get(f"/_streambed/{name}")
+            assert r.status_code == 200, name
+            assert r.headers["content-type"] == "text/javascript; charset=utf-8"
+            isolated = name == "streambed-decide-worker.js"
+            assert ("cross-origin-embedder-policy" in r.headers) == isolated, name
+        assert client.get("/_streambed/dash.all.min.js").text == "var dashjs = {};\n"
+        head = client.head("/player.html")
+        assert head.status_code == 200 and head.content == b""
+        assert client.post("/player.html").status_code == 405
+        # The MPD and segments are still served from the content root.
+        assert client.get(f"/{MPD_NAME}").status_code == 200
+        for name in ("drive.mjs", "package.json", "node_modules", "secret.txt", "player.html"):
+            r = client.get(f"/_streambed/{name}")
+            assert r.status_code == 404 and "not a player file" in r.json()["detail"], name
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/_streambed/../package.json",
+        b"/_streambed/../../package.json",
+        b"/_streambed/..%2fpackage.json",
+        b"/_streambed/%2e%2e%2fpackage.json",
+        b"/_streambed/%2e%2e/%2e%2e/web/package.json",
+        b"/_streambed/..%5cpackage.json",
+        b"/_streambed/..\\package.json",
+        b"/_streambed/node_modules/dashjs/package.json",
+        b"/_streambed/node_modules%2fdashjs%2fpackage.json",
+        b"/_streambed/dash.all.min.js/../../package.json",
+        b"/_streambed/dash.all.min.js%2f..%2f..%2f..%2fpackage.json",
+        b"/_streambed//web/package.json",
+        b"/_streambed/%2fetc%2fpasswd",
+        b"/_streambed/drive.mjs",
+        b"/_streambed/drive.mjs%00.js",
+        b"/_streambed/streambed-abr.js%00",
+        b"/_streambed/.%2e/secret.txt",
+        b"/_streambed/",
+        b"/player.html/../package.json",
+        b"/player.html%2f..%2fpackage.json",
+        b"/player.html/../../web/drive.mjs",
+        b"/../web/player.html",
+        b"/%2e%2e/web/drive.mjs",
+        b"/secret.txt/../../web/package.json",
+    ],
+)
+def test_player_routes_serve_nothing_else(player_site: str, target: bytes) -> None:
+    status, data = raw_get(player_site, target)
+    assert status in (400, 404), data[:300]
+    assert WEB_SECRET not in data
+    assert b"root:" not in data
+
+
+def test_player_page_without_node_modules_is_503(tmp_path: Path) -> None:
+    """No ``npm ci`` yet: the page and dash.js answer 503 naming scripts/setup.sh; the rest of the
+    origin works."""
+    root = tmp_path / "content"
+    build_synthetic(generate_video(seed=5, num_chunks=2, bitrates_kbps=(300, 750)), root)
+    web = make_web_dir(tmp_path / "web", with_dashjs=False)
+    with serve_in_thread(create_app(root, web_dir=web)) as url, httpx.Client(base_url=url) as c:
+        for path in ("/player.html", "/_streambed/dash.all.min.js"):
+            r = c.get(path)
+            assert r.status_code == 503, path
+            assert "scripts/setup.sh" in r.json()["detail"]
+            assert "dash.all.min.js" in r.json()["detail"]
+        assert c.get("/_streambed/streambed-abr.js").status_code == 200
+        assert c.get(f"/{MPD_NAME}").status_code == 200
+
+
+def test_the_real_player_files_are_served(tmp_path: Path) -> None:
+    """The default web directory is player/web: every name the page loads is there."""
+    from server.app import PLAYER_FILES, WEB_DIR
+
+    assert (WEB_DIR / "player.html").is_file()
+    html = (WEB_DIR / "player.html").read_text()
+    for name, (relative, _) in PLAYER_FILES.items():
+        assert (
+            relative == "node_modules/dashjs/dist/modern/umd/dash.all.min.js"
+            or (WEB_DIR / relative).is_file()
+        ), name
+    for name in ("dash.all.min.js", "streambed-abr.js", "streambed-player.js"):
+        assert f'src="/_streambed/{name}"' in html
