@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -118,3 +119,38 @@ def test_summary_and_bad_bodies(service: str) -> None:
     r = httpx.post(service + "/", json={"lastRequest": 3})
     missing = {e["loc"][-1] for e in r.json()["detail"]}
     assert {"lastquality", "buffer", "RebufferTime"} <= missing
+
+
+RECORDING = Path(__file__).with_name("data") / "pensieve_dashjs_session.json"
+
+
+def test_a_recorded_pensieve_dashjs_session(tmp_path: Path) -> None:
+    """A whole session of the requests Pensieve's modified dash.js sends (its exact body, posted
+    as its synchronous XHR does: a string body, ``text/plain``, no session parameter, the player
+    known by its address), replayed: the answers are those recorded, and ``/decide`` given the
+    same measurements decides the same (``tests/data/make_pensieve_recording.py`` made it)."""
+    recording = json.loads(RECORDING.read_text())
+    requests, answers = recording["requests"], recording["answers"]
+    assert len(requests) == len(answers) == VIDEO.num_chunks and answers[-1] == "REFRESH"
+    with running_service(tmp_path, algorithm="robustmpc") as url, httpx.Client(base_url=url) as c:
+        legacy = []
+        for body in requests:
+            r = c.post("/", content=json.dumps(body), headers={"Content-Type": "text/plain"})
+            assert r.status_code == 200, r.text
+            legacy.append(r.text)
+        assert legacy == answers
+        assert c.post("/", content=json.dumps({"pastThroughput": [1.0]})).text == ""
+        rebuffer_ms = 0.0
+        for body, answer in zip(requests[:-1], answers[:-1], strict=True):
+            decide = {
+                "session_id": "recorded",
+                "chunk_index": body["lastRequest"] + 1,
+                "last_quality": body["lastquality"],
+                "buffer_s": body["buffer"],
+                "last_chunk_bytes": body["lastChunkSize"],
+                "last_chunk_download_s": (body["lastChunkFinishTime"] - body["lastChunkStartTime"])
+                / 1000.0,
+                "rebuffer_s": (body["RebufferTime"] - rebuffer_ms) / 1000.0,
+            }
+            rebuffer_ms = body["RebufferTime"]
+            assert c.post("/decide", json=decide).json()["quality"] == int(answer), decide
