@@ -243,6 +243,10 @@ def _settings(source: ReportDir) -> list[tuple[str, str]]:
     s = source.summary
     rows: list[tuple[str, str]] = []
     if source.mode == "emulation":
+        if "player" in s:
+            rows.append(
+                ("player", "dash.js in Chromium" if s["player"] == "dashjs" else "headless")
+            )
         if "link" in s:
             rows.append(("link", _scalar(s["link"])))
         if "delay_ms" in s:
