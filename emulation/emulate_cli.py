@@ -50,6 +50,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--model", type=Path, help="checkpoint the started service serves as ppo")
     p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="ALGO.KEY=VALUE",
+        help="algorithm parameter sent with every session of ALGO, e.g. bba.reservoir_s=8 "
+        "(repeatable)",
+    )
+    p.add_argument(
         "--player",
         choices=("streambed", "dashjs"),
         default="streambed",
@@ -85,13 +93,23 @@ def run(args: argparse.Namespace) -> int:
 
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
     if args.abr is None:
-        from abr_service.algorithms import ALGORITHMS
+        # The service this command starts knows the same algorithms as this process.
+        from abr_service.algorithms import parse_params
+        from abr_service.algorithms.registry import algorithm_info, check_names
 
-        unknown = [a for a in algorithms if a not in ALGORITHMS]
-        if unknown:
-            raise ConfigError(
-                f"unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(sorted(ALGORITHMS))}"
-            )
+        check_names(algorithms)
+    from abr_service.algorithms.registry import parse_param_args
+
+    params = parse_param_args(args.param)
+    stray = sorted(set(params) - set(algorithms))
+    if stray:
+        raise ConfigError(
+            f"--param for {', '.join(stray)}, which --algorithms does not run "
+            f"({', '.join(algorithms)})"
+        )
+    if args.abr is None:
+        for name, values in params.items():
+            parse_params(algorithm_info(name).cls.Params, values)
     config = EmulateConfig(
         traces=args.traces,
         algorithms=algorithms,
@@ -110,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         session_timeout_s=args.session_timeout_s,
         player=args.player,
+        params=params,
     )
     terminated = []
 

@@ -74,6 +74,8 @@ class EmulateConfig:
     """Stop (and fail) a session still running after this long (None: no limit)."""
     player: str = "streambed"
     """``streambed`` (the headless player) or ``dashjs`` (dash.js in headless Chromium)."""
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per algorithm, the parameters each of its sessions sends to the service."""
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -299,6 +301,7 @@ class _Runner:
             max_chunks=cfg.max_chunks,
             log_dir=log_dir,
             player=cfg.player,
+            params=dict(cfg.params.get(job.algorithm, {})) or None,
         )
         spec = LinkSpec(
             downlink=job.trace,
@@ -439,6 +442,7 @@ def emulate(
         "run_id": run_id,
         "algorithms_run": list(config.algorithms),
         "max_chunks": config.max_chunks,
+        "params": config.params,
     }
     if config.content is not None or config.video is not None:
         extra["content"] = str((config.content or out / "content").resolve())

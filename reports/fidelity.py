@@ -549,7 +549,13 @@ def plan_from_emulation(
                 "give the video description explicitly"
             )
     algorithms = list(dict.fromkeys(s.algorithm for s in sessions))
-    params: dict[str, dict[str, Any]] = {}
+    # The per-algorithm parameters the sessions sent (--param), so the simulation runs the same.
+    recorded_params = summary.get("params")
+    params: dict[str, dict[str, Any]] = {
+        str(name): dict(values)
+        for name, values in (recorded_params if isinstance(recorded_params, dict) else {}).items()
+        if name in algorithms and isinstance(values, dict)
+    }
     if "ppo" in algorithms:
         recorded = summary.get("model")
         chosen = model if model is not None else (Path(recorded) if recorded else None)
@@ -558,7 +564,7 @@ def plan_from_emulation(
                 f"{where}: the emulation ran ppo but records no 'model' field; give the "
                 "checkpoint (--model)"
             )
-        params["ppo"] = {"model": str(chosen)}
+        params["ppo"] = {**params.get("ppo", {}), "model": str(chosen)}
     player = _player_config(emu_dir, sessions)
     defaults = SimConfig()
     base = SimConfig(

@@ -21,6 +21,7 @@ from streambed.errors import StreambedError
 # command such as ``streambed play``, run once per emulated session, must start and exit fast.
 COMMANDS: dict[str, str] = {
     "eval": "trainer.eval_cli",
+    "algorithms": "abr_service.algorithms_cli",
     "train": "trainer.train_cli",
     "serve": "abr_service.serve_cli",
     "origin": "server.cli",

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from abr_service.algorithms import ALGORITHMS, CLASSIC
+from abr_service.algorithms import CLASSIC, parse_params
+from abr_service.algorithms.registry import algorithm_info, check_names
+from abr_service.algorithms.registry import parse_param_args as parse_param_args
 from abr_service.qoe import QOE_NAMES
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
@@ -36,7 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--algorithms",
         default=",".join(CLASSIC),
-        help=f"comma-separated, from {', '.join(sorted(ALGORITHMS))}, optimal (default: %(default)s)",
+        help="comma-separated algorithm names (see `streambed algorithms`: built-ins and "
+        "installed plug-ins) and optimal (default: %(default)s)",
     )
     p.add_argument("--model", type=Path, help="checkpoint for the learned policy (ppo)")
     p.add_argument("--sample", action="store_true", help="sample the learned policy's action")
@@ -58,17 +61,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_param_args(items: list[str]) -> dict[str, dict[str, str]]:
-    params: dict[str, dict[str, str]] = {}
-    for item in items:
-        name_key, sep, value = item.partition("=")
-        name, dot, key = name_key.partition(".")
-        if not sep or not dot or not name or not key:
-            raise ConfigError(f"--param {item!r}: expected ALGO.KEY=VALUE")
-        params.setdefault(name, {})[key] = value
-    return params
-
-
 def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[Trace], Video]:
     if traces_dir is None:
         traces = default_traces()
@@ -85,13 +77,17 @@ def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[
 
 def run(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    unknown = [a for a in algorithms if a not in ALGORITHMS and a != "optimal"]
-    if unknown:
-        raise ConfigError(
-            f"unknown algorithm(s) {', '.join(unknown)}; known: "
-            f"{', '.join(sorted([*ALGORITHMS, 'optimal']))}"
-        )
+    check_names(algorithms, "optimal")
     params = parse_param_args(args.param)
+    stray = sorted(set(params) - set(algorithms))
+    if stray:
+        raise ConfigError(
+            f"--param for {', '.join(stray)}, which --algorithms does not run "
+            f"({', '.join(algorithms)})"
+        )
+    for name, values in params.items():  # refuse a bad value before hours of simulation
+        if name != "optimal":
+            parse_params(algorithm_info(name).cls.Params, values)
     if "ppo" in algorithms:
         if args.model is None and "model" not in params.get("ppo", {}):
             raise ConfigError("--algorithms ppo needs --model CHECKPOINT")

@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from abr_service.algorithms import ABRAlgorithm, ChunkFeedback, PlayerState, make_algorithm
+from abr_service.algorithms import (
+    ABRAlgorithm,
+    ChunkFeedback,
+    PlayerState,
+    build_algorithm,
+    make_algorithm,
+)
 from abr_service.qoe import QoEMetric, make_qoe
 from abr_service.video import Video
 from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
@@ -123,8 +129,13 @@ def evaluate(
     run_id: str = "",
     progress: bool = True,
     workers: int | None = None,
+    classes: Mapping[str, type[ABRAlgorithm]] | None = None,
 ) -> EvalResult:
-    """Evaluate ``algorithms`` on every trace; write the report to ``out`` if given."""
+    """Evaluate ``algorithms`` on every trace; write the report to ``out`` if given.
+
+    ``classes`` maps names to algorithm classes used instead of the registry's (e.g. a plug-in
+    class evaluated in-process without being installed).
+    """
     config = config or SimConfig()
     qoe = make_qoe(qoe_name, video.bitrates_kbps)
     params = params or {}
@@ -143,6 +154,8 @@ def evaluate(
         for index, trace in enumerate(traces):
             if name == "optimal":
                 algorithm: ABRAlgorithm = FixedPlan(video, plans[index])
+            elif classes is not None and name in classes:
+                algorithm = build_algorithm(name, classes[name], video, algo_params)
             else:
                 algorithm = make_algorithm(name, video, algo_params)
             records = run_session(algorithm, sim, index, qoe, run_id)

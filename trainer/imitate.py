@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from abr_service.algorithms.base import ChunkFeedback, PlayerState
-from abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
+from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
+from abr_service.algorithms.mpc import MPCParams, RobustMPC
+from abr_service.algorithms.registry import make_algorithm, rule_names
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
@@ -38,7 +39,7 @@ from trainer.distributed import Group
 from trainer.simulator import SimConfig, buffer_after_download
 from trainer.tracebank import TraceBank
 
-TEACHERS = ("robustmpc", "oracle")
+TEACHERS = ("robustmpc", "oracle")  # the usual ones; any rule algorithm's name is accepted
 PLANS = ("all", "hold", "student")
 LOSSES = ("regress", "expected-regret", "soft", "ce")
 
@@ -50,7 +51,8 @@ class ImitateArgs(CommonArgs):
     num_envs: int = 128
     """Simulated sessions per iteration (each decision asks the teacher, a scalar call)."""
     teacher: str = "oracle"
-    """robustmpc, or oracle (MPC with the trace's true future throughput)."""
+    """oracle (MPC with the trace's true future throughput), or any rule algorithm by name
+    (robustmpc, a built-in or an installed plug-in: see ``streambed algorithms``)."""
     dagger: bool = True
     """Let the student drive a growing share of sessions (DAgger); off: behaviour cloning."""
     beta_iterations: int = 30
@@ -143,8 +145,11 @@ class Imitate(Trainer):
     args: ImitateArgs
 
     def __init__(self, args: ImitateArgs, data: Data, group: Group | None = None) -> None:
-        if args.teacher not in TEACHERS:
-            raise ConfigError(f"unknown teacher {args.teacher!r}; choose {', '.join(TEACHERS)}")
+        if args.teacher != "oracle" and args.teacher not in rule_names():
+            raise ConfigError(
+                f"unknown teacher {args.teacher!r}; choose oracle or a rule algorithm: "
+                f"{', '.join(rule_names())}"
+            )
         super().__init__(args, data, group)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate)
         self.iterations = 0
@@ -170,8 +175,11 @@ class Imitate(Trainer):
             obs_dtype=np.float32,
         )
 
-    def _teacher(self, video: Video) -> MPC:
-        return RobustMPC(video, MPCParams(qoe=self.args.qoe))  # as deployed: horizon 5
+    def _teacher(self, video: Video) -> ABRAlgorithm:
+        if self.args.teacher in ("oracle", "robustmpc"):
+            return RobustMPC(video, MPCParams(qoe=self.args.qoe))  # as deployed: horizon 5
+        # Any other rule, built-in or plug-in, with its default parameters.
+        return make_algorithm(self.args.teacher, video)
 
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "optimizer": self.optimizer}
@@ -275,7 +283,7 @@ class Imitate(Trainer):
                 agree.append(float((student[idx] == labels[idx]).mean()))
             step, _, ended_qoe = col.advance(quality, decide)
             finished.extend(ended_qoe)
-            for k in range(col.n) if self.args.teacher == "robustmpc" else ():
+            for k in range(col.n) if self.args.teacher != "oracle" else ():
                 self.teachers[k].on_chunk(
                     ChunkFeedback(
                         int(step.chunk_index[k]),

@@ -1,8 +1,11 @@
-"""ABR algorithms behind one interface, and the registry that names them."""
+"""ABR algorithms behind one interface, and the registry that names them.
+
+``ALGORITHMS`` holds the built-in classes; :mod:`abr_service.algorithms.registry` adds the
+plug-ins of the ``streambed.algorithms`` entry-point group, and :func:`make_algorithm` builds
+either by name.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from abr_service.algorithms.base import (
     ABRAlgorithm,
@@ -10,36 +13,34 @@ from abr_service.algorithms.base import (
     PlayerState,
     parse_params,
 )
-from abr_service.algorithms.bola import BOLA
-from abr_service.algorithms.buffer_based import BBA
-from abr_service.algorithms.learned import LearnedPolicy
-from abr_service.algorithms.mpc import MPC, RobustMPC
-from abr_service.algorithms.rate_based import RateBased
-from abr_service.video import Video
-from streambed.errors import ConfigError
+from abr_service.algorithms.registry import (
+    BUILTIN,
+    AlgorithmInfo,
+    algorithm_info,
+    algorithm_names,
+    available_algorithms,
+    build_algorithm,
+    load_errors,
+    make_algorithm,
+    rule_names,
+)
 
-ALGORITHMS: dict[str, type[ABRAlgorithm]] = {
-    cls.name: cls for cls in (BBA, RateBased, BOLA, MPC, RobustMPC, LearnedPolicy)
-}
-CLASSIC = ("bba", "rb", "bola", "fastmpc", "robustmpc")
-
-
-def make_algorithm(name: str, video: Video, params: dict[str, Any] | None = None) -> ABRAlgorithm:
-    """A fresh instance of algorithm ``name`` for one session of ``video``."""
-    try:
-        cls = ALGORITHMS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}"
-        ) from None
-    return cls(video, parse_params(cls.Params, params))
-
+ALGORITHMS = BUILTIN  # the built-ins; plug-ins too: available_algorithms()
+CLASSIC = ("bba", "rb", "bola", "fastmpc", "robustmpc")  # eval's default set
 
 __all__ = [
     "ALGORITHMS",
     "CLASSIC",
     "ABRAlgorithm",
+    "AlgorithmInfo",
     "ChunkFeedback",
     "PlayerState",
+    "algorithm_info",
+    "algorithm_names",
+    "available_algorithms",
+    "build_algorithm",
+    "load_errors",
     "make_algorithm",
+    "parse_params",
+    "rule_names",
 ]

@@ -110,4 +110,8 @@ def parse_params(cls: type, overrides: dict[str, Any] | None) -> Any:
                 values[key] = type(default)(raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"parameter {key}={raw!r}: {exc}") from exc
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:  # a Params' own check (__post_init__) refused them
+        given = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise ConfigError(f"parameters {given} of {cls.__qualname__}: {exc}") from exc

@@ -29,8 +29,11 @@ from abr_service.algorithms import (
     ABRAlgorithm,
     ChunkFeedback,
     PlayerState,
+    algorithm_info,
+    available_algorithms,
     make_algorithm,
     parse_params,
+    rule_names,
 )
 from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
 from abr_service.app.metrics import Metrics
@@ -46,6 +49,7 @@ from streambed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The built-in rules: the fallback is one of them. Plug-in rules come from rule_names().
 CLASSIC_NAMES = tuple(sorted(n for n, c in ALGORITHMS.items() if c is not LearnedPolicy))
 
 
@@ -132,7 +136,7 @@ class DecisionEngine:
     # --- algorithms --------------------------------------------------------------------------
 
     def algorithm_names(self) -> list[str]:
-        return sorted({*CLASSIC_NAMES, *self.store.active, "ppo"})
+        return sorted({*rule_names(), *self.store.active, "ppo"})
 
     def _make(self, name: str, video: Video, params: dict[str, Any]) -> ABRAlgorithm:
         active = self.store.active.get(name)
@@ -148,12 +152,18 @@ class DecisionEngine:
                 )
             self._check_ladder(name, active, video)
             return LearnedPolicy(video, learned, policy=active.policy)
-        if name in CLASSIC_NAMES:
+        if name in rule_names():  # built-in or plug-in
+            cls = algorithm_info(name).cls
+            for key, value in params.items():  # one at a time: the 422 names the parameter
+                try:
+                    parse_params(cls.Params, {key: value})
+                except ConfigError as exc:
+                    raise field_error(("params", key), str(exc)) from None
             try:
                 return make_algorithm(name, video, params)
             except ConfigError as exc:
                 raise field_error(("params",), str(exc)) from None
-        if name in ALGORITHMS:
+        if name in available_algorithms():  # a learned one without a model
             raise ServiceError(
                 409,
                 f"no model is active for algorithm {name!r}: upload one with PUT /models/NAME "

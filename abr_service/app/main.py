@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from abr_service.algorithms import available_algorithms, rule_names
 from abr_service.app.deps import AppState
-from abr_service.app.engine import CLASSIC_NAMES, DecisionEngine, ServiceError
+from abr_service.app.engine import DecisionEngine, ServiceError
 from abr_service.app.metrics import Metrics
 from abr_service.app.models_store import DEFAULT_SLOT, ModelStore, StoreError
 from abr_service.app.routers import catalog, decide, health, legacy, models, sessions
@@ -124,7 +125,11 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
         atexit.register(shutil.rmtree, models_dir, ignore_errors=True)
         log.warning("models are kept in %s until exit; give --models-dir to keep them", models_dir)
     ladder = videos[0].num_levels
-    store = ModelStore(models_dir, ladder, reserved=set(CLASSIC_NAMES))
+    # Plug-ins are discovered here, once: a broken one is logged as a warning and skipped.
+    plugins = [i for i in available_algorithms().values() if not i.builtin]
+    for info in plugins:
+        log.info("algorithm plug-in %r from %s", info.name, info.source)
+    store = ModelStore(models_dir, ladder, reserved=set(rule_names()))
     if settings.model is not None:
         _preload(store, settings.model)
     metrics = Metrics()
@@ -141,11 +146,11 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
         metrics=metrics,
     )
     engine.warm_up()
-    if settings.algorithm not in CLASSIC_NAMES and settings.algorithm not in store.active:
+    if settings.algorithm not in rule_names() and settings.algorithm not in store.active:
         if settings.algorithm not in engine.algorithm_names():
             raise ConfigError(
-                f"default algorithm {settings.algorithm!r} is unknown; classic ones are "
-                f"{', '.join(CLASSIC_NAMES)}, learned ones need --model or an activated upload"
+                f"default algorithm {settings.algorithm!r} is unknown; rule-based ones are "
+                f"{', '.join(rule_names())}, learned ones need --model or an activated upload"
             )
         log.warning(
             "no model serves the default algorithm %r yet: sessions that name no algorithm get "

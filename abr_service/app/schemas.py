@@ -156,11 +156,23 @@ class ActivationOut(BaseModel):
     sha256: str
 
 
+class ParamOut(BaseModel):
+    name: str
+    type: str = Field(description="The parameter's type as its Params dataclass declares it.")
+    default: Any = None
+    doc: str = ""
+
+
 class AlgorithmOut(BaseModel):
     name: str
-    kind: str = Field(description="classic or learned")
-    source: str
+    kind: str = Field(description="classic (built-in rule), plugin (installed package) or learned")
+    source: str = Field(
+        description='built-in, "plugin <dist> <version> (<module:attr>)" or "model <version>"'
+    )
     params: dict[str, Any] = Field(description="Parameter defaults.")
+    parameters: list[ParamOut] = Field(
+        default_factory=list, description="Each parameter's type, default and description."
+    )
     model_version: str | None = None
 
 

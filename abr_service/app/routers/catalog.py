@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from abr_service.algorithms import ALGORITHMS
+from abr_service.algorithms import available_algorithms
 from abr_service.app.deps import state
-from abr_service.app.engine import CLASSIC_NAMES, params_of
-from abr_service.app.schemas import AlgorithmOut, VideoOut
+from abr_service.app.schemas import AlgorithmOut, ParamOut, VideoOut
 
 router = APIRouter(tags=["catalog"])
 
@@ -15,11 +14,28 @@ router = APIRouter(tags=["catalog"])
 @router.get("/algorithms", response_model=list[AlgorithmOut])
 async def list_algorithms(request: Request) -> list[AlgorithmOut]:
     app = state(request)
+    infos = available_algorithms()
     out = [
-        AlgorithmOut(name=n, kind="classic", source="builtin", params=params_of(ALGORITHMS[n]))
-        for n in CLASSIC_NAMES
+        AlgorithmOut(
+            name=info.name,
+            kind="classic" if info.builtin else "plugin",
+            source=info.source,
+            params=info.defaults(),
+            parameters=[
+                ParamOut(name=p.name, type=p.type, default=p.default, doc=p.doc)
+                for p in info.params
+            ],
+        )
+        for info in sorted(infos.values(), key=lambda i: (not i.builtin, i.name))
+        if not info.learned
     ]
-    learned = {k: v for k, v in params_of(ALGORITHMS["ppo"]).items() if k != "model"}
+    learned_info = infos["ppo"]
+    learned = {k: v for k, v in learned_info.defaults().items() if k != "model"}
+    learned_params = [
+        ParamOut(name=p.name, type=p.type, default=p.default, doc=p.doc)
+        for p in learned_info.params
+        if p.name != "model"
+    ]
     for name, active in sorted(app.store.active.items()):
         out.append(
             AlgorithmOut(
@@ -27,6 +43,7 @@ async def list_algorithms(request: Request) -> list[AlgorithmOut]:
                 kind="learned",
                 source=f"model {active.info.label}",
                 params=learned,
+                parameters=learned_params,
                 model_version=active.info.label,
             )
         )

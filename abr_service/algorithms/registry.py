@@ -1,0 +1,291 @@
+"""Every ABR algorithm by name: the built-ins, and plug-ins from installed packages.
+
+A package adds algorithms through the entry-point group ``streambed.algorithms``; each entry
+point names an :class:`~abr_service.algorithms.base.ABRAlgorithm` subclass::
+
+    [project.entry-points."streambed.algorithms"]
+    harmonic = "streambed_example.harmonic:HarmonicRate"
+
+The contract:
+
+* The **entry point's name is the registered name** (what ``--algorithms``, ``/decide`` and
+  ``--teacher`` accept). It is what pip records and what is unique in the group, so it wins
+  over the class's ``name`` attribute; when the two differ, every instance made through the
+  registry carries the registered name (session logs and reports are keyed by it).
+* ``Params`` is a dataclass whose every field has a default: ``Params()`` must build.
+  Per-run values (``--param NAME.KEY=VALUE``, ``/decide``'s ``params``) are converted to each
+  field's default's type by :func:`~abr_service.algorithms.base.parse_params`.
+* The class is built as ``cls(video, params)`` once per session.
+
+Discovery runs once per process (cached; :func:`clear_cache` forgets it). An entry point that
+fails to import, does not name an ``ABRAlgorithm`` subclass, whose ``Params()`` cannot be built,
+whose name clashes with a built-in or an earlier plug-in, is logged as a warning naming it,
+kept in :func:`load_errors`, and skipped: nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import textwrap
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from abr_service.algorithms.base import ABRAlgorithm, parse_params
+from abr_service.algorithms.bola import BOLA
+from abr_service.algorithms.buffer_based import BBA
+from abr_service.algorithms.learned import LearnedPolicy
+from abr_service.algorithms.mpc import MPC, RobustMPC
+from abr_service.algorithms.rate_based import RateBased
+from abr_service.video import Video
+from streambed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+GROUP = "streambed.algorithms"
+"""The entry-point group plug-in packages register their algorithms in."""
+
+BUILTIN: dict[str, type[ABRAlgorithm]] = {
+    cls.name: cls for cls in (BBA, RateBased, BOLA, MPC, RobustMPC, LearnedPolicy)
+}
+"""The algorithms that ship with Streambed, by name."""
+
+BUILTIN_SOURCE = "built-in"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of an algorithm's ``Params`` dataclass."""
+
+    name: str
+    type: str
+    """The field's annotation as written (``int``, ``float``, ``str``...)."""
+    default: Any
+    doc: str = ""
+    """The field's docstring (the string literal under it), if any."""
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """An algorithm the registry can build."""
+
+    name: str
+    cls: type[ABRAlgorithm]
+    source: str
+    """``built-in``, or ``plugin <dist> <version> (<module:attr>)``."""
+    params: tuple[ParamInfo, ...]
+
+    @property
+    def builtin(self) -> bool:
+        return self.source == BUILTIN_SOURCE
+
+    @property
+    def learned(self) -> bool:
+        """Served from a checkpoint (needs a model), not a rule."""
+        return issubclass(self.cls, LearnedPolicy)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": f"{self.cls.__module__}:{self.cls.__qualname__}",
+            "source": self.source,
+            "params": [
+                {"name": p.name, "type": p.type, "default": p.default, "doc": p.doc}
+                for p in self.params
+            ],
+        }
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (a string literal right under a field), from its
+    source; empty when the source cannot be read (a C extension, a zipped package)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def describe_params(cls: type[ABRAlgorithm]) -> tuple[ParamInfo, ...]:
+    """The parameters of ``cls.Params`` with types, defaults and docstrings.
+
+    Raises ``ConfigError`` when ``Params`` is not a dataclass or ``Params()`` does not build.
+    """
+    params_cls = getattr(cls, "Params", None)
+    if not isinstance(params_cls, type) or not is_dataclass(params_cls):
+        raise ConfigError(f"{cls.__qualname__}.Params is not a dataclass: {params_cls!r}")
+    try:
+        defaults = params_cls()
+    except Exception as exc:  # any failure here is the plug-in's, reported by name
+        raise ConfigError(
+            f"{cls.__qualname__}.Params() cannot be built with defaults: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    docs = _field_docs(params_cls)
+    out = []
+    for f in fields(params_cls):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
+        has_default = f.default is not MISSING or f.default_factory is not MISSING
+        default = getattr(defaults, f.name) if has_default else None
+        out.append(ParamInfo(f.name, kind, default, docs.get(f.name, "")))
+    return tuple(out)
+
+
+def _entry_point_source(ep: metadata.EntryPoint) -> str:
+    dist = ep.dist
+    where = f"{dist.name} {dist.version}" if dist is not None else "<unknown distribution>"
+    return f"plugin {where} ({ep.value})"
+
+
+def _load_plugin(ep: metadata.EntryPoint) -> AlgorithmInfo:
+    """The plug-in ``ep`` names, checked against the contract; ``ConfigError`` says why not."""
+    try:
+        obj = ep.load()
+    except Exception as exc:  # an import error, a missing attribute, a plug-in's own bug
+        raise ConfigError(f"cannot import {ep.value}: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, ABRAlgorithm)):
+        raise ConfigError(f"{ep.value} is {obj!r}, not an ABRAlgorithm subclass")
+    if inspect.isabstract(obj):
+        raise ConfigError(f"{ep.value} is abstract (does it implement select?)")
+    return AlgorithmInfo(ep.name, obj, _entry_point_source(ep), describe_params(obj))
+
+
+@cache
+def _discover() -> tuple[dict[str, AlgorithmInfo], dict[str, str]]:
+    found = {
+        name: AlgorithmInfo(name, cls, BUILTIN_SOURCE, describe_params(cls))
+        for name, cls in BUILTIN.items()
+    }
+    errors: dict[str, str] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        source = _entry_point_source(ep)
+        if ep.name in found:
+            reason = f"name clashes with the {found[ep.name].source} algorithm {ep.name!r}"
+        else:
+            try:
+                info = _load_plugin(ep)
+            except ConfigError as exc:
+                reason = str(exc)
+            else:
+                found[ep.name] = info
+                declared = getattr(info.cls, "name", None)
+                if declared != ep.name:
+                    log.info(
+                        "algorithm plug-in %r: class %s declares name %r; registered as %r",
+                        ep.name,
+                        info.cls.__qualname__,
+                        declared,
+                        ep.name,
+                    )
+                log.debug("algorithm plug-in %r loaded from %s", ep.name, source)
+                continue
+        errors[ep.name] = reason
+        log.warning("algorithm plug-in %r skipped (%s): %s", ep.name, source, reason)
+    return found, errors
+
+
+def available_algorithms() -> dict[str, AlgorithmInfo]:
+    """Every usable algorithm by registered name: built-ins first, then plug-ins."""
+    return dict(_discover()[0])
+
+
+def load_errors() -> dict[str, str]:
+    """Plug-ins that were skipped, by entry-point name, with the reason."""
+    return dict(_discover()[1])
+
+
+def clear_cache() -> None:
+    """Forget discovered plug-ins (the next call looks at the installed packages again)."""
+    _discover.cache_clear()
+
+
+def algorithm_names() -> list[str]:
+    return sorted(_discover()[0])
+
+
+def rule_names() -> tuple[str, ...]:
+    """Algorithms that decide by a rule, without a checkpoint: built-ins and plug-ins."""
+    return tuple(sorted(n for n, i in _discover()[0].items() if not i.learned))
+
+
+def algorithm_info(name: str) -> AlgorithmInfo:
+    """The algorithm registered as ``name``; ``ConfigError`` names the known ones (and says why
+    a plug-in of that name was skipped)."""
+    found, errors = _discover()
+    try:
+        return found[name]
+    except KeyError:
+        why = f" (plug-in skipped: {errors[name]})" if name in errors else ""
+        raise ConfigError(
+            f"unknown algorithm {name!r}{why}; known: {', '.join(sorted(found))}"
+        ) from None
+
+
+def check_names(names: Mapping[str, object] | list[str] | tuple[str, ...], *extra: str) -> None:
+    """``ConfigError`` naming every entry of ``names`` that is not an algorithm (nor in
+    ``extra``, e.g. ``optimal``)."""
+    found, errors = _discover()
+    unknown = [n for n in names if n not in found and n not in extra]
+    if unknown:
+        skipped = [f"{n}: {errors[n]}" for n in unknown if n in errors]
+        raise ConfigError(
+            f"unknown algorithm(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted([*found, *extra]))}"
+            + (f" (skipped plug-ins: {'; '.join(skipped)})" if skipped else "")
+        )
+
+
+def parse_param_args(items: list[str]) -> dict[str, dict[str, str]]:
+    """``--param ALGO.KEY=VALUE`` items as ``{ALGO: {KEY: VALUE}}``; the values stay strings
+    until the algorithm's ``Params`` types convert them."""
+    params: dict[str, dict[str, str]] = {}
+    for item in items:
+        name_key, sep, value = item.partition("=")
+        name, dot, key = name_key.partition(".")
+        if not sep or not dot or not name or not key:
+            raise ConfigError(f"--param {item!r}: expected ALGO.KEY=VALUE")
+        params.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return params
+
+
+def build_algorithm(
+    name: str, cls: type[ABRAlgorithm], video: Video, params: dict[str, Any] | None = None
+) -> ABRAlgorithm:
+    """An instance of ``cls`` for one session, its parameters parsed from ``params``, carrying
+    the name ``name`` (also for classes that are not registered, e.g. in tests)."""
+    parsed = parse_params(cls.Params, params)
+    try:
+        algo = cls(video, parsed)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a plug-in's constructor must not crash the caller (the service)
+        raise ConfigError(
+            f"algorithm {name!r} cannot be built with {parsed!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if getattr(algo, "name", None) != name:
+        setattr(algo, "name", name)  # noqa: B010  (records are keyed by the registered name)
+    return algo
+
+
+def make_algorithm(name: str, video: Video, params: dict[str, Any] | None = None) -> ABRAlgorithm:
+    """A fresh instance of algorithm ``name`` (built-in or plug-in) for one session of
+    ``video``; ``ConfigError`` for an unknown name or a bad parameter."""
+    return build_algorithm(name, algorithm_info(name).cls, video, params)

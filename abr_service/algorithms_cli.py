@@ -1,0 +1,59 @@
+"""``streambed algorithms``: every algorithm this installation knows, where it comes from, its
+parameters and their defaults; plug-ins that could not be loaded, with the reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from abr_service.algorithms.registry import GROUP, AlgorithmInfo, available_algorithms, load_errors
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "algorithms",
+        help="list the ABR algorithms (built-in and plug-ins) and their parameters",
+        description=(
+            "List every ABR algorithm usable by name (eval --algorithms, POST /decide, emulate, "
+            f"play, train imitate --teacher): the built-ins and the plug-ins of the {GROUP!r} "
+            "entry-point group, with their parameters and defaults (set them with --param "
+            "NAME.KEY=VALUE). Plug-ins that failed to load are listed with the reason."
+        ),
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)
+
+
+def as_json() -> dict[str, Any]:
+    """What ``--json`` prints: ``{"algorithms": [...], "errors": {name: reason}}``."""
+    return {
+        "algorithms": [info.to_json() for info in available_algorithms().values()],
+        "errors": load_errors(),
+    }
+
+
+def _format(info: AlgorithmInfo) -> list[str]:
+    lines = [f"{info.name}  [{info.source}]  {info.cls.__module__}:{info.cls.__qualname__}"]
+    for p in info.params:
+        doc = f"  {p.doc.splitlines()[0]}" if p.doc else ""
+        lines.append(f"    {p.name}: {p.type} = {p.default!r}{doc}")
+    if not info.params:
+        lines.append("    (no parameters)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(as_json(), indent=2, default=str))
+        return 0
+    lines: list[str] = []
+    for info in available_algorithms().values():
+        lines += _format(info)
+    errors = load_errors()
+    if errors:
+        lines.append("")
+        lines.append(f"plug-ins not loaded ({GROUP}):")
+        lines += [f"  {name}: {reason}" for name, reason in sorted(errors.items())]
+    print("\n".join(lines))
+    return 0

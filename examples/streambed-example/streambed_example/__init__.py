@@ -1,0 +1,1 @@
+"""An example Streambed plug-in package (see README.md)."""
