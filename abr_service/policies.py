@@ -11,7 +11,10 @@ Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
 * Pensieve-PPO's ``[actor_state_dict, critic_state_dict]``;
 * a bare actor state dict;
 * Streambed's ``{"format": "streambed-policy/1", "arch": ..., "num_levels": ...,
-  "obs_version": ..., "actor": state_dict, "meta": {...}}``.
+  "obs_version": ..., "actor": state_dict, "meta": {...}}``, where ``arch`` is any
+  architecture of :func:`abr_service.architectures.architectures` (built-in or plug-in).
+
+The first two are always ``pensieve-ppo``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from abr_service.architectures import architectures
 from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
 from streambed.errors import ModelError
 
@@ -79,9 +83,6 @@ class PensievePPOCritic(PensievePPONet):
         super().__init__(num_levels, 1, "val_head")
 
 
-ARCHITECTURES: dict[str, type[PensievePPOActor]] = {"pensieve-ppo": PensievePPOActor}
-
-
 @dataclass
 class LoadedPolicy:
     """An actor ready for inference, with what its checkpoint said about itself."""
@@ -132,13 +133,17 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
             f"{where}: not a policy checkpoint (expected a state dict, "
             "[actor, critic] state dicts, or a Streambed checkpoint)"
         )
-    if arch not in ARCHITECTURES:
-        raise ModelError(
-            f"{where}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}"
-        )
+    known = architectures()  # built-ins and plug-ins (abr_service.architectures)
+    if arch not in known:
+        raise ModelError(f"{where}: unknown architecture {arch!r}; known: {', '.join(known)}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{where}: the actor weights are not a state dict of tensors")
-    actor = ARCHITECTURES[arch](num_levels)
+    try:
+        actor = known[arch].actor(num_levels)
+    except Exception as exc:  # a plug-in's constructor: report it, never crash the caller
+        raise ModelError(
+            f"{where}: cannot build the {arch} actor for {num_levels} levels ({exc})"
+        ) from exc
     expected = actor.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -155,8 +160,14 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
             )
     actor.load_state_dict(state)
     actor.eval()
-    with torch.no_grad():
-        out = actor(torch.zeros(1, S_INFO, S_LEN))
+    try:
+        with torch.no_grad():
+            out = actor(torch.zeros(1, S_INFO, S_LEN))
+    except Exception as exc:  # a plug-in's forward
+        raise ModelError(f"{where}: the {arch} actor fails on a zero observation ({exc})") from exc
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (1, num_levels):
+        raise ModelError(f"{where}: the {arch} actor gives {shape}, expected (1, {num_levels})")
     if not torch.isfinite(out).all():
         raise ModelError(f"{where}: the network's output on a zero observation is not finite")
     return LoadedPolicy(actor, arch, num_levels, meta, fmt)

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from abr_service.architectures import Architecture, architectures
 from abr_service.observation import OBS_VERSION
-from abr_service.policies import ARCHITECTURES, CHECKPOINT_FORMAT, PensievePPOCritic, load_policy
+from abr_service.policies import CHECKPOINT_FORMAT, load_policy
 from abr_service.qoe import QoEMetric, make_qoe
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
@@ -80,7 +81,9 @@ class CommonArgs:
     qoe: str = "lin"
     """QoE metric of the reward and the validation (lin, log, hd)."""
     arch: str = "pensieve-ppo"
-    """Policy architecture."""
+    """Policy architecture: pensieve-ppo (Pensieve-PPO's network), pensieve (the original
+    Pensieve network), or a plug-in of the streambed.policies entry-point group. Its suggested
+    hyperparameters fill the flags of this trainer that are not given."""
     init_from: str = ""
     """Start the actor from this checkpoint (e.g. an imitation run's best.pt)."""
     device: str = "cpu"
@@ -364,11 +367,18 @@ def evaluate_actor(
 # Networks and checkpoints
 
 
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture ``name`` (built-in or plug-in), or a ConfigError."""
+    known = architectures()
+    if name not in known:
+        raise ConfigError(f"--arch: unknown architecture {name!r}; known: {', '.join(known)}")
+    return known[name]
+
+
 def make_networks(args: CommonArgs, num_levels: int) -> tuple[nn.Module, nn.Module]:
-    if args.arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {args.arch!r}; known: {', '.join(ARCHITECTURES)}")
-    actor = ARCHITECTURES[args.arch](num_levels)
-    critic = PensievePPOCritic(num_levels)
+    """The actor and critic of ``args.arch``; the actor from ``--init-from`` when given."""
+    arch = get_architecture(args.arch)
+    actor, critic = arch.actor(num_levels), arch.critic(num_levels)
     if args.init_from:
         loaded = load_policy(args.init_from, num_levels)
         if loaded.arch != args.arch:

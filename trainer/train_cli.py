@@ -1,7 +1,10 @@
-"""``streambed train {ppo,a3c,imitate}``: flags generated from each trainer's argument dataclass.
+"""``streambed train {ppo,a3c,dqn,imitate}``: flags generated from each trainer's argument
+dataclass.
 
 Every field of the dataclass is a flag (``learning_rate`` -> ``--learning-rate``) whose help is
-the field's docstring; booleans take ``--x/--no-x``.
+the field's docstring; booleans take ``--x/--no-x``. ``--arch NAME`` picks the policy
+architecture; the hyperparameters it suggests fill the flags of the same names that the command
+line did not give (see :mod:`abr_service.architectures`).
 """
 
 from __future__ import annotations
@@ -63,12 +66,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def register(subparsers: Any) -> None:
     from trainer.a3c import A3CArgs
+    from trainer.dqn import DQNArgs
     from trainer.imitate import ImitateArgs
     from trainer.ppo import PPOArgs
 
     p = subparsers.add_parser(
         "train",
-        help="train a policy (ppo, a3c, imitate) on the batched simulator",
+        help="train a policy (ppo, a3c, dqn, imitate) on the batched simulator",
         description="Train an ABR policy offline; runs live under --out (args.json, best.pt, "
         "last.pt, metrics.csv, TensorBoard events in tb/).",
     )
@@ -76,6 +80,7 @@ def register(subparsers: Any) -> None:
     for name, cls, text in (
         ("ppo", PPOArgs, "PPO with dual clip and adaptive or scheduled entropy"),
         ("a3c", A3CArgs, "synchronous advantage actor-critic with an entropy schedule (Pensieve)"),
+        ("dqn", DQNArgs, "double DQN with a target network, replay and an epsilon schedule"),
         ("imitate", ImitateArgs, "behaviour cloning and DAgger from a teacher (Comyco-style)"),
     ):
         q = sub.add_parser(
@@ -103,10 +108,31 @@ def run(ns: argparse.Namespace) -> int:
         previous.pop("algorithm", None)
         values = {**previous, **given}  # flags given now (e.g. a longer budget) win
     else:
-        values = given
+        values = {**arch_suggestions(cls, given.get("arch") or cls().arch, given), **given}
     summary = train(_trainer_class(ns.algorithm), cls(**values))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def arch_suggestions(cls: type, arch: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters ``arch`` suggests for fields of ``cls`` that ``given`` lacks."""
+    from abr_service.architectures import suggested_defaults
+    from trainer.common import get_architecture
+
+    names = {f.name: f for f in fields(cls)}
+    applied: dict[str, Any] = {}
+    for key, value in suggested_defaults(get_architecture(arch)).items():
+        if key in names and key not in given:
+            kind = type(getattr(cls(), key))
+            try:
+                applied[key] = kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"--arch {arch}: suggested {key}={value!r} is not a {kind.__name__}"
+                ) from None
+    if applied:
+        log.info("--arch %s suggests %s", arch, ", ".join(f"{k}={v}" for k, v in applied.items()))
+    return applied
 
 
 def _trainer_class(name: str) -> Any:
@@ -118,6 +144,10 @@ def _trainer_class(name: str) -> Any:
         from trainer.a3c import A3C
 
         return A3C
+    if name == "dqn":
+        from trainer.dqn import DQN
+
+        return DQN
     from trainer.imitate import Imitate
 
     return Imitate

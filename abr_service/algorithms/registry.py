@@ -42,7 +42,7 @@ from abr_service.algorithms.learned import LearnedPolicy
 from abr_service.algorithms.mpc import MPC, RobustMPC
 from abr_service.algorithms.rate_based import RateBased
 from abr_service.video import Video
-from streambed.errors import ConfigError
+from streambed.errors import ConfigError, StreambedError
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def build_algorithm(
     parsed = parse_params(cls.Params, params)
     try:
         algo = cls(video, parsed)
-    except ConfigError:
+    except StreambedError:  # already names what is wrong (a bad checkpoint: ModelError)
         raise
     except Exception as exc:  # a plug-in's constructor must not crash the caller (the service)
         raise ConfigError(

@@ -1,0 +1,134 @@
+"""DQN on small budgets: it learns, its checkpoints serve as greedy policies, resume is exact."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_trainer import DATA, QOE, VIDEO, _final_actor, initial_val
+
+from abr_service.algorithms import make_algorithm
+from abr_service.algorithms.learned import LearnedPolicy
+from abr_service.architectures import PensieveNet
+from abr_service.policies import load_policy
+from streambed.cli import main
+from trainer.common import evaluate_actor, train_loop
+from trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
+from trainer.evaluate import evaluate
+
+FAST = DQNArgs(
+    out="unused",
+    steps=25_000,
+    num_envs=32,
+    rollout_steps=8,
+    val_every=20,
+    learning_rate=1e-3,
+    learning_starts=1_000,
+    exploration_steps=10_000,
+    updates_per_iteration=2,
+    batch_size=128,
+    progress=False,
+    seed=3,
+)
+
+
+def test_short_run_improves_and_serves(tmp_path: Path) -> None:
+    trainer = DQN(replace(FAST, out=str(tmp_path / "run")), DATA)
+    before = initial_val(trainer)
+    summary = train_loop(trainer)
+    best = load_policy(tmp_path / "run" / "best.pt", VIDEO.num_levels)
+    val = evaluate_actor(best.actor, DATA.val, VIDEO, QOE)
+    assert val == pytest.approx(summary["best_val_qoe"], abs=1e-9)
+    assert val > before + 0.5, (before, val)
+    assert best.arch == "pensieve-ppo" and best.meta["algorithm"] == "dqn"
+    names = {
+        line.split(",")[2]
+        for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    }
+    assert {"charts/val_qoe", "charts/epsilon", "losses/td_loss", "losses/q_mean"} <= names
+    assert any((tmp_path / "run" / "tb").iterdir())
+    # final.pt is the trained Q-network: identical greedy actions after the round trip
+    final = load_policy(tmp_path / "run" / "final.pt", VIDEO.num_levels)
+    obs = torch.as_tensor(np.random.default_rng(0).uniform(0, 2, (500, 6, 8)), dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(final.actor(obs).argmax(-1), trainer.actor(obs).argmax(-1))
+    # the service's learned-policy algorithm and streambed eval serve it unchanged
+    algo = make_algorithm("ppo", VIDEO, {"model": str(tmp_path / "run" / "best.pt")})
+    assert isinstance(algo, LearnedPolicy)
+    with torch.no_grad():
+        greedy = int(best.actor(torch.zeros(1, 6, 8)).argmax())
+    assert int(np.argmax(algo.probabilities())) == greedy
+    result = evaluate(
+        DATA.val,
+        VIDEO,
+        ["ppo"],
+        params={"ppo": {"model": str(tmp_path / "run" / "best.pt")}},
+        progress=False,
+    )
+    assert float(np.mean([m.qoe for m in result.metrics])) == pytest.approx(val, abs=1e-9)
+
+
+def test_pensieve_architecture_q_network(tmp_path: Path) -> None:
+    args = replace(FAST, out=str(tmp_path / "p"), arch="pensieve", steps=3_000, val_every=5)
+    trainer = DQN(args, DATA)
+    assert isinstance(trainer.actor, PensieveNet) and isinstance(trainer.target, PensieveNet)
+    train_loop(trainer)
+    assert load_policy(tmp_path / "p" / "best.pt", VIDEO.num_levels).arch == "pensieve"
+
+
+def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    base = replace(FAST, out=str(tmp_path / "straight"), steps=6_000, val_every=4, seed=5)
+    train_loop(DQN(base, DATA))
+    half = replace(base, out=str(tmp_path / "resumed"), steps=3_000)
+    train_loop(DQN(half, DATA))
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert state["extra"]["replay"]["size"] > 0 and state["extra"]["updates"] > 0
+    train_loop(DQN(replace(half, steps=6_000, resume=True), DATA))
+    straight, resumed = _final_actor(tmp_path / "straight"), _final_actor(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["modules"]["target"][k], b["modules"]["target"][k]) for k in straight)
+    assert torch.equal(a["extra"]["replay"]["ret"], b["extra"]["replay"]["ret"])
+
+
+def test_n_step_returns() -> None:
+    rewards = np.array([[1.0], [2.0], [4.0], [8.0]])
+    dones = np.array([[0.0], [1.0], [0.0], [0.0]])
+    valid = np.array([[True], [True], [False], [True]])
+    ret, discount, last = n_step_transitions(rewards, dones, valid, 0.5, 3)
+    # t=0: 1 + 0.5*2, then the video ended: no bootstrap
+    assert ret[0, 0] == 2.0 and discount[0, 0] == 0.0 and last[0, 0] == 1
+    assert ret[1, 0] == 2.0 and discount[1, 0] == 0.0
+    # t=3: cut by the rollout's end after one step: a one-step return
+    assert ret[3, 0] == 8.0 and discount[3, 0] == 0.5 and last[3, 0] == 3
+    one, disc1, _ = n_step_transitions(rewards, np.zeros_like(dones), valid, 0.5, 1)
+    assert one[:, 0].tolist() == [1.0, 2.0, 0.0, 8.0] and disc1[0, 0] == 0.5
+
+
+def test_replay_ring_buffer_wraps_and_restores() -> None:
+    replay = Replay(5, (2,), seed=0)
+    for start in (0, 3):
+        k = np.arange(start, start + 3)
+        replay.add(np.c_[k, k].astype(np.float32), k, k.astype(np.float32), np.zeros((3, 2)), k)
+    assert replay.size == 5 and replay.pos == 1
+    assert replay.action.tolist() == [5, 1, 2, 3, 4]
+    copy = Replay(5, (2,), seed=9)
+    copy.load_state(replay.state())
+    assert [a.tolist() for a in copy.sample(4)] == [a.tolist() for a in replay.sample(4)]
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "dqn", "--help"])
+    assert "--exploration-steps" in capsys.readouterr().out
+    out = tmp_path / "cli"
+    argv = ["train", "dqn", "--out", str(out), "--steps", "800", "--num-envs", "16"]
+    assert main([*argv, "--learning-starts", "100", "--val-every", "2", "--no-progress"]) == 0
+    saved = json.loads((out / "args.json").read_text())
+    assert saved["algorithm"] == "dqn" and saved["learning_starts"] == 100
+    assert load_policy(out / "best.pt", VIDEO.num_levels).meta["algorithm"] == "dqn"
