@@ -92,21 +92,13 @@ def _where(field: str, flags: dict[str, str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    import uvicorn
 
     from abr_service.app.main import create_app
-    from streambed.servers import KEEP_ALIVE_S
+    from streambed.servers import run_server
 
     settings = settings_from_args(args)
     torch.set_num_threads(1)  # one small forward pass per request: threads only add latency
     app = create_app(settings)
     log.info("listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        log_level="info",
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    run_server(app, settings.host, settings.port, settings.access_log)
     return 0

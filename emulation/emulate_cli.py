@@ -13,8 +13,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from streambed.errors import ConfigError
-
 LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
 
 
@@ -92,24 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from emulation.orchestrate import EmulateConfig, emulate
 
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
-    if args.abr is None:
-        # The service this command starts knows the same algorithms as this process.
-        from abr_service.algorithms import parse_params
-        from abr_service.algorithms.registry import algorithm_info, check_names
+    from abr_service.algorithms.registry import check_names, run_params
 
+    if args.abr is None:  # the service this command starts knows this process's algorithms
         check_names(algorithms)
-    from abr_service.algorithms.registry import parse_param_args
-
-    params = parse_param_args(args.param)
-    stray = sorted(set(params) - set(algorithms))
-    if stray:
-        raise ConfigError(
-            f"--param for {', '.join(stray)}, which --algorithms does not run "
-            f"({', '.join(algorithms)})"
-        )
-    if args.abr is None:
-        for name, values in params.items():
-            parse_params(algorithm_info(name).cls.Params, values)
+    params = run_params(args.param, algorithms, validate=args.abr is None)
     config = EmulateConfig(
         traces=args.traces,
         algorithms=algorithms,

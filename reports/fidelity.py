@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reports.load import read_per_trace_csv
 from reports.sessionlog import ChunkRecord
 from reports.summary import SessionMetrics, session_metrics
-from streambed.errors import ConfigError
+from streambed.errors import ConfigError, ReportError
 
 if TYPE_CHECKING:
     from abr_service.video import Video
@@ -102,34 +103,10 @@ def read_per_trace(directory: Path) -> list[SessionMetrics]:
     path = Path(directory) / PER_TRACE_CSV
     if not path.is_file():
         raise ConfigError(f"{path}: no such file (not a streambed eval/emulate output directory?)")
-    names = [f.name for f in dataclasses.fields(SessionMetrics)]
     try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = [n for n in names if n not in (reader.fieldnames or [])]
-            if missing:
-                raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
-            rows = list(enumerate(reader, start=2))
-    except (OSError, csv.Error) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    out = []
-    for lineno, row in rows:
-        try:
-            out.append(
-                SessionMetrics(
-                    algorithm=row["algorithm"],
-                    trace=row["trace"],
-                    qoe=float(row["qoe"]),
-                    bitrate_mean_kbps=float(row["bitrate_mean_kbps"]),
-                    rebuffer_s=float(row["rebuffer_s"]),
-                    rebuffer_ratio=float(row["rebuffer_ratio"]),
-                    switches_per_chunk=float(row["switches_per_chunk"]),
-                    chunks=int(row["chunks"]),
-                )
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: line {lineno}: bad value: {exc}") from None
-    return out
+        return read_per_trace_csv(path)
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _by_key(metrics: Sequence[SessionMetrics], where: str) -> dict[tuple[str, str], SessionMetrics]:

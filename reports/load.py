@@ -125,7 +125,7 @@ def load_report_dir(path: Path, traces: Path | None = None) -> ReportDir:
     if not path.is_dir():
         raise ReportError(f"{path}: no such report directory")
     summary = _read_summary(path / SUMMARY_JSON)
-    metrics = _read_per_trace(path / PER_TRACE_CSV)
+    metrics = read_per_trace_csv(path / PER_TRACE_CSV)
     failed = _read_failed(path / FAILED_JSON)
     traces_dir: Path | None = None
     named = summary.get("traces_dir")
@@ -158,7 +158,8 @@ def _read_summary(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_per_trace(path: Path) -> list[SessionMetrics]:
+def read_per_trace_csv(path: Path) -> list[SessionMetrics]:
+    """The rows of a ``per_trace.csv`` (``ReportError`` naming the file, line and field)."""
     names = [f.name for f in fields(SessionMetrics)]
     try:
         with open(path, newline="") as fh:

@@ -166,11 +166,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from server.app import create_app
     from server.build import MPD_NAME, verify_content
-    from streambed.servers import KEEP_ALIVE_S
+    from streambed.servers import run_server
 
     if args.content is None:
         raise ConfigError("origin: --content DIR is required (or use 'streambed origin build')")
@@ -190,12 +189,5 @@ def run_serve(args: argparse.Namespace) -> int:
     except ContentError as exc:  # still servable: any files are, only the check failed
         log.warning("content check failed: %s", exc)
     log.info("MPD at http://%s:%d/%s", args.host, args.port, MPD_NAME)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        access_log=args.access_log,
-        log_level="info",
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    run_server(app, args.host, args.port, args.access_log)
     return 0

@@ -25,6 +25,18 @@ request, which then fails with "Server disconnected" (measured: 70 of 6,816 deci
 32-session emulation fell back to local BBA that way)."""
 
 
+def run_server(app: Any, host: str, port: int, access_log: bool = False) -> None:
+    """Serve ``app`` under uvicorn in the foreground until SIGINT/SIGTERM (the CLIs' servers)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+
+
 @contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Yield the base URL (``http://host:port``) while ``app`` is served; stop it afterwards."""

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from abr_service.algorithms import CLASSIC, parse_params
-from abr_service.algorithms.registry import algorithm_info, check_names
+from abr_service.algorithms import CLASSIC
+from abr_service.algorithms.registry import check_names, run_params
 from abr_service.algorithms.registry import parse_param_args as parse_param_args
 from abr_service.qoe import QOE_NAMES
 from abr_service.video import Video, load_video
@@ -78,16 +78,7 @@ def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[
 def run(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     check_names(algorithms, "optimal")
-    params = parse_param_args(args.param)
-    stray = sorted(set(params) - set(algorithms))
-    if stray:
-        raise ConfigError(
-            f"--param for {', '.join(stray)}, which --algorithms does not run "
-            f"({', '.join(algorithms)})"
-        )
-    for name, values in params.items():  # refuse a bad value before hours of simulation
-        if name != "optimal":
-            parse_params(algorithm_info(name).cls.Params, values)
+    params = run_params(args.param, algorithms, skip=("optimal",))
     if "ppo" in algorithms:
         if args.model is None and "model" not in params.get("ppo", {}):
             raise ConfigError("--algorithms ppo needs --model CHECKPOINT")

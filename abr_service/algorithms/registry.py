@@ -29,7 +29,7 @@ import ast
 import inspect
 import logging
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from functools import cache
 from importlib import metadata
@@ -263,6 +263,30 @@ def parse_param_args(items: list[str]) -> dict[str, dict[str, str]]:
         if not sep or not dot or not name or not key:
             raise ConfigError(f"--param {item!r}: expected ALGO.KEY=VALUE")
         params.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return params
+
+
+def run_params(
+    items: list[str],
+    algorithms: Sequence[str],
+    *,
+    validate: bool = True,
+    skip: tuple[str, ...] = (),
+) -> dict[str, dict[str, str]]:
+    """``--param ALGO.KEY=VALUE`` items for a run of ``algorithms``: ``ConfigError`` for an
+    algorithm the run does not have and, with ``validate``, for a value its ``Params`` refuse
+    (before any work starts); ``skip`` names entries that take no parameters (``optimal``)."""
+    params = parse_param_args(items)
+    stray = sorted(set(params) - set(algorithms))
+    if stray:
+        raise ConfigError(
+            f"--param for {', '.join(stray)}, which --algorithms does not run "
+            f"({', '.join(algorithms)})"
+        )
+    if validate:
+        for name, values in params.items():
+            if name not in skip:
+                parse_params(algorithm_info(name).cls.Params, values)
     return params
 
 
