@@ -79,6 +79,8 @@ def headline(
     ppo_minutes: float,
     out: Path,
     workers: int,
+    snapshot_minutes: float,
+    extra: list[str],
 ) -> None:
     """The headline recipe, one seed at a time: imitation, then PPO from its best.pt.
 
@@ -88,7 +90,7 @@ def headline(
     for seed in seeds:
         common = [
             "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
-            "--workers", str(workers), "--no-progress",
+            "--workers", str(workers), "--no-progress", *extra,
         ]  # fmt: skip
         imitation = out / f"imitate-s{seed}"
         ppo = out / f"ppo-s{seed}"
@@ -96,7 +98,8 @@ def headline(
             ["imitate", "--teacher", teacher, "--out", str(imitation),
              "--minutes", str(imitate_minutes), *common],
             ["ppo", "--init-from", str(imitation / "best.pt"), "--out", str(ppo),
-             "--minutes", str(ppo_minutes), "--snapshot-minutes", "2", *common],
+             "--minutes", str(ppo_minutes), "--snapshot-minutes", str(snapshot_minutes),
+             *common],
         ):  # fmt: skip
             print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
             subprocess.run([sys.executable, "-m", "streambed", "train", *cmd], check=True)
@@ -202,6 +205,12 @@ def main() -> None:
     h.add_argument("--ppo-minutes", type=float, default=28.0)
     h.add_argument("--workers", type=int, default=1)
     h.add_argument("--out", type=Path, default=Path("runs/headline"))
+    h.add_argument("--snapshot-minutes", type=float, default=2.0)
+    h.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="after --: more `streambed train` flags for both stages (e.g. --val-match RE)",
+    )
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--png", type=Path)
@@ -217,6 +226,8 @@ def main() -> None:
             args.ppo_minutes,
             args.out,
             args.workers,
+            args.snapshot_minutes,
+            [a for a in args.extra if a != "--"],
         )
         return
     report: dict[str, Any] = {

@@ -234,6 +234,23 @@ def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
     assert len({t.name for t in data.val} & lower) == 1
 
 
+def test_validation_split_from_matching_traces_only(tmp_path: Path) -> None:
+    directory = tmp_path / "traces"
+    directory.mkdir()
+    for trace in TRACES:
+        save_pensieve(trace, directory / trace.name)
+    data = load_data(PPOArgs(traces=str(directory), val_match=r"_0[0-5]$", val_fraction=0.5))
+    assert {t.name for t in data.val} <= {f"slow_{i:02d}" for i in range(6)}
+    assert len(data.val) == 3 and len(data.train) == 9
+    assert not {t.name for t in data.val} & {t.name for t in data.train}
+    with pytest.raises(ConfigError, match="matches no trace"):
+        load_data(PPOArgs(traces=str(directory), val_match="^fcc"))
+    with pytest.raises(ConfigError, match="not a regex"):
+        load_data(PPOArgs(traces=str(directory), val_match="("))
+    with pytest.raises(ConfigError, match="--val-traces"):
+        load_data(PPOArgs(traces=str(directory), val_match="slow", val_traces=str(directory)))
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "ppo", "--help"])

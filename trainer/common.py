@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, fields
@@ -59,6 +60,10 @@ class CommonArgs:
     val_fraction: float = 0.2
     """Share of the training traces held out for validation when --val-traces is not given
     (evenly spaced in mean throughput)."""
+    val_match: str = ""
+    """Regular expression on trace names: hold the validation split out of the matching training
+    traces only (the same share of them), e.g. '^(?!trace_)' for the HSDPA traces of a set that
+    mixes them with FCC ones, when the policy will be deployed on that network."""
     out: str = "runs/train"
     """Run directory: args.json, best.pt, last.pt, metrics.csv, TensorBoard events."""
     minutes: float = 0.0
@@ -132,6 +137,10 @@ def load_data(args: CommonArgs) -> Data:
     traces = load_traceset(args.traces) if args.traces else default_traces()
     video = load_video(args.video) if args.video else default_video()
     if args.val_traces:
+        if args.val_match:
+            raise ConfigError(
+                "--val-match chooses from the training traces; drop it or --val-traces"
+            )
         val = load_traceset(args.val_traces)
         train = traces
     else:
@@ -140,9 +149,20 @@ def load_data(args: CommonArgs) -> Data:
         # A fixed split (independent of the seed, so runs are comparable), stratified by mean
         # throughput: evenly spaced through the sorted traces, so the held-out share spans the
         # training set's range instead of landing, by chance, on its hardest traces.
-        order = sorted(range(len(traces)), key=lambda i: (traces[i].mean_mbps, traces[i].name))
-        count = max(1, round(len(traces) * args.val_fraction))
-        stride = len(traces) / count
+        candidates: list[int] = list(range(len(traces)))
+        if args.val_match:
+            try:
+                pattern = re.compile(args.val_match)
+            except re.error as exc:
+                raise ConfigError(f"--val-match {args.val_match!r} is not a regex: {exc}") from None
+            candidates = [i for i in candidates if pattern.search(traces[i].name)]
+            if not candidates:
+                raise ConfigError(
+                    f"--val-match {args.val_match!r} matches no trace in {args.traces or 'the embedded traces'}"
+                )
+        order = sorted(candidates, key=lambda i: (traces[i].mean_mbps, traces[i].name))
+        count = max(1, round(len(order) * args.val_fraction))
+        stride = len(order) / count
         held = {order[int(stride * (k + 0.5))] for k in range(count)}
         val = [t for i, t in enumerate(traces) if i in held]
         train = [t for i, t in enumerate(traces) if i not in held]
