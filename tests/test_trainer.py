@@ -282,6 +282,28 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "a3c", "--out", str(tmp_path / "bad"), "--entropy-schedule", "x"]) == 2
 
 
+def test_teacher_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def labels(*param: str) -> set[int]:
+        args = ImitateArgs(out="unused", num_envs=8, teacher="bba", param=list(param))
+        trainer = Imitate(args, DATA)
+        _, taught, *_ = trainer._collect()
+        return set(taught.tolist())
+
+    # Every buffer is below a 100 s reservoir, and above a zero reservoir and 1 ms cushion.
+    assert labels("bba.reservoir_s=100") == {0}
+    assert labels("bba.reservoir_s=0", "bba.cushion_s=0.001") == {VIDEO.num_levels - 1}
+    with pytest.raises(ConfigError, match="which --teacher does not run"):
+        labels("robustmpc.horizon=3")
+    with pytest.raises(ConfigError, match="no parameters"):
+        Imitate(ImitateArgs(out="unused", param=["oracle.horizon=3"]), DATA)
+    out = tmp_path / "cli"
+    common = ["train", "imitate", "--teacher", "bba", "--out", str(out), "--no-progress"]
+    assert main([*common, "--param", "bba.reservoir_s=oops"]) == 2
+    assert "reservoir_s='oops'" in capsys.readouterr().err
+    assert main([*common, "--steps", "200", "--num-envs", "4", "--param", "bba.cushion_s=4"]) == 0
+    assert json.loads((out / "args.json").read_text())["param"] == ["bba.cushion_s=4"]
+
+
 def test_snapshots_for_learning_curves(tmp_path: Path) -> None:
     args = PPOArgs(
         out=str(tmp_path / "s"),

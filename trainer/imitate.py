@@ -20,7 +20,7 @@ behaviour cloning on teacher trajectories). Use the result as PPO's warm start w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
 from abr_service.algorithms.mpc import MPCParams, RobustMPC
-from abr_service.algorithms.registry import make_algorithm, rule_names
+from abr_service.algorithms.registry import make_algorithm, rule_names, run_params
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
@@ -53,6 +53,10 @@ class ImitateArgs(CommonArgs):
     teacher: str = "oracle"
     """oracle (MPC with the trace's true future throughput), or any rule algorithm by name
     (robustmpc, a built-in or an installed plug-in: see ``streambed algorithms``)."""
+    param: list[str] = field(default_factory=list)
+    """Teacher parameter TEACHER.KEY=VALUE, as ``streambed eval --param`` (e.g.
+    robustmpc.horizon=3; ``streambed algorithms`` lists them). The oracle has none: it takes
+    --horizon and --plans."""
     dagger: bool = True
     """Let the student drive a growing share of sessions (DAgger); off: behaviour cloning."""
     beta_iterations: int = 30
@@ -150,6 +154,13 @@ class Imitate(Trainer):
                 f"unknown teacher {args.teacher!r}; choose oracle or a rule algorithm: "
                 f"{', '.join(rule_names())}"
             )
+        if args.teacher == "oracle" and args.param:
+            raise ConfigError(
+                "--param: the oracle teacher has no parameters (see --horizon, --plans)"
+            )
+        self.teacher_params: dict[str, str] = run_params(
+            args.param, [args.teacher], flag="--teacher"
+        ).get(args.teacher, {})
         super().__init__(args, data, group)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate)
         self.iterations = 0
@@ -176,10 +187,13 @@ class Imitate(Trainer):
         )
 
     def _teacher(self, video: Video) -> ABRAlgorithm:
-        if self.args.teacher in ("oracle", "robustmpc"):
-            return RobustMPC(video, MPCParams(qoe=self.args.qoe))  # as deployed: horizon 5
-        # Any other rule, built-in or plug-in, with its default parameters.
-        return make_algorithm(self.args.teacher, video)
+        if self.args.teacher == "oracle":  # unused: the oracle labels by planning
+            return RobustMPC(video, MPCParams(qoe=self.args.qoe))
+        params: dict[str, str] = dict(self.teacher_params)
+        if self.args.teacher == "robustmpc":
+            params.setdefault("qoe", self.args.qoe)  # as deployed: horizon 5
+        # Any rule, built-in or plug-in, with its defaults where --param gives none.
+        return make_algorithm(self.args.teacher, video, params)
 
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "optimizer": self.optimizer}

@@ -52,6 +52,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         flag = "--" + f.name.replace("_", "-")
+        if f.default_factory is list:  # a repeatable flag
+            help_text = f"{docs.get(f.name, '')} (repeatable)".replace("%", "%%")
+            parser.add_argument(
+                flag, action="append", default=None, metavar=f.name.upper(), help=help_text
+            )
+            continue
         help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
             parser.add_argument(

@@ -272,16 +272,17 @@ def run_params(
     *,
     validate: bool = True,
     skip: tuple[str, ...] = (),
+    flag: str = "--algorithms",
 ) -> dict[str, dict[str, str]]:
     """``--param ALGO.KEY=VALUE`` items for a run of ``algorithms``: ``ConfigError`` for an
     algorithm the run does not have and, with ``validate``, for a value its ``Params`` refuse
-    (before any work starts); ``skip`` names entries that take no parameters (``optimal``)."""
+    (before any work starts); ``skip`` names entries that take no parameters (``optimal``);
+    ``flag`` is the option that names the run's algorithms, for the message."""
     params = parse_param_args(items)
     stray = sorted(set(params) - set(algorithms))
     if stray:
         raise ConfigError(
-            f"--param for {', '.join(stray)}, which --algorithms does not run "
-            f"({', '.join(algorithms)})"
+            f"--param for {', '.join(stray)}, which {flag} does not run ({', '.join(algorithms)})"
         )
     if validate:
         for name, values in params.items():
