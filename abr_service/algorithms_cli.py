@@ -1,5 +1,6 @@
-"""``streambed algorithms``: every algorithm this installation knows, where it comes from, its
-parameters and their defaults; plug-ins that could not be loaded, with the reason."""
+"""``streambed algorithms``: every algorithm this installation knows, where it comes from, the
+observation it declares (if any), its parameters and their defaults; plug-ins that could not be
+loaded, with the reason."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def as_json() -> dict[str, Any]:
 
 def _format(info: AlgorithmInfo) -> list[str]:
     lines = [f"{info.name}  [{info.source}]  {info.cls.__module__}:{info.cls.__qualname__}"]
+    if info.observation is not None:
+        lines.append(f"    observation: {info.observation}")
     for p in info.params:
         doc = f"  {p.doc.splitlines()[0]}" if p.doc else ""
         lines.append(f"    {p.name}: {p.type} = {p.default!r}{doc}")

@@ -1,4 +1,4 @@
-"""Policy architectures: actor-critic networks over the Pensieve observation, as plug-ins.
+"""Policy architectures: actor-critic networks over an observation, as plug-ins.
 
 The contract
 ------------
@@ -6,10 +6,11 @@ An architecture is an object with:
 
 * ``name: str``: the name checkpoints and ``--arch`` use. For a plug-in it must equal the
   entry point's name.
-* ``obs_version: str``: the observation its networks read; this build serves
-  :data:`abr_service.observation.OBS_VERSION` (``pensieve-6x8/1``) only.
-* ``actor(num_levels) -> torch.nn.Module``: maps observations of shape
-  ``(batch, S_INFO, S_LEN)`` (float32) to logits of shape ``(batch, num_levels)``. The service
+* ``obs_version: str``: the version of the observation its networks read, any registered one
+  (:mod:`abr_service.observation`: the built-in ``pensieve-6x8/1``, or a plug-in's). Trainers
+  build that observation in their simulator and checkpoints record it.
+* ``actor(num_levels) -> torch.nn.Module``: maps observations of shape ``(batch, *shape)``
+  (float32; the observation's shape) to logits of shape ``(batch, num_levels)``. The service
   serves the argmax (or samples the softmax); DQN uses the same module's outputs as Q-values.
 * ``critic(num_levels) -> torch.nn.Module``: maps the same observations to values
   ``(batch, 1)``.
@@ -33,9 +34,10 @@ an object::
     tiny-mlp = "streambed_example.tiny:TinyActorCritic"
 
 Discovery runs once per process (:func:`architectures`; :func:`clear_cache` forgets it). Each
-plug-in is loaded, built for a 6-level ladder and run on a zero observation; one that fails to
-import, to build, or returns the wrong shapes is named in a logging warning and skipped, as is
-one that reuses a built-in's name. Nothing a plug-in does can break the service or ``eval``.
+plug-in is loaded, built for a 6-level ladder and run on a zero batch of its observation's
+shape; one that fails to import, to build, reads an unknown observation, or returns the wrong
+shapes is named in a logging warning and skipped, as is one that reuses a built-in's name.
+Nothing a plug-in does can break the service or ``eval``.
 
 Built in: ``pensieve-ppo`` (Pensieve-PPO's network, the shared checkpoint's) and ``pensieve``
 (the original Pensieve network of Mao et al., SIGCOMM 2017).
@@ -44,17 +46,17 @@ Built in: ``pensieve-ppo`` (Pensieve-PPO's network, the shared checkpoint's) and
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
+from abr_service.observation import OBS_VERSION, S_LEN, get_observation
+from abr_service.plugins import PluginRegistry, Refused, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -177,79 +179,45 @@ BUILTIN: dict[str, Architecture] = {
 # Discovery
 
 
-_lock = threading.Lock()
-_cache: dict[str, Architecture] | None = None
+def _build(point: EntryPoint, taken: Mapping[str, Architecture]) -> tuple[str, Architecture]:
+    if point.name in taken:
+        raise Refused("the name is already taken")
+    return point.name, _load(point.name, point.load())
+
+
+_registry: PluginRegistry[Architecture] = PluginRegistry(
+    ENTRY_POINT_GROUP, "policy architecture", BUILTIN, _build, log
+)
 
 
 def architectures() -> dict[str, Architecture]:
     """Every usable architecture by name: the built-ins, then the plug-ins (cached)."""
-    global _cache
-    with _lock:
-        if _cache is None:
-            _cache = {**BUILTIN, **_discover()}
-        return dict(_cache)
+    return _registry.all()
 
 
 def clear_cache() -> None:
     """Forget the discovered plug-ins (the next :func:`architectures` looks again)."""
-    global _cache
-    with _lock:
-        _cache = None
-
-
-def _discover() -> dict[str, Architecture]:
-    found: dict[str, Architecture] = {}
-    try:
-        points = list(entry_points(group=ENTRY_POINT_GROUP))
-    except Exception as exc:  # a broken installed distribution must not stop the service
-        log.warning("cannot list %s entry points: %s", ENTRY_POINT_GROUP, exc)
-        return found
-    for point in points:
-        if point.name in BUILTIN or point.name in found:
-            log.warning(
-                "policy architecture plug-in %r (%s) skipped: the name is already taken",
-                point.name,
-                point.value,
-            )
-            continue
-        try:
-            found[point.name] = _load(point.name, point.load())
-        except Exception as exc:  # anything a third-party module raises
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.warning(
-                "policy architecture plug-in %r (%s) skipped: %s%s",
-                point.name,
-                point.value,
-                type(exc).__name__,
-                f": {first[:200]}" if first else "",
-            )
-    return found
+    _registry.clear()
 
 
 def _load(name: str, target: Any) -> Architecture:
     """Instantiate an entry point's target and check it against the contract."""
-    if not callable(target):
-        raise TypeError(f"{target!r} is neither a class nor a factory")
-    arch = target()
+    arch = instantiate(target)
     for attr in ("actor", "critic"):
         if not callable(getattr(arch, attr, None)):
             raise TypeError(f"it has no {attr}(num_levels) method")
     if getattr(arch, "name", name) != name:
         raise ValueError(f"its name is {arch.name!r}, the entry point's is {name!r}")
-    version = getattr(arch, "obs_version", OBS_VERSION)
-    if version != OBS_VERSION:
-        raise ValueError(f"it reads observation {version!r}; this build has {OBS_VERSION!r}")
+    shape = (2, *get_observation(getattr(arch, "obs_version", OBS_VERSION)).shape)
     levels = 6
-    obs = torch.zeros(2, S_INFO, S_LEN)
+    obs = torch.zeros(shape)
     with torch.no_grad():
         logits = arch.actor(levels)(obs)
         values = arch.critic(levels)(obs)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, levels):
-        raise ValueError(f"its actor gives {_shape(logits)} for (2, {S_INFO}, {S_LEN}), not (2, 6)")
+        raise ValueError(f"its actor gives {_shape(logits)} for {shape}, not (2, 6)")
     if not isinstance(values, torch.Tensor) or tuple(values.shape) != (2, 1):
-        raise ValueError(
-            f"its critic gives {_shape(values)} for (2, {S_INFO}, {S_LEN}), not (2, 1)"
-        )
+        raise ValueError(f"its critic gives {_shape(values)} for {shape}, not (2, 1)")
     suggested_defaults(arch)  # must be a mapping when present
     return arch
 

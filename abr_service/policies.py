@@ -1,4 +1,4 @@
-"""Policy networks over the Pensieve observation, and checkpoint loading.
+"""Policy networks over the Pensieve observation, and checkpoint loading (any observation).
 
 The Pensieve-PPO network: one 128-unit branch per observation row (Linear over the newest
 value of rows 0, 1 and 5; Linear over the 8-chunk history of rows 2 and 3; Linear over the
@@ -12,9 +12,12 @@ Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
 * a bare actor state dict;
 * Streambed's ``{"format": "streambed-policy/1", "arch": ..., "num_levels": ...,
   "obs_version": ..., "actor": state_dict, "meta": {...}}``, where ``arch`` is any
-  architecture of :func:`abr_service.architectures.architectures` (built-in or plug-in).
+  architecture of :func:`abr_service.architectures.architectures` (built-in or plug-in) and
+  ``obs_version`` any registered observation (:func:`abr_service.observation.observations`;
+  absent: ``pensieve-6x8/1``) that the architecture reads.
 
-The first two are always ``pensieve-ppo``.
+The first two are always ``pensieve-ppo`` over ``pensieve-6x8/1``. The loaded actor is checked
+on a zero observation of its observation's shape.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from abr_service.architectures import architectures
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
+from abr_service.observation import OBS_VERSION, S_INFO, S_LEN, observations
 from streambed.errors import ModelError
 
 CHECKPOINT_FORMAT = "streambed-policy/1"
@@ -92,6 +95,8 @@ class LoadedPolicy:
     num_levels: int
     meta: dict[str, Any] = field(default_factory=dict)
     source_format: str = CHECKPOINT_FORMAT
+    obs_version: str = OBS_VERSION
+    """The observation the actor reads (:mod:`abr_service.observation`)."""
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -110,18 +115,14 @@ def read_checkpoint(path: str | Path) -> Any:
 
 def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPolicy:
     """Validate a loaded checkpoint against the ladder and build its actor."""
-    arch, fmt = "pensieve-ppo", CHECKPOINT_FORMAT
+    arch, fmt, version = "pensieve-ppo", CHECKPOINT_FORMAT, OBS_VERSION
     meta: dict[str, Any] = {}
     state: Any
     if isinstance(data, list | tuple) and data and isinstance(data[0], dict):
         state, fmt = data[0], "pensieve-ppo"
     elif isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         arch = str(data.get("arch", "pensieve-ppo"))
-        if data.get("obs_version", OBS_VERSION) != OBS_VERSION:
-            raise ModelError(
-                f"{where}: observation version {data.get('obs_version')!r}, "
-                f"this build serves {OBS_VERSION!r}"
-            )
+        version = data.get("obs_version", OBS_VERSION)
         state = data.get("actor")
         meta = dict(data.get("meta") or {})
     elif (
@@ -133,9 +134,21 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
             f"{where}: not a policy checkpoint (expected a state dict, "
             "[actor, critic] state dicts, or a Streambed checkpoint)"
         )
+    readable = observations()  # built-ins and plug-ins (abr_service.observation)
+    if not isinstance(version, str) or version not in readable:
+        raise ModelError(
+            f"{where}: unknown observation version {version!r}; known: {', '.join(readable)}"
+        )
+    observation = readable[version]
     known = architectures()  # built-ins and plug-ins (abr_service.architectures)
     if arch not in known:
         raise ModelError(f"{where}: unknown architecture {arch!r}; known: {', '.join(known)}")
+    reads = getattr(known[arch], "obs_version", OBS_VERSION)
+    if reads != version:
+        raise ModelError(
+            f"{where}: the checkpoint's observation is {version!r}, but the {arch} architecture "
+            f"reads {reads!r}"
+        )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{where}: the actor weights are not a state dict of tensors")
     try:
@@ -162,7 +175,7 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
     actor.eval()
     try:
         with torch.no_grad():
-            out = actor(torch.zeros(1, S_INFO, S_LEN))
+            out = actor(torch.zeros(1, *observation.shape))
     except Exception as exc:  # a plug-in's forward
         raise ModelError(f"{where}: the {arch} actor fails on a zero observation ({exc})") from exc
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -170,7 +183,7 @@ def policy_from_checkpoint(data: Any, num_levels: int, where: str) -> LoadedPoli
         raise ModelError(f"{where}: the {arch} actor gives {shape}, expected (1, {num_levels})")
     if not torch.isfinite(out).all():
         raise ModelError(f"{where}: the network's output on a zero observation is not finite")
-    return LoadedPolicy(actor, arch, num_levels, meta, fmt)
+    return LoadedPolicy(actor, arch, num_levels, meta, fmt, observation.version)
 
 
 def load_policy(path: str | Path, num_levels: int) -> LoadedPolicy:

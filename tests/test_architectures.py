@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from plugin_helpers import fake_distribution
 
 from abr_service.architectures import (
     ENTRY_POINT_GROUP,
@@ -20,13 +20,15 @@ from abr_service.architectures import (
     clear_cache,
     suggested_defaults,
 )
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
+from abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
+from abr_service.observation import clear_cache as clear_observations
 from abr_service.policies import (
     CHECKPOINT_FORMAT,
     PensievePPOActor,
     load_policy,
     policy_from_checkpoint,
 )
+from abr_service.video import generate_video
 from streambed.cli import main
 from streambed.errors import ConfigError, ModelError
 from traces import SynthParams, generate_trace, save_pensieve
@@ -55,8 +57,10 @@ def checkpoint(actor: torch.nn.Module, arch: str, levels: int = 6) -> dict[str, 
 @pytest.fixture(autouse=True)
 def fresh_registry() -> Iterator[None]:
     clear_cache()
+    clear_observations()
     yield
     clear_cache()
+    clear_observations()
 
 
 @pytest.mark.parametrize("name", ["pensieve-ppo", "pensieve"])
@@ -170,12 +174,9 @@ def factory():
 
 def install_fake_distribution(root: Path, entries: dict[str, str]) -> None:
     """A ``.dist-info`` with entry points in ``root``: importlib.metadata finds it on sys.path."""
-    info = root / "sb_test_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sb-test-plugin\nVersion: 0.1\n")
-    lines = [f"[{ENTRY_POINT_GROUP}]"] + [f"{k} = {v}" for k, v in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    (root / "sb_test_arch.py").write_text(textwrap.dedent(PLUGIN))
+    fake_distribution(
+        root, "sb-test-plugin", "0.1", {ENTRY_POINT_GROUP: entries}, {"sb_test_arch": PLUGIN}
+    )
 
 
 @pytest.fixture
@@ -266,6 +267,33 @@ def test_the_example_package_architecture(monkeypatch: pytest.MonkeyPatch) -> No
     data = checkpoint(arch.actor(6), "tiny-mlp")
     with pytest.raises(ModelError, match="unknown architecture 'tiny-mlp'"):
         policy_from_checkpoint(data, 6, "mem")  # not registered: the package is not installed
+
+
+def test_the_example_package_observation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's example-throughput/1 and tiny-mlp-throughput through real entry points."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    entries = {
+        "streambed.observations": {
+            "example-throughput": "streambed_example.throughput:ThroughputObservation"
+        },
+        ENTRY_POINT_GROUP: {
+            "tiny-mlp-throughput": "streambed_example.tiny:TinyThroughputActorCritic"
+        },
+    }
+    fake_distribution(tmp_path / "site", "sb-example-copy", "0.1", entries)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    arch = architectures()["tiny-mlp-throughput"]
+    observation = get_observation(arch.obs_version)
+    assert (observation.version, observation.shape) == ("example-throughput/1", (3, 8))
+    obs = np.zeros((2, 3, 8))
+    one = np.ones(2)
+    video = generate_video(seed=0)
+    # 2 MB in 0.5 s; 4 s of buffer; level 3 (1850 of 4300 kbps), then level 5
+    chunk = np.array([0, 0])
+    observation.update(obs, video, chunk, np.array([3, 3]), 4 * one, 2e6 * one, one / 2, 0 * one)
+    observation.update(obs, video, chunk + 1, np.array([5, 0]), 9 * one, 1e6 * one, one, 0 * one)
+    np.testing.assert_allclose(obs[0, :, -2:], [[4.0, 1.0], [0.4, 0.9], [1850 / 4300, 1.0]])
+    assert arch.actor(6)(torch.zeros(2, 3, 8)).shape == (2, 6)
 
 
 def test_a3c_with_the_pensieve_network(tmp_path: Path) -> None:

@@ -25,10 +25,13 @@ import sysconfig
 import textwrap
 import venv
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import torch
+from plugin_helpers import fake_distribution
 from service_helpers import running_service
 
 from abr_service.algorithms import registry
@@ -81,25 +84,22 @@ class NeedsX(ABRAlgorithm):
         return 0
 '''
 
-ENTRY_POINTS = """\
-[streambed.algorithms]
-fixed = tp_plugin_mod:Fixed
-broken = tp_plugin_missing:Whatever
-notsub = tp_plugin_mod:NotAnAlgorithm
-needsx = tp_plugin_mod:NeedsX
-bba = tp_plugin_mod:Fixed
-"""
+ENTRY_POINTS = {
+    "streambed.algorithms": {
+        "fixed": "tp_plugin_mod:Fixed",
+        "broken": "tp_plugin_missing:Whatever",
+        "notsub": "tp_plugin_mod:NotAnAlgorithm",
+        "needsx": "tp_plugin_mod:NeedsX",
+        "bba": "tp_plugin_mod:Fixed",
+    }
+}
 
 
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fake installed distribution ``tp-plugins`` 1.0 with the entry points above."""
     site = tmp_path / "site"
-    dist = site / "tp_plugins-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-plugins\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
-    (site / "tp_plugin_mod.py").write_text(PLUGIN_MODULE)
+    fake_distribution(site, "tp-plugins", "1.0", ENTRY_POINTS, {"tp_plugin_mod": PLUGIN_MODULE})
     monkeypatch.syspath_prepend(str(site))  # restored (and caches invalidated) by monkeypatch
     registry.clear_cache()
     yield site
@@ -284,19 +284,32 @@ def test_example_listed_and_evaluates_like_in_process(example_venv: Path, tmp_pa
     assert len(mine) == 6 and rows == mine
 
 
-@pytest.mark.slow
-def test_example_served_by_a_real_service(example_venv: Path, tmp_path: Path) -> None:
+@contextmanager
+def venv_service(python: Path, tmp_path: Path, *args: str) -> Iterator[tuple[str, list[str]]]:
+    """A real ``streambed serve`` from ``python``'s environment: its URL, and a list that holds
+    its output once it has stopped (by SIGINT, cleanly)."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(example_venv), "-m", "streambed", "serve", "--port", str(port)]
-        + ["--models-dir", str(tmp_path / "models")],
+        [str(python), "-m", "streambed", "serve", "--port", str(port)]
+        + ["--models-dir", str(tmp_path / "models"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    output: list[str] = []
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_healthy(url, proc) is None, "serve did not start"
+        yield url, output
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output.append(proc.communicate(timeout=20)[0])
+    assert proc.returncode == 0, output[0]
+
+
+@pytest.mark.slow
+def test_example_served_by_a_real_service(example_venv: Path, tmp_path: Path) -> None:
+    with venv_service(example_venv, tmp_path) as (url, output):
         algos = {a["name"]: a for a in httpx.get(f"{url}/algorithms").json()}
         assert algos["harmonic"]["source"].startswith("plugin streambed-example 0.1.0")
         assert algos["harmonic"]["params"] == {"window": 5, "safety": 0.9}
@@ -319,11 +332,48 @@ def test_example_served_by_a_real_service(example_venv: Path, tmp_path: Path) ->
             },
         )
         assert r.status_code == 422 and "safety" in r.text, r.text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
-    assert "algorithm plug-in 'harmonic' from plugin streambed-example 0.1.0" in out
+    assert "algorithm plug-in 'harmonic' from plugin streambed-example 0.1.0" in output[0]
+
+
+@pytest.mark.slow
+def test_example_observation_trains_evaluates_and_serves(
+    example_venv: Path, tmp_path: Path
+) -> None:
+    """``tiny-mlp-throughput`` over the example's own observation: trained, evaluated and served
+    from the environment the example is installed in."""
+    traces, video_json = write_inputs(tmp_path, traces=3)
+    run = tmp_path / "run"
+    summary = venv_streambed(
+        example_venv,
+        *("train", "ppo", "--arch", "tiny-mlp-throughput", "--traces", str(traces)),
+        *("--video", str(video_json), "--steps", "200", "--num-envs", "8"),
+        *("--rollout-steps", "8", "--val-every", "1", "--no-progress", "--out", str(run)),
+    )
+    assert json.loads(summary)["iterations"] >= 1
+    data = torch.load(run / "best.pt", weights_only=True)
+    assert (data["arch"], data["obs_version"]) == ("tiny-mlp-throughput", "example-throughput/1")
+    out = tmp_path / "eval"
+    venv_streambed(
+        example_venv,
+        *("eval", "--traces", str(traces), "--video", str(video_json), "--no-progress"),
+        *("--algorithms", "ppo,bba", "--model", str(run / "best.pt"), "--out", str(out)),
+    )
+    assert json.loads((out / "summary.json").read_text())["algorithms"]["ppo"]["traces"] == 3
+
+    model = ("--video", str(video_json), "--model", str(run / "best.pt"))
+    with venv_service(example_venv, tmp_path, *model) as (url, _):
+        models = httpx.get(f"{url}/models").json()["models"]
+        assert [m["obs_version"] for m in models] == ["example-throughput/1"]
+        body = {"session_id": "t", "algorithm": "ppo"}
+        r = httpx.post(f"{url}/decide", json={**body, "chunk_index": 0, "buffer_s": 0.0})
+        assert r.status_code == 200, r.text
+        feedback = {"last_quality": 1, "last_chunk_bytes": 200_000, "last_chunk_download_s": 0.5}
+        for k in (1, 2):
+            r = httpx.post(
+                f"{url}/decide", json={**body, **feedback, "chunk_index": k, "buffer_s": 2}
+            )
+            assert r.status_code == 200 and not r.json()["fallback"], r.text
+            assert r.json()["model_version"], r.text
 
 
 @pytest.mark.slow
@@ -350,3 +400,5 @@ def test_example_params_documented() -> None:
     text = textwrap.dedent((EXAMPLE / "pyproject.toml").read_text())
     assert 'harmonic = "streambed_example.harmonic:HarmonicRate"' in text
     assert 'tiny-mlp = "streambed_example.tiny:TinyActorCritic"' in text
+    assert 'tiny-mlp-throughput = "streambed_example.tiny:TinyThroughputActorCritic"' in text
+    assert '[project.entry-points."streambed.observations"]' in text

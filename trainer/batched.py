@@ -4,17 +4,19 @@ Same semantics and constants as :class:`trainer.simulator.Simulator` (tests chec
 1e-9); downloads invert each trace's cumulative deliverable bytes (:class:`TraceBank`) instead
 of looping over intervals. Every session has its own trace, position, buffer and chunk
 counter; sessions that reach the end of the video are restarted by the caller with
-:meth:`BatchedSimulator.reset` (the trainer restarts them all together).
+:meth:`BatchedSimulator.reset` (the trainer restarts them all together). ``obs`` holds every
+session's observation, built by ``observation`` (:mod:`abr_service.observation`; Pensieve's by
+default) after each step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from abr_service.observation import empty_observation, update_observation
+from abr_service.observation import PENSIEVE, Observation
 from abr_service.video import Video
 from streambed.errors import ConfigError
 from traces import Trace
@@ -36,7 +38,13 @@ class BatchStep:
     buffer_s: np.ndarray
     chunks_left: np.ndarray
     end_of_video: np.ndarray
-    next_chunk_bytes: np.ndarray
+    sizes_by_chunk: np.ndarray = field(repr=False, compare=False)
+    """Sizes in bytes by (chunk, level), a zero row past the last entry."""
+
+    @property
+    def next_chunk_bytes(self) -> np.ndarray:
+        # Gathered on demand: the training loop never reads it.
+        return self.sizes_by_chunk[self.chunk_index + 1]
 
 
 class BatchedSimulator:
@@ -52,6 +60,7 @@ class BatchedSimulator:
         rng: np.random.Generator | None = None,
         observe: bool = True,
         obs_dtype: type = np.float64,
+        observation: Observation | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"unknown simulator mode {mode!r}; choose test or train")
@@ -68,13 +77,15 @@ class BatchedSimulator:
         self._sizes = np.concatenate(
             [video.chunk_bytes.astype(np.float64), np.zeros((video.num_levels, 1))], axis=1
         )
-        self._bitrates = video.bitrates
+        self._sizes_by_chunk = np.ascontiguousarray(self._sizes.T)
         self.trace = np.zeros(num_sessions, np.int64)
         self.tau = np.zeros(num_sessions)
         self.line = np.zeros(num_sessions, np.int64)  # global index of tau's interval
         self.buffer_s = np.zeros(num_sessions)
         self.chunk = np.zeros(num_sessions, np.int64)
-        self.obs = empty_observation(num_sessions, obs_dtype) if observe else None
+        self.observation = observation if observation is not None else PENSIEVE
+        shape = (num_sessions, *self.observation.shape)
+        self.obs: np.ndarray | None = np.zeros(shape, dtype=obs_dtype) if observe else None
         self.reset()
 
     def reset(
@@ -138,17 +149,9 @@ class BatchedSimulator:
 
         self.chunk = chunk + 1
         left = self.video.num_chunks - self.chunk
-        next_sizes = self._sizes[:, self.chunk].T
         if self.obs is not None:
-            update_observation(
-                self.obs,
-                self._bitrates[quality],
-                self._bitrates[-1],
-                buffer,
-                sizes,
-                delay,
-                next_sizes,
-                left,
+            self.observation.update(
+                self.obs, self.video, chunk, quality, buffer, sizes, delay, rebuffer
             )
         return BatchStep(
             chunk_index=chunk,
@@ -161,5 +164,5 @@ class BatchedSimulator:
             buffer_s=buffer,
             chunks_left=left,
             end_of_video=left <= 0,
-            next_chunk_bytes=next_sizes,
+            sizes_by_chunk=self._sizes_by_chunk,
         )

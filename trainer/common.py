@@ -6,7 +6,8 @@ arguments (a dataclass extending :class:`CommonArgs`) and its update; everything
 
 Sessions in a rollout follow the test harness: chunk 0 of every session is fetched at
 ``SimConfig.default_quality`` without a decision, so the policy decides chunks 1..N-1, and its
-reward is the QoE of the chunk it chose.
+reward is the QoE of the chunk it chose. The simulator builds the observation the ``--arch``
+architecture reads (its ``obs_version``), and checkpoints record that version.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from abr_service.architectures import Architecture, architectures
-from abr_service.observation import OBS_VERSION
+from abr_service.observation import OBS_VERSION, Observation, get_observation
 from abr_service.policies import CHECKPOINT_FORMAT, load_policy
 from abr_service.qoe import QoEMetric, make_qoe
 from abr_service.video import Video, load_video
@@ -207,6 +208,7 @@ class Collector:
             mode="train",
             rng=rng,
             obs_dtype=np.float32,
+            observation=arch_observation(args.arch),
         )
         self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
         self.n = num_envs
@@ -355,15 +357,19 @@ def evaluate_actor(
     qoe: QoEMetric,
     device: str = "cpu",
     starts: int = 1,
+    observation: Observation | None = None,
 ) -> float:
-    """Greedy test-mode ``qoe_mean`` over ``traces`` (no noise).
+    """Greedy test-mode ``qoe_mean`` over ``traces`` (no noise), the actor reading
+    ``observation`` (default: Pensieve's).
 
     ``starts`` = 1 plays each trace from its beginning, exactly as ``streambed eval``; more
     also plays it from ``starts - 1`` further evenly spaced lines, a steadier estimate from
     the same traces.
     """
     n = len(traces) * starts
-    sim = BatchedSimulator(traces, video, n, SimConfig(), mode="test", obs_dtype=np.float64)
+    sim = BatchedSimulator(
+        traces, video, n, SimConfig(), mode="test", obs_dtype=np.float64, observation=observation
+    )
     trace_idx = np.repeat(np.arange(len(traces)), starts)
     lengths = sim.bank.stop[trace_idx] - sim.bank.start[trace_idx]
     offset = np.tile(np.arange(starts), len(traces))
@@ -393,6 +399,12 @@ def get_architecture(name: str) -> Architecture:
     if name not in known:
         raise ConfigError(f"--arch: unknown architecture {name!r}; known: {', '.join(known)}")
     return known[name]
+
+
+def arch_observation(name: str) -> Observation:
+    """The observation architecture ``name`` reads (ConfigError if either is unknown)."""
+    version = getattr(get_architecture(name), "obs_version", None) or OBS_VERSION
+    return get_observation(version)
 
 
 def make_networks(args: CommonArgs, num_levels: int) -> tuple[nn.Module, nn.Module]:
@@ -441,7 +453,7 @@ def policy_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "arch": args.arch,
         "num_levels": num_levels,
-        "obs_version": OBS_VERSION,
+        "obs_version": arch_observation(args.arch).version,
         "actor": state,
         "meta": {
             "algorithm": algorithm,
@@ -724,6 +736,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
                         trainer.qoe,
                         args.device,
                         args.val_starts,
+                        trainer.collector.sim.observation,
                     )
                     metrics["charts/val_qoe"] = last_val
                     if last_val > best:

@@ -1,10 +1,12 @@
 """Double DQN for ABR on the batched simulator (``streambed train dqn``).
 
-The Q-network is the chosen architecture's actor (``--arch``): its ``num_levels`` outputs,
-read as logits everywhere else, are the Q-values of the levels here. So a DQN checkpoint is an
-ordinary policy checkpoint: ``load_policy``, ``streambed eval --algorithms ppo --model`` and the
-service's ``ppo`` algorithm serve it unchanged, and their greedy argmax of the "logits" is the
-argmax of Q (``sample=True`` would sample a softmax of Q-values, which means little).
+The Q-network is the chosen architecture's pair (``--arch``), dueling by default: the critic
+gives the state's value V and the actor's ``num_levels`` outputs, read as logits everywhere
+else, are the levels' advantages A, so ``Q = V + A - mean(A)`` (``--no-dueling``: the actor's
+outputs are Q). Either way the greedy level is the argmax of the actor's outputs, so a DQN
+checkpoint is an ordinary policy checkpoint: ``load_policy``, ``streambed eval --algorithms ppo
+--model`` and the service's ``ppo`` algorithm serve it unchanged (``sample=True`` would sample
+a softmax of advantages, which means little).
 
 Each iteration plays ``rollout_steps`` chunks of ``num_envs`` sessions epsilon-greedily
 (epsilon falls linearly from ``epsilon_start`` to ``epsilon_end`` over ``exploration_steps``
@@ -75,6 +77,11 @@ class DQNArgs(CommonArgs):
     reward_scale: float = 0.1
     """Rewards are multiplied by this for the targets (QoE units are large: one second of stall
     costs 4.3)."""
+    dueling: bool = True
+    """Q(s, a) = V(s) + A(s, a) - mean A(s, .), V from the architecture's critic and A from its
+    actor (Wang et al., 2016): the levels share one state value, so the network learns their
+    small differences rather than each level's large total. Greedy play is the argmax of A, so
+    checkpoints (the actor) stay ordinary policies. Off: the actor's outputs are Q."""
 
 
 class Replay:
@@ -177,9 +184,12 @@ class DQN(Trainer):
     def __init__(self, args: DQNArgs, data: Data, group: Group | None = None) -> None:
         super().__init__(args, data, group)
         self.target = copy.deepcopy(self.actor)
-        for p in self.target.parameters():
+        self.target_critic = copy.deepcopy(self.critic)
+        for p in [*self.target.parameters(), *self.target_critic.parameters()]:
             p.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate)
+        self.online = [self.actor, self.critic] if args.dueling else [self.actor]
+        params = [p for net in self.online for p in net.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=args.learning_rate)
         sim = self.collector.sim
         assert sim.obs is not None
         self.replay = Replay(
@@ -189,7 +199,13 @@ class DQN(Trainer):
         self.updates = 0
 
     def modules(self) -> dict[str, Any]:
-        return {"actor": self.actor, "target": self.target, "optimizer": self.optimizer}
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "target": self.target,
+            "target_critic": self.target_critic,
+            "optimizer": self.optimizer,
+        }
 
     def extra_state(self) -> dict[str, Any]:
         return {
@@ -249,27 +265,36 @@ class DQN(Trainer):
         )
         return eps, finished
 
+    def q_values(self, actor: nn.Module, critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        advantage = actor(obs)
+        if not self.args.dueling:
+            return advantage
+        return critic(obs) + advantage - advantage.mean(-1, keepdim=True)
+
     def _update(self) -> tuple[float, float]:
         args = self.args
         dev = torch.device(args.device)
         obs, action, ret, next_obs, discount = (
             torch.as_tensor(a, device=dev) for a in self.replay.sample(args.batch_size)
         )
-        q = self.actor(obs).gather(1, action[:, None]).squeeze(1)
+        q = self.q_values(self.actor, self.critic, obs).gather(1, action[:, None]).squeeze(1)
         with torch.no_grad():
             best = self.actor(next_obs).argmax(1, keepdim=True)  # double DQN: online picks
-            target = ret + discount * self.target(next_obs).gather(1, best).squeeze(1)
+            later = self.q_values(self.target, self.target_critic, next_obs)
+            target = ret + discount * later.gather(1, best).squeeze(1)
         loss = F.huber_loss(q, target, delta=args.huber_delta)
         self.optimizer.zero_grad()
         loss.backward()
-        self.average_grads(self.actor)
-        nn.utils.clip_grad_norm_(self.actor.parameters(), args.max_grad_norm)
+        self.average_grads(*self.online)
+        for net in self.online:
+            nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
         if self.updates % args.target_every == 0:
             with torch.no_grad():
-                for tp, p in zip(self.target.parameters(), self.actor.parameters(), strict=True):
-                    tp.lerp_(p, args.tau)
+                for slow, net in ((self.target, self.actor), (self.target_critic, self.critic)):
+                    for tp, p in zip(slow.parameters(), net.parameters(), strict=True):
+                        tp.lerp_(p, args.tau)
         return loss.item(), q.mean().item()
 
     def iteration(self) -> dict[str, float]:

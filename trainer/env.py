@@ -2,8 +2,8 @@
 
 **Action space**: ``Discrete(levels)``, the ladder level of the next chunk (0 = lowest).
 
-**Observation space**: ``Box(0, 1e4, (6, 8), float32)``, the Pensieve observation of the last
-8 chunks (:mod:`abr_service.observation`):
+**Observation space**: by default ``Box(0, 1e4, (6, 8), float32)``, the Pensieve observation
+of the last 8 chunks (:mod:`abr_service.observation`):
 
 =====  ============================================  ===============================
  row    meaning                                        unit / normalisation
@@ -29,9 +29,14 @@ uniform noise in [0.9, 1.1]; ``test`` plays the traces in order, each from its s
 noise (``options={"trace_index": i}`` picks one). Randomness comes only from
 ``self.np_random``: the same seed gives the same episode.
 
+With ``observation`` (a registered observation's version, or an object with the
+:class:`~abr_service.observation.Observation` contract) it is ``Box(low, high, shape,
+float32)`` of that observation instead.
+
 **Arguments**: ``traces`` (list of Trace, or a trace directory; default: generated traces),
 ``video`` (Video, or a path; default: the generated video), ``qoe`` (lin, log, hd), ``mode``,
-``sim_config`` (:class:`trainer.simulator.SimConfig`).
+``sim_config`` (:class:`trainer.simulator.SimConfig`), ``observation`` (default
+``pensieve-6x8/1``).
 
 ``info`` carries the chunk's ``quality``, ``bitrate_kbps``, ``rebuffer_s``, ``delay_s``,
 ``buffer_s``, ``sleep_s`` and the session's ``trace``.
@@ -45,14 +50,20 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from abr_service.observation import S_INFO, S_LEN, empty_observation, observe_chunk
+from abr_service.observation import (
+    PENSIEVE,
+    Observation,
+    bounds,
+    get_observation,
+    observe_one,
+)
 from abr_service.qoe import make_qoe
 from abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
 from traces import Trace, load_traceset
 from trainer.simulator import ChunkResult, SimConfig, Simulator
 
-OBS_HIGH = 1e4  # MB/s, seconds/10: far above anything a trace produces
+OBS_HIGH = PENSIEVE.high
 
 
 class ABREnv(gym.Env[np.ndarray, np.int64]):
@@ -65,6 +76,7 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         qoe: str = "lin",
         mode: str = "train",
         sim_config: SimConfig | None = None,
+        observation: Observation | str | None = None,
     ) -> None:
         if traces is None:
             traces = default_traces()
@@ -77,9 +89,13 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         self.video = video
         self.qoe = make_qoe(qoe, video.bitrates_kbps)
         self.sim = Simulator(traces, video, sim_config, mode=mode, rng=np.random.default_rng(0))
+        if isinstance(observation, str):
+            observation = get_observation(observation)
+        self.observation = observation if observation is not None else PENSIEVE
+        low, high = bounds(self.observation)
         self.action_space = gym.spaces.Discrete(video.num_levels)
-        self.observation_space = gym.spaces.Box(0.0, OBS_HIGH, (S_INFO, S_LEN), np.float32)
-        self._obs = empty_observation()
+        self.observation_space = gym.spaces.Box(low, high, self.observation.shape, np.float32)
+        self._obs = np.zeros(self.observation.shape)
         self._next_trace = 0
         self._last_quality = self.sim.config.default_quality
 
@@ -95,7 +111,7 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
             self.sim.start_session(index)
         else:
             self.sim.start_session(options.get("trace_index"))
-        self._obs = empty_observation()
+        self._obs = np.zeros(self.observation.shape)
         quality = self.sim.config.default_quality
         result = self.sim.download(quality)
         self._last_quality = quality
@@ -115,7 +131,8 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         return self._observe(result), reward, bool(result.end_of_video), False, self._info(result)
 
     def _observe(self, result: ChunkResult) -> np.ndarray:
-        observe_chunk(
+        observe_one(
+            self.observation,
             self._obs,
             self.video,
             result.chunk_index,
@@ -123,6 +140,7 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
             result.buffer_s,
             result.chunk_bytes,
             result.delay_s,
+            result.rebuffer_s,
         )
         return self._obs.astype(np.float32)
 

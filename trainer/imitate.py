@@ -184,6 +184,7 @@ class Imitate(Trainer):
             self.collector.sim.config,
             mode="test",
             obs_dtype=np.float32,
+            observation=self.collector.sim.observation,
         )
 
     def _teacher(self, video: Video) -> ABRAlgorithm:

@@ -8,6 +8,12 @@ and the player drive it the same way::
     level = algo.select(PlayerState(...))      # before every download but the first
 
 Parameters are a frozen dataclass per algorithm (``Params``), with units in field names.
+
+An algorithm may read a registered observation (:mod:`abr_service.observation`): a class that
+sets ``observation = "VERSION"`` (or an instance that calls :meth:`ABRAlgorithm.use_observation`,
+as the learned policy does with its checkpoint's) finds ``self.obs`` (that observation's shape,
+float64) updated by ``on_chunk`` through the observation's ``update``, the same inputs a network
+over it was trained on.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from abr_service.observation import Observation, get_observation, observe_one
 from abr_service.video import Video
 from streambed.errors import ConfigError
 
@@ -67,15 +74,45 @@ class ABRAlgorithm(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
+    observation: ClassVar[str | None] = None
+    """Version of a registered observation to keep in ``self.obs`` (None: none)."""
+
+    obs: np.ndarray
+    """The observation after the last chunk (zeros before the first); only with one."""
+    obs_version: str | None
+    """The observation this instance keeps in ``self.obs`` (None: none)."""
 
     def __init__(self, video: Video, params: Any = None) -> None:
         self.video = video
         self.params = params if params is not None else self.Params()
         self.history: list[ChunkFeedback] = []
+        self.obs_version = None
+        self._observer: Observation | None = None
+        if self.observation is not None:
+            self.use_observation(self.observation)
+
+    def use_observation(self, version: str) -> None:
+        """Keep observation ``version`` in ``self.obs`` from now on (ConfigError if unknown)."""
+        self._observer = get_observation(version)
+        self.obs_version = version
+        self.obs = np.zeros(self._observer.shape)
 
     def on_chunk(self, feedback: ChunkFeedback) -> None:
-        """Record a downloaded chunk; subclasses extend this to keep their own state."""
+        """Record a downloaded chunk (and update ``self.obs``); subclasses extend this to keep
+        their own state."""
         self.history.append(feedback)
+        if self._observer is not None:
+            observe_one(
+                self._observer,
+                self.obs,
+                self.video,
+                feedback.chunk_index,
+                feedback.quality,
+                feedback.buffer_s,
+                feedback.chunk_bytes,
+                feedback.download_s,
+                feedback.rebuffer_s,
+            )
 
     @abstractmethod
     def select(self, state: PlayerState) -> int:

@@ -1,4 +1,7 @@
-"""A learned policy as an ABR algorithm: the Pensieve observation into a PyTorch actor.
+"""A learned policy as an ABR algorithm: its checkpoint's observation into a PyTorch actor.
+
+The observation (``self.obs``) is the one the checkpoint records (``obs_version``), kept up
+to date by :class:`~abr_service.algorithms.base.ABRAlgorithm`'s ``on_chunk``.
 
 Greedy (argmax) by default; ``sample=True`` draws the level from the policy's distribution
 with its own seeded generator, as Pensieve-PPO's published test run did.
@@ -13,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
-from abr_service.observation import empty_observation, observe_chunk
+from abr_service.algorithms.base import ABRAlgorithm, PlayerState
 from abr_service.video import Video
 from streambed.errors import ConfigError, ModelError
 
@@ -56,20 +58,8 @@ class LearnedPolicy(ABRAlgorithm):
             mtime = path.stat().st_mtime_ns if path.is_file() else 0
             policy = _cached_policy(str(path), mtime, video.num_levels)
         self.policy = policy
-        self.obs = empty_observation()
+        self.use_observation(policy.obs_version)
         self._rng = np.random.default_rng(self.params.seed)
-
-    def on_chunk(self, feedback: ChunkFeedback) -> None:
-        super().on_chunk(feedback)
-        observe_chunk(
-            self.obs,
-            self.video,
-            feedback.chunk_index,
-            feedback.quality,
-            feedback.buffer_s,
-            feedback.chunk_bytes,
-            feedback.download_s,
-        )
 
     def probabilities(self) -> np.ndarray:
         import torch

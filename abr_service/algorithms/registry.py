@@ -16,11 +16,14 @@ The contract:
   Per-run values (``--param NAME.KEY=VALUE``, ``/decide``'s ``params``) are converted to each
   field's default's type by :func:`~abr_service.algorithms.base.parse_params`.
 * The class is built as ``cls(video, params)`` once per session.
+* ``observation`` (optional): the version of a registered observation
+  (:mod:`abr_service.observation`) the base class keeps in ``self.obs``.
 
 Discovery runs once per process (cached; :func:`clear_cache` forgets it). An entry point that
 fails to import, does not name an ``ABRAlgorithm`` subclass, whose ``Params()`` cannot be built,
-whose name clashes with a built-in or an earlier plug-in, is logged as a warning naming it,
-kept in :func:`load_errors`, and skipped: nothing else is affected.
+that declares an unknown observation, or whose name clashes with a built-in or an earlier
+plug-in, is logged as a warning naming it, kept in :func:`load_errors`, and skipped: nothing
+else is affected.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from abr_service.algorithms.buffer_based import BBA
 from abr_service.algorithms.learned import LearnedPolicy
 from abr_service.algorithms.mpc import MPC, RobustMPC
 from abr_service.algorithms.rate_based import RateBased
+from abr_service.observation import observations
 from abr_service.video import Video
 from streambed.errors import ConfigError, StreambedError
 
@@ -88,6 +92,11 @@ class AlgorithmInfo:
         """Served from a checkpoint (needs a model), not a rule."""
         return issubclass(self.cls, LearnedPolicy)
 
+    @property
+    def observation(self) -> str | None:
+        """The observation the class declares (a learned policy's comes from its checkpoint)."""
+        return self.cls.observation
+
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
@@ -96,6 +105,7 @@ class AlgorithmInfo:
             "name": self.name,
             "class": f"{self.cls.__module__}:{self.cls.__qualname__}",
             "source": self.source,
+            "observation": self.observation,
             "params": [
                 {"name": p.name, "type": p.type, "default": p.default, "doc": p.doc}
                 for p in self.params
@@ -165,6 +175,14 @@ def _load_plugin(ep: metadata.EntryPoint) -> AlgorithmInfo:
         raise ConfigError(f"{ep.value} is {obj!r}, not an ABRAlgorithm subclass")
     if inspect.isabstract(obj):
         raise ConfigError(f"{ep.value} is abstract (does it implement select?)")
+    declared = getattr(obj, "observation", None)
+    if declared is not None:
+        known = observations()
+        if declared not in known:
+            raise ConfigError(
+                f"{ep.value} declares the unknown observation {declared!r}; "
+                f"known: {', '.join(known)}"
+            )
     return AlgorithmInfo(ep.name, obj, _entry_point_source(ep), describe_params(obj))
 
 

@@ -374,6 +374,9 @@ class DecisionEngine:
                 return -1, "model no longer active"
             if active.policy.num_levels != levels:
                 return -1, f"{active.info.label} has {active.policy.num_levels} levels"
+            if active.policy.obs_version != session.algo.obs_version:
+                # the session's history was observed for another model's network
+                return -1, f"{active.info.label} reads observation {active.policy.obs_version}"
             session.algo.policy = active.policy
         try:
             quality = session.algo.select(self._state(session, req))

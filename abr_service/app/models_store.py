@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from abr_service.observation import OBS_VERSION
 from streambed.errors import ModelError
 from streambed.fileio import atomic_write_bytes
 
@@ -197,7 +196,7 @@ class ModelStore:
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 arch=policy.arch,
                 num_levels=policy.num_levels,
-                obs_version=OBS_VERSION,
+                obs_version=policy.obs_version,
                 source_format=policy.source_format,
                 meta=_jsonable(policy.meta),
             )
