@@ -1,6 +1,7 @@
 """``streambed algorithms``: every algorithm this installation knows, where it comes from, the
-observation it declares (if any), its parameters and their defaults; plug-ins that could not be
-loaded, with the reason."""
+observation it declares (if any), its parameters and their defaults; the policy architectures
+and observations; algorithm plug-ins that could not be loaded, with the reason (architecture
+and observation plug-ins that fail are named in the log's warnings)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,33 @@ def register(subparsers: Any) -> None:
 
 
 def as_json() -> dict[str, Any]:
-    """What ``--json`` prints: ``{"algorithms": [...], "errors": {name: reason}}``."""
+    """What ``--json`` prints: ``{"algorithms": [...], "errors": {name: reason},
+    "architectures": [...], "observations": [...]}``."""
     return {
         "algorithms": [info.to_json() for info in available_algorithms().values()],
         "errors": load_errors(),
+        **networks(),
+    }
+
+
+def _where(obj: Any) -> str:
+    return f"{type(obj).__module__}:{type(obj).__qualname__}"
+
+
+def networks() -> dict[str, list[dict[str, Any]]]:
+    """The policy architectures (``--arch``) and the observations they may read."""
+    from abr_service.architectures import architectures  # imports torch: only when listing
+    from abr_service.observation import observations
+
+    return {
+        "architectures": [
+            {"name": name, "obs_version": arch.obs_version, "class": _where(arch)}
+            for name, arch in architectures().items()
+        ],
+        "observations": [
+            {"version": version, "shape": list(obs.shape), "class": _where(obs)}
+            for version, obs in observations().items()
+        ],
     }
 
 
@@ -53,6 +77,16 @@ def run(args: argparse.Namespace) -> int:
     lines: list[str] = []
     for info in available_algorithms().values():
         lines += _format(info)
+    nets = networks()
+    lines.append("")
+    lines.append("policy architectures (train --arch; streambed.policies):")
+    lines += [
+        f"  {a['name']}  reads {a['obs_version']}  {a['class']}" for a in nets["architectures"]
+    ]
+    lines.append("observations (streambed.observations):")
+    lines += [
+        f"  {o['version']}  shape {tuple(o['shape'])}  {o['class']}" for o in nets["observations"]
+    ]
     errors = load_errors()
     if errors:
         lines.append("")

@@ -192,6 +192,12 @@ def test_algorithms_command(plugins: Path, capsys: pytest.CaptureFixture[str]) -
     assert "plug-ins not loaded (streambed.algorithms):" in text and "  notsub: " in text
     assert main(["algorithms", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
+    assert {"name": "pensieve", "obs_version": "pensieve-6x8/1"}.items() <= next(
+        a for a in found["architectures"] if a["name"] == "pensieve"
+    ).items()
+    assert [o["shape"] for o in found["observations"] if o["version"] == "pensieve-6x8/1"] == [
+        [6, 8]
+    ]
     by_name = {a["name"]: a for a in found["algorithms"]}
     assert by_name["fixed"]["params"][0] == {
         "name": "level",
@@ -257,6 +263,9 @@ def test_example_listed_and_evaluates_like_in_process(example_venv: Path, tmp_pa
     )
     assert "    window: int = 5  Number of past chunks in the harmonic mean." in text
     assert "    safety: float = 0.9" in text
+    assert "  tiny-mlp-throughput  reads example-throughput/1  " in text
+    assert "  example-throughput/1  shape (3, 8)  streambed_example." in text
+    assert "  pensieve-6x8/1  shape (6, 8)  abr_service.observation:PensieveObservation" in text
     traces, video_json = write_inputs(tmp_path, traces=3)
     out = tmp_path / "eval"
     venv_streambed(
