@@ -80,6 +80,27 @@ def test_pensieve_architecture_q_network(tmp_path: Path) -> None:
     assert load_policy(tmp_path / "p" / "best.pt", VIDEO.num_levels).arch == "pensieve"
 
 
+def test_warm_start_trains_only_the_state_value_first(tmp_path: Path) -> None:
+    start = replace(FAST, out=str(tmp_path / "start"), steps=3_000, val_every=5)
+    train_loop(DQN(start, DATA))
+    init = str(tmp_path / "start" / "final.pt")
+    before = _final_actor(tmp_path / "start")
+
+    def run(name: str, warmup: int) -> DQN:
+        args = replace(FAST, out=str(tmp_path / name), steps=4_000, init_from=init)
+        trainer = DQN(replace(args, critic_warmup=warmup), DATA)
+        critic = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+        train_loop(trainer)
+        assert trainer.updates > 0
+        assert any(not torch.equal(critic[k], v) for k, v in trainer.critic.state_dict().items())
+        return trainer
+
+    warm = run("warm", warmup=10**6)
+    assert all(torch.equal(before[k], v) for k, v in warm.actor.state_dict().items())
+    cold = run("cold", warmup=0)
+    assert any(not torch.equal(before[k], v) for k, v in cold.actor.state_dict().items())
+
+
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     base = replace(FAST, out=str(tmp_path / "straight"), steps=6_000, val_every=4, seed=5)
     train_loop(DQN(base, DATA))

@@ -6,7 +6,9 @@ else, are the levels' advantages A, so ``Q = V + A - mean(A)`` (``--no-dueling``
 outputs are Q). Either way the greedy level is the argmax of the actor's outputs, so a DQN
 checkpoint is an ordinary policy checkpoint: ``load_policy``, ``streambed eval --algorithms ppo
 --model`` and the service's ``ppo`` algorithm serve it unchanged (``sample=True`` would sample
-a softmax of advantages, which means little).
+a softmax of advantages, which means little). With ``--init-from`` (e.g. an imitation
+student) the actor starts as that policy's preferences and, for ``critic_warmup`` updates, only
+V learns.
 
 Each iteration plays ``rollout_steps`` chunks of ``num_envs`` sessions epsilon-greedily
 (epsilon falls linearly from ``epsilon_start`` to ``epsilon_end`` over ``exploration_steps``
@@ -82,6 +84,9 @@ class DQNArgs(CommonArgs):
     actor (Wang et al., 2016): the levels share one state value, so the network learns their
     small differences rather than each level's large total. Greedy play is the argmax of A, so
     checkpoints (the actor) stay ordinary policies. Off: the actor's outputs are Q."""
+    critic_warmup: int = 2_000
+    """With --init-from and --dueling: updates that train only V, so the warm-started actor's
+    ranking of the levels drives the first data and survives until V has learnt the values."""
 
 
 class Replay:
@@ -265,6 +270,10 @@ class DQN(Trainer):
         )
         return eps, finished
 
+    def warming(self) -> bool:
+        args = self.args
+        return bool(args.init_from) and args.dueling and self.updates < args.critic_warmup
+
     def q_values(self, actor: nn.Module, critic: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         advantage = actor(obs)
         if not self.args.dueling:
@@ -285,6 +294,8 @@ class DQN(Trainer):
         loss = F.huber_loss(q, target, delta=args.huber_delta)
         self.optimizer.zero_grad()
         loss.backward()
+        if self.warming():
+            self.actor.zero_grad(set_to_none=True)  # Adam skips parameters without gradients
         self.average_grads(*self.online)
         for net in self.online:
             nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
