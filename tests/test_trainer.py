@@ -296,6 +296,8 @@ def test_teacher_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         labels("robustmpc.horizon=3")
     with pytest.raises(ConfigError, match="no parameters"):
         Imitate(ImitateArgs(out="unused", param=["oracle.horizon=3"]), DATA)
+    with pytest.raises(ConfigError, match="6\\^20 plans"):
+        Imitate(ImitateArgs(out="unused", plans="all"), DATA)
     out = tmp_path / "cli"
     common = ["train", "imitate", "--teacher", "bba", "--out", str(out), "--no-progress"]
     assert main([*common, "--param", "bba.reservoir_s=oops"]) == 2

@@ -69,9 +69,10 @@ class ImitateArgs(CommonArgs):
     """Minibatch size (over all workers)."""
     grad_steps: int = 60
     """Gradient steps per iteration."""
-    horizon: int = 6
-    """Oracle's planning horizon, chunks (with --plans all its tree has levels^horizon leaves:
-    keep it to 4 or less there)."""
+    horizon: int = 20
+    """Oracle's planning horizon, chunks. With hold plans, 20 (80 s of Envivio) taught better
+    students than 6 or 12 (benchmarks/RESULTS.md); with --plans all the tree has levels^horizon
+    leaves, so at most 5 there."""
     plans: str = "hold"
     """Oracle's plans: all (every sequence of levels: the oracle's own best continuation), hold
     (one level for the whole horizon), or student (the first level, then the student's greedy
@@ -177,6 +178,11 @@ class Imitate(Trainer):
         self.buf_pos = 0
         if args.plans not in PLANS:
             raise ConfigError(f"unknown oracle plans {args.plans!r}; choose {', '.join(PLANS)}")
+        if args.teacher == "oracle" and args.plans == "all" and args.horizon > 5:
+            raise ConfigError(
+                f"--plans all with --horizon {args.horizon} expands "
+                f"{data.video.num_levels}^{args.horizon} plans per decision; use --horizon 5 or less"
+            )
         self.branches = BatchedSimulator(
             data.train,
             data.video,
