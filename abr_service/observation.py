@@ -124,29 +124,6 @@ def update_observation(
     return obs
 
 
-def observe_chunk(
-    obs: np.ndarray,
-    video: Video,
-    chunk_index: int,
-    quality: int,
-    buffer_s: float,
-    chunk_bytes: float,
-    download_s: float,
-) -> np.ndarray:
-    """Update one observation after chunk ``chunk_index`` of ``video`` was downloaded."""
-    nxt = chunk_index + 1
-    return update_observation(
-        obs,
-        video.bitrates_kbps[quality],
-        video.bitrates_kbps[-1],
-        buffer_s,
-        chunk_bytes,
-        download_s,
-        video.sizes_at(nxt).astype(np.float64),
-        video.num_chunks - nxt,
-    )
-
-
 # ------------------------------------------------------------------------------------------
 # The contract
 
@@ -215,21 +192,6 @@ class PensieveObservation:
     low = 0.0
     high = 1e4  # MB/s, seconds/10: far above anything a trace produces
 
-    def __init__(self) -> None:
-        # The last video's sizes with one zero column appended ("next chunk" past the end
-        # reads zeros) and its ladder: one tuple, replaced whole, so threads never mix videos.
-        self._tables: tuple[Video, np.ndarray, np.ndarray] | None = None
-
-    def _video_tables(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
-        tables = self._tables
-        if tables is None or tables[0] is not video:
-            sizes = np.concatenate(
-                [video.chunk_bytes.astype(np.float64), np.zeros((video.num_levels, 1))], axis=1
-            )
-            tables = (video, sizes, video.bitrates)
-            self._tables = tables
-        return tables[1], tables[2]
-
     def update(
         self,
         obs: np.ndarray,
@@ -241,7 +203,7 @@ class PensieveObservation:
         download_s: np.ndarray,
         rebuffer_s: np.ndarray,
     ) -> None:
-        sizes, bitrates = self._video_tables(video)
+        bitrates = video.bitrates
         nxt = chunk_index + 1
         update_observation(
             obs,
@@ -250,7 +212,7 @@ class PensieveObservation:
             buffer_s,
             chunk_bytes,
             download_s,
-            sizes[:, nxt].T,
+            video.padded_sizes[:, nxt].T,
             video.num_chunks - nxt,
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,14 @@ class Video:
     def bitrates(self) -> np.ndarray:
         """Ladder in kbps as a float array."""
         return np.asarray(self.bitrates_kbps, dtype=np.float64)
+
+    @cached_property
+    def padded_sizes(self) -> np.ndarray:
+        """``chunk_bytes`` as float64 with one zero column appended, shape (levels, entries + 1):
+        a "next chunk" past the last entry reads zeros, without a bounds check per lookup."""
+        return np.concatenate(
+            [self.chunk_bytes.astype(np.float64), np.zeros((self.num_levels, 1))], axis=1
+        )
 
     def sizes_at(self, chunk: int) -> np.ndarray:
         """Sizes in bytes of ``chunk`` at every level; zeros past the last entry."""

@@ -74,9 +74,7 @@ class BatchedSimulator:
         self.bank = TraceBank(traces, self.config.payload_factor)
         self.n = num_sessions
         # One zero column past the last entry: "next chunk" after the end reads zeros.
-        self._sizes = np.concatenate(
-            [video.chunk_bytes.astype(np.float64), np.zeros((video.num_levels, 1))], axis=1
-        )
+        self._sizes = video.padded_sizes
         self._sizes_by_chunk = np.ascontiguousarray(self._sizes.T)
         self.trace = np.zeros(num_sessions, np.int64)
         self.tau = np.zeros(num_sessions)

@@ -303,7 +303,8 @@ class DQN(Trainer):
         self.updates += 1
         if self.updates % args.target_every == 0:
             with torch.no_grad():
-                for slow, net in ((self.target, self.actor), (self.target_critic, self.critic)):
+                # the online networks only: without dueling the critic is not trained
+                for slow, net in zip((self.target, self.target_critic), self.online, strict=False):
                     for tp, p in zip(slow.parameters(), net.parameters(), strict=True):
                         tp.lerp_(p, args.tau)
         return loss.item(), q.mean().item()

@@ -10,45 +10,21 @@ line did not give (see :mod:`abr_service.architectures`).
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
 import json
 import logging
 import sys
-import textwrap
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from streambed.errors import ConfigError
+from streambed.fielddocs import field_docs
 
 log = logging.getLogger(__name__)
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (the string right after each field) of ``cls`` and its bases."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        tree = ast.parse(source)
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, following in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    docs = field_docs(cls)
+    docs = {name: " ".join(doc.split()) for name, doc in field_docs(cls).items()}
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         flag = "--" + f.name.replace("_", "-")

@@ -28,10 +28,8 @@ else is affected.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import logging
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from functools import cache
@@ -47,6 +45,7 @@ from abr_service.algorithms.rate_based import RateBased
 from abr_service.observation import observations
 from abr_service.video import Video
 from streambed.errors import ConfigError, StreambedError
+from streambed.fielddocs import field_docs
 
 log = logging.getLogger(__name__)
 
@@ -113,27 +112,6 @@ class AlgorithmInfo:
         }
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (a string literal right under a field), from its
-    source; empty when the source cannot be read (a C extension, a zipped package)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
-
-
 def describe_params(cls: type[ABRAlgorithm]) -> tuple[ParamInfo, ...]:
     """The parameters of ``cls.Params`` with types, defaults and docstrings.
 
@@ -149,7 +127,7 @@ def describe_params(cls: type[ABRAlgorithm]) -> tuple[ParamInfo, ...]:
             f"{cls.__qualname__}.Params() cannot be built with defaults: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    docs = _field_docs(params_cls)
+    docs = field_docs(params_cls)
     out = []
     for f in fields(params_cls):
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
