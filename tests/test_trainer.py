@@ -251,6 +251,19 @@ def test_validation_split_from_matching_traces_only(tmp_path: Path) -> None:
         load_data(PPOArgs(traces=str(directory), val_match="slow", val_traces=str(directory)))
 
 
+def test_training_on_matching_traces_only(tmp_path: Path) -> None:
+    directory = tmp_path / "traces"
+    directory.mkdir()
+    for trace in TRACES:
+        save_pensieve(trace, directory / trace.name)
+    data = load_data(PPOArgs(traces=str(directory), train_match=r"_0[0-5]$", val_fraction=0.5))
+    names = {t.name for t in data.train} | {t.name for t in data.val}
+    assert names == {f"slow_{i:02d}" for i in range(6)}
+    assert len(data.val) == 3 and len(data.train) == 3
+    with pytest.raises(ConfigError, match="--train-match '\\^fcc' matches no trace"):
+        load_data(PPOArgs(traces=str(directory), train_match="^fcc"))
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "ppo", "--help"])

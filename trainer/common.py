@@ -65,6 +65,9 @@ class CommonArgs:
     """Regular expression on trace names: hold the validation split out of the matching training
     traces only (the same share of them), e.g. '^(?!trace_)' for the HSDPA traces of a set that
     mixes them with FCC ones, when the policy will be deployed on that network."""
+    train_match: str = ""
+    """Regular expression on trace names: train (and split validation) on the matching traces of
+    --traces only, e.g. '^(?!trace_)' for the HSDPA traces of norway-train."""
     out: str = "runs/train"
     """Run directory: args.json, best.pt, last.pt, metrics.csv, TensorBoard events."""
     minutes: float = 0.0
@@ -134,8 +137,22 @@ class Data:
     video: Video
 
 
+def _matching(traces: list[Trace], regex: str, flag: str, source: str) -> list[Trace]:
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise ConfigError(f"{flag} {regex!r} is not a regex: {exc}") from None
+    kept = [t for t in traces if pattern.search(t.name)]
+    if not kept:
+        raise ConfigError(f"{flag} {regex!r} matches no trace in {source}")
+    return kept
+
+
 def load_data(args: CommonArgs) -> Data:
     traces = load_traceset(args.traces) if args.traces else default_traces()
+    source = args.traces or "the embedded traces"
+    if args.train_match:
+        traces = _matching(traces, args.train_match, "--train-match", source)
     video = load_video(args.video) if args.video else default_video()
     if args.val_traces:
         if args.val_match:
@@ -150,18 +167,13 @@ def load_data(args: CommonArgs) -> Data:
         # A fixed split (independent of the seed, so runs are comparable), stratified by mean
         # throughput: evenly spaced through the sorted traces, so the held-out share spans the
         # training set's range instead of landing, by chance, on its hardest traces.
-        candidates: list[int] = list(range(len(traces)))
+        candidates = traces
         if args.val_match:
-            try:
-                pattern = re.compile(args.val_match)
-            except re.error as exc:
-                raise ConfigError(f"--val-match {args.val_match!r} is not a regex: {exc}") from None
-            candidates = [i for i in candidates if pattern.search(traces[i].name)]
-            if not candidates:
-                raise ConfigError(
-                    f"--val-match {args.val_match!r} matches no trace in {args.traces or 'the embedded traces'}"
-                )
-        order = sorted(candidates, key=lambda i: (traces[i].mean_mbps, traces[i].name))
+            candidates = _matching(traces, args.val_match, "--val-match", source)
+        index = {id(t): i for i, t in enumerate(traces)}
+        order = sorted(
+            (index[id(t)] for t in candidates), key=lambda i: (traces[i].mean_mbps, traces[i].name)
+        )
         count = max(1, round(len(order) * args.val_fraction))
         stride = len(order) / count
         held = {order[int(stride * (k + 0.5))] for k in range(count)}
