@@ -16,6 +16,7 @@ from abr_service.algorithms.learned import LearnedPolicy
 from abr_service.architectures import PensieveNet
 from abr_service.policies import load_policy
 from streambed.cli import main
+from streambed.errors import ConfigError
 from trainer.common import evaluate_actor, train_loop
 from trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
 from trainer.evaluate import evaluate
@@ -153,3 +154,47 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     saved = json.loads((out / "args.json").read_text())
     assert saved["algorithm"] == "dqn" and saved["learning_starts"] == 100
     assert load_policy(out / "best.pt", VIDEO.num_levels).meta["algorithm"] == "dqn"
+
+
+def test_demonstrations_teach_the_teachers_levels_then_the_agent_plays(tmp_path: Path) -> None:
+    args = replace(
+        FAST,
+        out=str(tmp_path / "demo"),
+        steps=6_000,
+        demo_teacher="bba",
+        demo_transitions=4_000,
+        demo_updates=40,
+        learning_starts=500,
+        epsilon_start=0.05,
+        margin=0.5,
+        val_every=5,
+    )
+    trainer = DQN(args, DATA)
+    assert trainer.demos is not None and trainer.demos.capacity == 4_000
+    train_loop(trainer)
+    demos, replay = trainer.demos, trainer.replay
+    # the teacher filled its replay first, the agent's own play the other one afterwards
+    assert demos.size == 4_000 and 0 < replay.size < 6_000 - 4_000 + 300
+    assert trainer.demo_steps >= 4_000
+    # the margin loss makes the teacher's level the greedy one on most demonstrated states
+    with torch.no_grad():
+        greedy = trainer.actor(torch.as_tensor(demos.obs[: demos.size])).argmax(-1).numpy()
+    agreement = float((greedy == demos.action[: demos.size]).mean())
+    assert agreement > 0.6, agreement
+    names = {
+        line.split(",")[2]
+        for line in (tmp_path / "demo" / "metrics.csv").read_text().splitlines()[1:]
+    }
+    assert {"losses/margin_loss", "charts/demo_size", "charts/teacher_qoe"} <= names
+    # resume keeps the demonstrations
+    state = torch.load(tmp_path / "demo" / "last.pt", weights_only=True)
+    assert int(state["extra"]["demos"]["size"]) == 4_000
+
+
+def test_demonstration_teacher_errors_name_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--demo-teacher: unknown rule algorithm 'nope'"):
+        DQN(replace(FAST, out=str(tmp_path / "a"), demo_teacher="nope"), DATA)
+    with pytest.raises(ConfigError, match="--param is for --demo-teacher"):
+        DQN(replace(FAST, out=str(tmp_path / "b"), param=["bba.reservoir_s=5"]), DATA)
+    with pytest.raises(ConfigError, match="--demo-ratio"):
+        DQN(replace(FAST, out=str(tmp_path / "c"), demo_teacher="bba", demo_ratio=1.5), DATA)

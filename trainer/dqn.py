@@ -20,13 +20,22 @@ the target network moves ``tau`` of the way to the online one (``tau`` = 1: hard
 An n-step window stops at the end of a video and at the end of the iteration's rollout (a
 shorter, still exact, return there). The replay buffer and its random generator are saved in
 last.pt, so ``--resume`` continues the same run.
+
+Demonstrations (DQfD, Hester et al., 2018), with ``--demo-teacher NAME`` (a rule algorithm such
+as robustmpc): first the teacher plays every session until a second replay holds
+``demo_transitions`` of its transitions, while ``demo_updates`` updates per iteration train on
+them alone; then the agent plays epsilon-greedily as above and each minibatch draws
+``demo_ratio`` of its transitions from the demonstrations. On demonstrated transitions a
+large-margin loss ``max_a [Q(s, a) + margin * (a != a_teacher)] - Q(s, a_teacher)`` (weight
+``margin_weight``) keeps the teacher's level ahead unless the TD targets say otherwise; epsilon
+counts the agent's own decisions only.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streambed.errors import ConfigError
 from trainer.common import CommonArgs, Data, Trainer
 from trainer.distributed import Group
+from trainer.teachers import RuleSessions, rule_factory
 
 
 @dataclass
@@ -87,6 +98,22 @@ class DQNArgs(CommonArgs):
     critic_warmup: int = 2_000
     """With --init-from and --dueling: updates that train only V, so the warm-started actor's
     ranking of the levels drives the first data and survives until V has learnt the values."""
+    demo_teacher: str = ""
+    """Rule algorithm (e.g. robustmpc, see ``streambed algorithms``) whose sessions are
+    demonstrations (DQfD); empty: none."""
+    param: list[str] = field(default_factory=list)
+    """Demonstration teacher parameter TEACHER.KEY=VALUE, as ``streambed eval --param``."""
+    demo_transitions: int = 100_000
+    """Demonstrated transitions to collect (over all workers) before the agent plays."""
+    demo_updates: int = 16
+    """Updates per iteration while the demonstrations are collected (on them alone)."""
+    demo_ratio: float = 0.25
+    """Share of each minibatch drawn from the demonstrations once the agent plays."""
+    margin: float = 0.1
+    """Large-margin loss: how far (in scaled reward units) the teacher's level must lead every
+    other level's Q on a demonstrated transition."""
+    margin_weight: float = 1.0
+    """Weight of the large-margin loss against the TD loss."""
 
 
 class Replay:
@@ -202,6 +229,22 @@ class DQN(Trainer):
         )
         self.explore_rng = np.random.default_rng([args.seed, 7, self.group.rank])
         self.updates = 0
+        self.demo_steps = 0
+        self.demos: Replay | None = None
+        self.teacher: RuleSessions | None = None
+        if args.demo_teacher:
+            if not 0 <= args.demo_ratio < 1:
+                raise ConfigError(f"--demo-ratio must be in [0, 1), got {args.demo_ratio}")
+            make = rule_factory(
+                args.demo_teacher, data.video, args.qoe, args.param, "--demo-teacher"
+            )
+            self.teacher = RuleSessions(make, self.collector.n)
+            share = max(args.demo_transitions // self.group.world, 1)
+            self.demos = Replay(
+                share, self.replay.obs.shape[1:], args.seed + 1000 + self.group.rank
+            )
+        elif args.param:
+            raise ConfigError("--param is for --demo-teacher, which is not given")
 
     def modules(self) -> dict[str, Any]:
         return {
@@ -217,23 +260,38 @@ class DQN(Trainer):
             "updates": self.updates,
             "replay": self.replay.state(),
             "explore_rng": json.dumps(self.explore_rng.bit_generator.state),
+            "demo_steps": self.demo_steps,
+            **({"demos": self.demos.state()} if self.demos is not None else {}),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.updates = int(state["updates"])
         self.replay.load_state(state["replay"])
         self.explore_rng.bit_generator.state = json.loads(state["explore_rng"])
+        self.demo_steps = int(state.get("demo_steps", 0))
+        if self.demos is not None and "demos" in state:
+            self.demos.load_state(state["demos"])
+        if self.teacher is not None:
+            self.teacher.reset()  # the teachers' histories restart; so do their sessions
+            self.collector.sim.reset()
+
+    def demonstrating(self) -> bool:
+        """Still collecting demonstrations (collective: every worker answers the same)."""
+        if self.demos is None:
+            return False
+        return bool(self.group.sum(int(self.demos.size < self.demos.capacity)))
 
     def epsilon(self) -> float:
         args = self.args
         # Every worker decides about as often, so its own count times the workers is the total.
-        done = self.collector.env_steps * self.group.world
+        done = (self.collector.env_steps - self.demo_steps) * self.group.world
         share = min(done / max(args.exploration_steps, 1), 1.0)
         return args.epsilon_start + (args.epsilon_end - args.epsilon_start) * share
 
     @torch.no_grad()
-    def _play(self) -> tuple[float, list[float]]:
-        """One rollout, epsilon-greedy, into the replay buffer; returns epsilon and QoEs."""
+    def _play(self, replay: Replay, teacher: RuleSessions | None) -> tuple[float, list[float]]:
+        """One rollout into ``replay``, epsilon-greedy or, given ``teacher``, the teacher's
+        play; returns epsilon and the QoEs of the sessions that ended."""
         args, col = self.args, self.collector
         sim = col.sim
         assert sim.obs is not None
@@ -253,15 +311,20 @@ class DQN(Trainer):
             randoms = self.explore_rng.integers(0, levels, N)
             decide = sim.chunk > 0
             action = np.where(explore, randoms, greedy.cpu().numpy())
+            if teacher is not None:
+                action[decide] = teacher.select(sim, col.prev_quality, np.flatnonzero(decide))
             quality = np.where(decide, action, col.default)
             step, reward, ended = col.advance(quality, decide)
+            if teacher is not None:
+                teacher.feedback(step, quality)
+                self.demo_steps += int(decide.sum())
             finished.extend(ended)
             actions[t], rewards[t], valid[t] = quality, reward * args.reward_scale, decide
             dones[t] = step.end_of_video
             next_obs[t] = sim.obs  # for ended sessions a new one's start: discounted to 0
         ret, discount, last = n_step_transitions(rewards, dones, valid, args.gamma, args.n_step)
         tt, nn_ = np.nonzero(valid)
-        self.replay.add(
+        replay.add(
             obs[tt, nn_],
             actions[tt, nn_],
             ret[tt, nn_],
@@ -280,18 +343,38 @@ class DQN(Trainer):
             return advantage
         return critic(obs) + advantage - advantage.mean(-1, keepdim=True)
 
-    def _update(self) -> tuple[float, float]:
+    def _sample(self, demonstrating: bool) -> tuple[tuple[torch.Tensor, ...], int]:
+        """A minibatch on the device and how many of its first rows are demonstrations."""
         args = self.args
-        dev = torch.device(args.device)
-        obs, action, ret, next_obs, discount = (
-            torch.as_tensor(a, device=dev) for a in self.replay.sample(args.batch_size)
+        n_demo = 0
+        if self.demos is not None:
+            n_demo = args.batch_size if demonstrating else round(args.batch_size * args.demo_ratio)
+        parts = [self.replay.sample(args.batch_size - n_demo)] if n_demo < args.batch_size else []
+        if n_demo:
+            parts.insert(0, self.demos.sample(n_demo))  # type: ignore[union-attr]
+        batch = tuple(
+            torch.as_tensor(np.concatenate(cols), device=args.device)
+            for cols in zip(*parts, strict=True)
         )
-        q = self.q_values(self.actor, self.critic, obs).gather(1, action[:, None]).squeeze(1)
+        return batch, n_demo
+
+    def _update(self, demonstrating: bool = False) -> tuple[float, float, float]:
+        args = self.args
+        (obs, action, ret, next_obs, discount), n_demo = self._sample(demonstrating)
+        all_q = self.q_values(self.actor, self.critic, obs)
+        q = all_q.gather(1, action[:, None]).squeeze(1)
         with torch.no_grad():
             best = self.actor(next_obs).argmax(1, keepdim=True)  # double DQN: online picks
             later = self.q_values(self.target, self.target_critic, next_obs)
             target = ret + discount * later.gather(1, best).squeeze(1)
-        loss = F.huber_loss(q, target, delta=args.huber_delta)
+        td_loss = F.huber_loss(q, target, delta=args.huber_delta)
+        margin_loss = torch.zeros(())
+        if n_demo:
+            demo_q, demo_action = all_q[:n_demo], action[:n_demo]
+            margins = torch.full_like(demo_q, args.margin)
+            margins.scatter_(1, demo_action[:, None], 0.0)
+            margin_loss = ((demo_q + margins).max(1).values - q[:n_demo]).mean()
+        loss = td_loss + args.margin_weight * margin_loss
         self.optimizer.zero_grad()
         loss.backward()
         if self.warming():
@@ -307,28 +390,38 @@ class DQN(Trainer):
                 for slow, net in zip((self.target, self.target_critic), self.online, strict=False):
                     for tp, p in zip(slow.parameters(), net.parameters(), strict=True):
                         tp.lerp_(p, args.tau)
-        return loss.item(), q.mean().item()
+        return td_loss.item(), margin_loss.item(), q.mean().item()
 
     def iteration(self) -> dict[str, float]:
         args = self.args
-        eps, finished = self._play()
-        losses: list[float] = []
-        qs: list[float] = []
-        # Collective: every worker updates, or none does, so gradient averaging stays in step.
-        if self.group.sum(self.replay.size) >= args.learning_starts * self.group.world:
-            for _ in range(args.updates_per_iteration):
-                loss, q = self._update()
-                losses.append(loss)
-                qs.append(q)
+        demonstrating = self.demonstrating()
+        if demonstrating:
+            assert self.demos is not None
+            eps, finished = self._play(self.demos, self.teacher)
+            ready = self.group.sum(self.demos.size) >= args.learning_starts * self.group.world
+            updates = args.demo_updates if ready else 0
+        else:
+            eps, finished = self._play(self.replay, None)
+            # Collective: every worker updates, or none does, so gradient averaging stays in step.
+            ready = self.group.sum(self.replay.size) >= args.learning_starts * self.group.world
+            updates = args.updates_per_iteration if ready else 0
+        stats = np.array([self._update(demonstrating) for _ in range(updates)])
         out = {
             "charts/epsilon": eps,
             "charts/replay_size": float(self.replay.size),
             "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
             "charts/updates": float(self.updates),
         }
-        if losses:
-            out["losses/td_loss"] = float(np.mean(losses))
-            out["losses/q_mean"] = float(np.mean(qs))
+        if self.demos is not None:
+            out["charts/demo_size"] = float(self.demos.size)
+            out["charts/demonstrating"] = float(demonstrating)
+        if len(stats):
+            out["losses/td_loss"] = float(stats[:, 0].mean())
+            out["losses/q_mean"] = float(stats[:, 2].mean())
+            if self.demos is not None:
+                out["losses/margin_loss"] = float(stats[:, 1].mean())
         if finished:
-            out["charts/train_qoe"] = float(np.mean(finished))
+            out["charts/train_qoe" if not demonstrating else "charts/teacher_qoe"] = float(
+                np.mean(finished)
+            )
         return out

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
-from abr_service.algorithms.mpc import MPCParams, RobustMPC
-from abr_service.algorithms.registry import make_algorithm, rule_names, run_params
+from abr_service.algorithms.registry import rule_names
 from abr_service.qoe import QoEMetric
 from abr_service.video import Video
 from streambed.errors import ConfigError
@@ -37,6 +35,7 @@ from trainer.batched import BatchedSimulator
 from trainer.common import CommonArgs, Data, Trainer
 from trainer.distributed import Group
 from trainer.simulator import SimConfig, buffer_after_download
+from trainer.teachers import RuleSessions, rule_factory
 from trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")  # the usual ones; any rule algorithm's name is accepted
@@ -159,14 +158,17 @@ class Imitate(Trainer):
             raise ConfigError(
                 "--param: the oracle teacher has no parameters (see --horizon, --plans)"
             )
-        self.teacher_params: dict[str, str] = run_params(
-            args.param, [args.teacher], flag="--teacher"
-        ).get(args.teacher, {})
+        make_teacher = (
+            None  # the oracle labels by planning
+            if args.teacher == "oracle"
+            else rule_factory(args.teacher, data.video, args.qoe, args.param, "--teacher")
+        )
         super().__init__(args, data, group)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate)
         self.iterations = 0
-        n = self.collector.n
-        self.teachers = [self._teacher(data.video) for _ in range(n)]
+        self.teachers = (
+            None if make_teacher is None else RuleSessions(make_teacher, self.collector.n)
+        )
         shape = (args.buffer_size, *self.collector.sim.obs.shape[1:])  # type: ignore[union-attr]
         self.buf_obs = torch.zeros(shape)
         self.buf_act = torch.zeros(args.buffer_size, dtype=torch.long)
@@ -193,15 +195,6 @@ class Imitate(Trainer):
             observation=self.collector.sim.observation,
         )
 
-    def _teacher(self, video: Video) -> ABRAlgorithm:
-        if self.args.teacher == "oracle":  # unused: the oracle labels by planning
-            return RobustMPC(video, MPCParams(qoe=self.args.qoe))
-        params: dict[str, str] = dict(self.teacher_params)
-        if self.args.teacher == "robustmpc":
-            params.setdefault("qoe", self.args.qoe)  # as deployed: horizon 5
-        # Any rule, built-in or plug-in, with its defaults where --param gives none.
-        return make_algorithm(self.args.teacher, video, params)
-
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "optimizer": self.optimizer}
 
@@ -212,7 +205,8 @@ class Imitate(Trainer):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.iterations = int(state["iterations"])
         self.collector.sim.reset()
-        self.teachers = [self._teacher(self.data.video) for _ in range(self.collector.n)]
+        if self.teachers is not None:
+            self.teachers.reset()
 
     def _student_rollouts(self) -> np.ndarray:
         """QoE of each first level followed by the student's own greedy play, shape (n, levels).
@@ -285,14 +279,8 @@ class Imitate(Trainer):
                 )
                 regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:
-                for j in idx:
-                    labels[j] = self.teachers[j].select(
-                        PlayerState(
-                            next_chunk=int(sim.chunk[j]),
-                            buffer_s=float(sim.buffer_s[j]),
-                            last_quality=int(col.prev_quality[j]),
-                        )
-                    )
+                assert self.teachers is not None
+                labels[idx] = self.teachers.select(sim, col.prev_quality, idx)
             obs = torch.as_tensor(sim.obs)
             student = self.actor(obs.to(self.args.device)).argmax(-1).cpu().numpy()
             quality = np.where(driver_teacher, labels, student)
@@ -304,19 +292,8 @@ class Imitate(Trainer):
                 agree.append(float((student[idx] == labels[idx]).mean()))
             step, _, ended_qoe = col.advance(quality, decide)
             finished.extend(ended_qoe)
-            for k in range(col.n) if self.args.teacher != "oracle" else ():
-                self.teachers[k].on_chunk(
-                    ChunkFeedback(
-                        int(step.chunk_index[k]),
-                        int(quality[k]),
-                        int(step.chunk_bytes[k]),
-                        float(step.delay_s[k]),
-                        float(step.buffer_s[k]),
-                        float(step.rebuffer_s[k]),
-                    )
-                )
-            for ended in np.flatnonzero(step.end_of_video):
-                self.teachers[ended] = self._teacher(video)
+            if self.teachers is not None:
+                self.teachers.feedback(step, quality)
         return (
             torch.cat(obs_list),
             torch.cat(label_list),
