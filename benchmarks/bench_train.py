@@ -3,8 +3,8 @@
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
 
-``throughput`` runs each trainer (ppo, a3c, imitate), in one process and in two worker
-processes, for a fixed wall time on norway-train and reports environment steps/s and
+``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects RobustMPC's
+demonstrations), in one process and in two worker processes, for a fixed wall time on norway-train and reports environment steps/s and
 updates/s. ``curves`` evaluates every snapshot a run kept
 (``--snapshot-minutes``) and its best.pt on norway-test in the test-mode simulator, greedy,
 exactly as ``streambed eval`` does, and plots QoE against training minutes with the shared
@@ -37,18 +37,26 @@ PENSIEVE_PPO = SHARED / "models" / "pensieve-ppo-ep155400.pth"
 def throughput(seconds: float) -> dict[str, Any]:
     from trainer.a3c import A3C, A3CArgs
     from trainer.common import train
+    from trainer.dqn import DQN, DQNArgs
     from trainer.imitate import Imitate, ImitateArgs
     from trainer.ppo import PPO, PPOArgs
 
+    # Demonstrating throughout: RobustMPC, a scalar call per decision, is the cost measured.
+    demos: dict[str, Any] = {"demo_teacher": "robustmpc", "demo_transitions": 1_000_000}
     out: dict[str, Any] = {}
-    for name, cls, args_cls, workers in (
-        ("ppo", PPO, PPOArgs, 1),
-        ("ppo-2-workers", PPO, PPOArgs, 2),
-        ("a3c", A3C, A3CArgs, 1),
-        ("a3c-2-workers", A3C, A3CArgs, 2),
-        ("imitate", Imitate, ImitateArgs, 1),
-        ("imitate-2-workers", Imitate, ImitateArgs, 2),
-    ):
+    none: dict[str, Any] = {}
+    runs: tuple[tuple[str, Any, Any, int, dict[str, Any]], ...] = (
+        ("ppo", PPO, PPOArgs, 1, none),
+        ("ppo-2-workers", PPO, PPOArgs, 2, none),
+        ("a3c", A3C, A3CArgs, 1, none),
+        ("a3c-2-workers", A3C, A3CArgs, 2, none),
+        ("imitate", Imitate, ImitateArgs, 1, none),
+        ("imitate-2-workers", Imitate, ImitateArgs, 2, none),
+        ("dqn", DQN, DQNArgs, 1, none),
+        ("dqn-2-workers", DQN, DQNArgs, 2, none),
+        ("dqn-demonstrating", DQN, DQNArgs, 1, demos),
+    )
+    for name, cls, args_cls, workers, extra in runs:
         with tempfile.TemporaryDirectory() as tmp:
             args = args_cls(
                 traces=str(TRAIN),
@@ -58,6 +66,7 @@ def throughput(seconds: float) -> dict[str, Any]:
                 progress=False,
                 val_every=10**9,
                 workers=workers,
+                **extra,
             )
             summary = train(cls, args)
         minutes = summary["minutes"]
