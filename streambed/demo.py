@@ -2,7 +2,7 @@
 
 1. generates a small trace set (``OUT/traces``);
 2. encodes real DASH content with ffmpeg (``OUT/content``: H.264, Pensieve's 6-level ladder);
-3. emulates BBA, RobustMPC and the learned policy Streambed ships (``models/norway.pt``): one
+3. emulates BBA, RobustMPC and the learned policy Streambed ships (``models/ppo-norway.pt``): one
    real-time session per trace and algorithm behind a link replaying the trace (``--link auto``:
    netns as root, else the userspace proxy), asking a started ``streambed serve`` for every
    chunk (``OUT/emulation``);

@@ -3,7 +3,7 @@
 Real parts only: 40 s of ffmpeg content (ten 4 s segments on Pensieve's six-level ladder at
 small frame sizes, one size per level so that the frames presented say which level was
 rendered), the origin under uvicorn on 0.0.0.0 (it serves /player.html), ``streambed serve``
-with its per-session decision log and the shipped learned model (``models/norway.pt``, for six
+with its per-session decision log and the shipped learned model (``models/ppo-norway.pt``, for six
 levels), and ``streambed play --browser``: Node.js driving the system's Chromium through
 playwright-core, on loopback and behind the netns link on a stepped trace.
 
@@ -60,7 +60,7 @@ NUM_CHUNKS = 10
 LADDER = (300, 750, 1200, 1850, 2850, 4300)
 RESOLUTIONS = [(256, 144), (320, 180), (384, 216), (448, 252), (512, 288), (640, 360)]
 STREAMBED = Path(sys.executable).with_name("streambed")
-MODEL = Path(__file__).resolve().parents[1] / "models" / "norway.pt"
+MODEL = Path(__file__).resolve().parents[1] / "models" / "ppo-norway.pt"
 LINK_MBPS = (3.0, 1.0)  # the stepped trace: 10 s at each, repeating
 SESSION_TIMEOUT_S = 150.0
 # Headless-player keys that session.json keeps for the browser (plus player and browser).
@@ -126,7 +126,7 @@ def origin(content: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def service(content: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``streambed serve`` on 0.0.0.0: RobustMPC by default, norway.pt as ``ppo``, a decision
+    """``streambed serve`` on 0.0.0.0: RobustMPC by default, ppo-norway.pt as ``ppo``, a decision
     log per session; yields its URL and the log directory."""
     tmp = tmp_path_factory.mktemp("service")
     port = free_port()
@@ -428,7 +428,7 @@ def namespaces() -> Iterator[list[int]]:
 def test_behind_the_netns_link_with_robustmpc_and_the_learned_model(
     origin: str, service: tuple[str, Path], tmp_path: Path, namespaces: list[int]
 ) -> None:
-    """Two sessions at once, RobustMPC and norway.pt (``ppo``), each with Chromium inside its
+    """Two sessions at once, RobustMPC and ppo-norway.pt (``ppo``), each with Chromium inside its
     own namespace behind a link stepping between 3 and 1 Mbit/s every 10 s: every check of a
     session holds, the browser reached only the link's host address, and every segment crossed
     the link (no faster than its top rate)."""

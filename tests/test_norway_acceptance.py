@@ -83,7 +83,7 @@ def test_batched_simulator_agrees_on_the_real_traces() -> None:
 
 
 def test_shipped_model_matches_its_recorded_figure() -> None:
-    """models/norway.pt scores on norway-test what models/README.md records."""
+    """models/ppo-norway.pt scores on norway-test what models/README.md records."""
     from abr_service.policies import load_policy
     from streambed.defaults import SHIPPED_MODEL
     from trainer.common import weights_sha256
