@@ -218,11 +218,17 @@ def test_schedules() -> None:
             Schedule.parse(bad)
 
 
-def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
+def saved_traces(tmp_path: Path) -> Path:
+    """TRACES as a Pensieve-format trace directory."""
     directory = tmp_path / "traces"
     directory.mkdir()
     for trace in TRACES:
         save_pensieve(trace, directory / trace.name)
+    return directory
+
+
+def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
+    directory = saved_traces(tmp_path)
     data = load_data(PPOArgs(traces=str(directory)))
     again = load_data(PPOArgs(traces=str(directory), seed=99))
     assert {t.name for t in data.val} == {t.name for t in again.val}
@@ -235,10 +241,7 @@ def test_validation_split_is_held_out_and_fixed(tmp_path: Path) -> None:
 
 
 def test_validation_split_from_matching_traces_only(tmp_path: Path) -> None:
-    directory = tmp_path / "traces"
-    directory.mkdir()
-    for trace in TRACES:
-        save_pensieve(trace, directory / trace.name)
+    directory = saved_traces(tmp_path)
     data = load_data(PPOArgs(traces=str(directory), val_match=r"_0[0-5]$", val_fraction=0.5))
     assert {t.name for t in data.val} <= {f"slow_{i:02d}" for i in range(6)}
     assert len(data.val) == 3 and len(data.train) == 9
@@ -252,10 +255,7 @@ def test_validation_split_from_matching_traces_only(tmp_path: Path) -> None:
 
 
 def test_training_on_matching_traces_only(tmp_path: Path) -> None:
-    directory = tmp_path / "traces"
-    directory.mkdir()
-    for trace in TRACES:
-        save_pensieve(trace, directory / trace.name)
+    directory = saved_traces(tmp_path)
     data = load_data(PPOArgs(traces=str(directory), train_match=r"_0[0-5]$", val_fraction=0.5))
     names = {t.name for t in data.train} | {t.name for t in data.val}
     assert names == {f"slow_{i:02d}" for i in range(6)}
