@@ -170,15 +170,12 @@ def load_data(args: CommonArgs) -> Data:
         candidates = traces
         if args.val_match:
             candidates = _matching(traces, args.val_match, "--val-match", source)
-        index = {id(t): i for i, t in enumerate(traces)}
-        order = sorted(
-            (index[id(t)] for t in candidates), key=lambda i: (traces[i].mean_mbps, traces[i].name)
-        )
+        order = sorted(candidates, key=lambda t: (t.mean_mbps, t.name))
         count = max(1, round(len(order) * args.val_fraction))
         stride = len(order) / count
-        held = {order[int(stride * (k + 0.5))] for k in range(count)}
-        val = [t for i, t in enumerate(traces) if i in held]
-        train = [t for i, t in enumerate(traces) if i not in held]
+        held = {id(order[int(stride * (k + 0.5))]) for k in range(count)}
+        val = [t for t in traces if id(t) in held]
+        train = [t for t in traces if id(t) not in held]
     if not train:
         raise ConfigError("no training traces left after the validation split")
     return Data(train, val, video)

@@ -306,12 +306,15 @@ class DQN(Trainer):
         finished: list[float] = []
         for t in range(T):
             obs[t] = sim.obs
-            greedy = self.actor(torch.as_tensor(obs[t], device=args.device)).argmax(-1)
-            explore = self.explore_rng.random(N) < eps
-            randoms = self.explore_rng.integers(0, levels, N)
             decide = sim.chunk > 0
-            action = np.where(explore, randoms, greedy.cpu().numpy())
-            if teacher is not None:
+            if teacher is None:
+                obs_t = torch.as_tensor(obs[t], device=args.device)
+                greedy = self.actor(obs_t).argmax(-1).cpu().numpy()
+                explore = self.explore_rng.random(N) < eps
+                randoms = self.explore_rng.integers(0, levels, N)
+                action = np.where(explore, randoms, greedy)
+            else:
+                action = np.full(N, col.default, np.int64)
                 action[decide] = teacher.select(sim, col.prev_quality, np.flatnonzero(decide))
             quality = np.where(decide, action, col.default)
             step, reward, ended = col.advance(quality, decide)
@@ -346,12 +349,13 @@ class DQN(Trainer):
     def _sample(self, demonstrating: bool) -> tuple[tuple[torch.Tensor, ...], int]:
         """A minibatch on the device and how many of its first rows are demonstrations."""
         args = self.args
-        n_demo = 0
-        if self.demos is not None:
+        demos, n_demo = self.demos, 0
+        parts = []
+        if demos is not None:
             n_demo = args.batch_size if demonstrating else round(args.batch_size * args.demo_ratio)
-        parts = [self.replay.sample(args.batch_size - n_demo)] if n_demo < args.batch_size else []
-        if n_demo:
-            parts.insert(0, self.demos.sample(n_demo))  # type: ignore[union-attr]
+            parts.append(demos.sample(n_demo))
+        if n_demo < args.batch_size:
+            parts.append(self.replay.sample(args.batch_size - n_demo))
         batch = tuple(
             torch.as_tensor(np.concatenate(cols), device=args.device)
             for cols in zip(*parts, strict=True)
