@@ -6,7 +6,7 @@
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects RobustMPC's
 demonstrations), in one process and in two worker processes, for a fixed wall time on norway-train and reports environment steps/s and
 updates/s. ``curves`` evaluates every snapshot a run kept
-(``--snapshot-minutes``) and its best.pt on norway-test in the test-mode simulator, greedy,
+(``--snapshot-minutes``) and its best.pt, final.pt and averaged.pt on norway-test in the test-mode simulator, greedy,
 exactly as ``streambed eval`` does, and plots QoE against training minutes with the shared
 Pensieve-PPO checkpoint as a horizontal line. The test set is read only here, never by the
 trainers. Needs ``../shared`` beside the repository. Prints JSON.
@@ -89,6 +89,7 @@ def headline(
     out: Path,
     workers: int,
     snapshot_minutes: float,
+    average_last: int,
     extra: list[str],
 ) -> None:
     """The headline recipe, one seed at a time: imitation, then PPO from its best.pt.
@@ -108,7 +109,7 @@ def headline(
              "--minutes", str(imitate_minutes), *common],
             ["ppo", "--init-from", str(imitation / "best.pt"), "--out", str(ppo),
              "--minutes", str(ppo_minutes), "--snapshot-minutes", str(snapshot_minutes),
-             *common],
+             "--average-last", str(average_last), *common],
         ):  # fmt: skip
             print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
             subprocess.run([sys.executable, "-m", "streambed", "train", *cmd], check=True)
@@ -154,11 +155,13 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
             "best_pt_minutes": offset + float(best.meta.get("minutes", 0.0)),
             "warm_start_minutes": offset,
         }
-        if (run / "final.pt").is_file():
-            final = load_policy(run / "final.pt", video.num_levels)
-            result[label]["final_pt_test_qoe"] = round(
-                evaluate_actor(final.actor, test, video, qoe), 4
-            )
+        for name in ("final", "averaged"):  # averaged.pt: --average-last
+            if (run / f"{name}.pt").is_file():
+                policy = load_policy(run / f"{name}.pt", video.num_levels)
+                result[label][f"{name}_pt_test_qoe"] = round(
+                    evaluate_actor(policy.actor, test, video, qoe), 4
+                )
+                result[label][f"{name}_pt_val_qoe"] = policy.meta.get("val_qoe")
         print(label, json.dumps(result[label]), file=sys.stderr)
     if png is not None:
         import matplotlib
@@ -215,6 +218,7 @@ def main() -> None:
     h.add_argument("--workers", type=int, default=1)
     h.add_argument("--out", type=Path, default=Path("runs/headline"))
     h.add_argument("--snapshot-minutes", type=float, default=2.0)
+    h.add_argument("--average-last", type=int, default=0, help="PPO's --average-last")
     h.add_argument(
         "extra",
         nargs=argparse.REMAINDER,
@@ -236,6 +240,7 @@ def main() -> None:
             args.out,
             args.workers,
             args.snapshot_minutes,
+            args.average_last,
             [a for a in args.extra if a != "--"],
         )
         return

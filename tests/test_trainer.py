@@ -21,7 +21,15 @@ from streambed.defaults import default_video
 from streambed.errors import ConfigError
 from traces import SynthParams, generate_trace, save_pensieve
 from trainer.a3c import A3C, A3CArgs
-from trainer.common import Data, evaluate_actor, load_data, train, train_loop
+from trainer.averaging import averaged_weights, snapshot_paths
+from trainer.common import (
+    Data,
+    evaluate_actor,
+    load_data,
+    policy_checkpoint,
+    train,
+    train_loop,
+)
 from trainer.evaluate import evaluate
 from trainer.imitate import Imitate, ImitateArgs, oracle_levels
 from trainer.ppo import PPO, PPOArgs
@@ -333,6 +341,47 @@ def test_snapshots_for_learning_curves(tmp_path: Path) -> None:
     assert len(snaps) >= 2
     minutes = [load_policy(s, VIDEO.num_levels).meta["minutes"] for s in snaps]
     assert minutes == sorted(minutes) and minutes[0] >= 0.01
+
+
+def test_average_of_the_last_snapshots(tmp_path: Path) -> None:
+    out = tmp_path / "avg"
+    args = PPOArgs(
+        out=str(out),
+        minutes=0.05,
+        snapshot_minutes=0.01,
+        average_last=2,
+        num_envs=16,
+        val_every=1,
+        progress=False,
+    )
+    summary = train_loop(PPO(args, DATA))
+    snaps = snapshot_paths(out)
+    assert len(snaps) >= 3
+    averaged = load_policy(out / "averaged.pt", VIDEO.num_levels)
+    assert averaged.meta["averaged_from"] == [s.name for s in snaps[-2:]]
+    last_two = [load_policy(s, VIDEO.num_levels).actor.state_dict() for s in snaps[-2:]]
+    for key, tensor in averaged.actor.state_dict().items():
+        assert torch.allclose(tensor, (last_two[0][key] + last_two[1][key]) / 2)
+    val = evaluate_actor(averaged.actor, DATA.val, VIDEO, QOE)
+    assert val == pytest.approx(averaged.meta["val_qoe"]) == summary["averaged_val_qoe"]
+
+    # A finished run resumed with another K: no training, its final.pt kept, a new average.
+    final = (out / "final.pt").read_bytes()
+    again = train_loop(PPO(replace(args, resume=True, average_last=3), DATA))
+    assert again["iterations"] == summary["iterations"]
+    assert (out / "final.pt").read_bytes() == final
+    names = load_policy(out / "averaged.pt", VIDEO.num_levels).meta["averaged_from"]
+    assert names == [s.name for s in snaps[-3:]]
+
+    with pytest.raises(ConfigError, match="give --snapshot-minutes"):
+        train_loop(PPO(replace(args, snapshot_minutes=0.0), DATA))
+    with pytest.raises(ConfigError, match="--average-last must be 0 or more, got -1"):
+        train_loop(PPO(replace(args, average_last=-1), DATA))
+    other = tmp_path / "other.pt"
+    pensieve = replace(args, arch="pensieve")
+    torch.save(policy_checkpoint(PPO(pensieve, DATA).actor, pensieve, "ppo", 6, {}), other)
+    with pytest.raises(ConfigError, match="other.pt: architecture 'pensieve' differs"):
+        averaged_weights([snaps[0], other], VIDEO.num_levels)
 
 
 def test_oracle_labels_are_the_least_regret_levels() -> None:

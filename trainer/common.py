@@ -12,6 +12,7 @@ architecture reads (its ``obs_version``), and checkpoints record that version.
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import hashlib
@@ -39,6 +40,7 @@ from streambed.defaults import default_traces, default_video
 from streambed.errors import ConfigError
 from streambed.fileio import atomic_write_bytes
 from traces import Trace, load_traceset
+from trainer.averaging import averaged_weights, snapshot_paths
 from trainer.batched import BatchedSimulator, BatchStep
 from trainer.distributed import Group, run_workers
 from trainer.simulator import SimConfig
@@ -115,7 +117,12 @@ class CommonArgs:
     """Show a progress bar."""
     snapshot_minutes: float = 0.0
     """Also keep the policy every this many wall-clock minutes in snapshots/ (for learning
-    curves measured afterwards; 0: never)."""
+    curves measured afterwards, and --average-last; 0: never)."""
+    average_last: int = 0
+    """At the end, also write averaged.pt: the actor whose weights are the mean of the last K
+    snapshots' (needs --snapshot-minutes), validated like best.pt; its validation QoE is in its
+    meta. 4 snapshots 4 minutes apart steadied 60-minute PPO runs (benchmarks/RESULTS.md). A
+    finished run gains one with --resume --average-last K. 0: none."""
 
 
 def args_from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -618,6 +625,44 @@ class Trainer:
         pass
 
 
+def write_averaged(trainer: Trainer, out: Path, meta: dict[str, Any]) -> float | None:
+    """Write ``out/averaged.pt`` (the mean of the last ``--average-last`` snapshots), validated;
+    returns its validation QoE, or None when the run kept no snapshot."""
+    args = trainer.args
+    snaps = snapshot_paths(out)[-args.average_last :]
+    if not snaps:
+        log.warning("--average-last: %s holds no snapshot; no averaged.pt", out / "snapshots")
+        return None
+    if len(snaps) < args.average_last:
+        log.warning(
+            "--average-last %d: only %d snapshot(s) to average", args.average_last, len(snaps)
+        )
+    _, weights = averaged_weights(snaps, trainer.data.video.num_levels)
+    actor = copy.deepcopy(trainer.actor).cpu()
+    actor.load_state_dict(weights)
+    val = evaluate_actor(
+        actor,
+        trainer.data.val,
+        trainer.data.video,
+        trainer.qoe,
+        "cpu",
+        args.val_starts,
+        trainer.collector.sim.observation,
+    )
+    meta = {**meta, "val_qoe": val, "averaged_from": [s.name for s in snaps]}
+    num_levels = trainer.data.video.num_levels
+    atomic_save(
+        policy_checkpoint(actor, args, trainer.algorithm, num_levels, meta), out / "averaged.pt"
+    )
+    log.info(
+        "averaged the weights of %s: validation qoe %.4f -> %s",
+        ", ".join(s.name for s in snaps),
+        val,
+        out / "averaged.pt",
+    )
+    return val
+
+
 def train(cls: type[Trainer], args: CommonArgs) -> dict[str, Any]:
     """Load the data, build ``cls`` and run it to its budget, in ``args.workers`` processes."""
     if args.workers > 1:
@@ -654,6 +699,10 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
     group = trainer.group
     main = group.is_main
     out = Path(args.out)
+    if args.average_last < 0:
+        raise ConfigError(f"--average-last must be 0 or more, got {args.average_last}")
+    if args.average_last and args.snapshot_minutes <= 0:
+        raise ConfigError("--average-last averages snapshots: give --snapshot-minutes too")
     out.mkdir(parents=True, exist_ok=True)
     iteration, elapsed, best = 0, 0.0, -float("inf")
     if args.resume:
@@ -723,8 +772,10 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
             out / "last.pt",
         )
 
+    ran = False
     try:
         while not group.agree(_budget_done(args, env_steps, elapsed)):
+            ran = True
             started = time.perf_counter()
             steps_before = env_steps
             trainer.progress = group.shared(_progress(args, env_steps, elapsed))
@@ -759,7 +810,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
                 save_last()
             if main and elapsed / 60 >= next_snapshot:
                 meta = {"iteration": iteration, "minutes": elapsed / 60, "env_steps": env_steps}
-                atomic_save(policy(meta), out / "snapshots" / f"min{next_snapshot:06.1f}.pt")
+                atomic_save(policy(meta), out / "snapshots" / f"min{next_snapshot:07.2f}.pt")
                 next_snapshot += args.snapshot_minutes
             if runlog is not None:
                 runlog.scalars(env_steps, elapsed, metrics)
@@ -776,10 +827,14 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         bar.close()
         if runlog is not None:
             runlog.close()
+    averaged = None
     if main:
         meta = {"val_qoe": last_val, "iteration": iteration, "env_steps": env_steps}
         meta.update(minutes=elapsed / 60, seed=args.seed)
-        atomic_save(policy(meta), out / "final.pt")
+        if ran or not (out / "final.pt").is_file():  # a finished run resumed keeps its own
+            atomic_save(policy(meta), out / "final.pt")
+        if args.average_last:
+            averaged = write_averaged(trainer, out, meta)
         log.info(
             "%s: %d iterations, %d env steps, %.1f min; best validation qoe %.4f -> %s",
             trainer.algorithm,
@@ -797,4 +852,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
         "best": str(out / "best.pt"),
         "final": str(out / "final.pt"),
         "last": str(out / "last.pt"),
+        **(
+            {"averaged": str(out / "averaged.pt"), "averaged_val_qoe": averaged} if averaged else {}
+        ),
     }
