@@ -317,6 +317,10 @@ def test_teacher_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         labels("robustmpc.horizon=3")
     with pytest.raises(ConfigError, match="no parameters"):
         Imitate(ImitateArgs(out="unused", param=["oracle.horizon=3"]), DATA)
+    with pytest.raises(ConfigError, match="--huber-delta must be positive, got 0"):
+        Imitate(ImitateArgs(out="unused", huber_delta=0.0), DATA)
+    with pytest.raises(ConfigError, match="must be 0 or more, got -1.0 and 10.0"):
+        Imitate(ImitateArgs(out="unused", terminal_weight=-1.0), DATA)
     with pytest.raises(ConfigError, match="6\\^20 plans"):
         Imitate(ImitateArgs(out="unused", plans="all"), DATA)
     out = tmp_path / "cli"
@@ -445,6 +449,10 @@ def test_oracle_hold_plans_are_a_subset_of_all_plans() -> None:
     _, every = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3)
     _, held = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3, hold=True)
     assert (held <= every + 1e-9).all() and (held < every - 1e-6).any()
+    # Buffer left at the horizon's end, capped, adds to every plan of a session still playing.
+    _, valued = oracle_levels(sim.bank, VIDEO, QOE, config, *state, 3, False, 0.5, 6.0)
+    gain = valued - every
+    assert (gain >= -1e-9).all() and (gain <= 3.0 + 1e-9).all() and (gain > 0.1).any()
     _, one = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=1)
     _, one_held = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=1, hold=True)
     np.testing.assert_allclose(one, one_held)

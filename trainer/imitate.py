@@ -84,6 +84,17 @@ class ImitateArgs(CommonArgs):
     cross-entropy against softmax(-regret / temperature) (learns the oracle's most frequent
     level, which is too bold without its foresight); ce: cross-entropy on the teacher's level
     (the only choice for robustmpc)."""
+    huber_delta: float = 1.0
+    """Huber threshold of --loss regress, QoE units. Beyond it the loss grows linearly and its
+    minimiser moves from the mean regret towards the median, which discounts rare stalls (a
+    bold level's regret is small on most futures and large on a few); large values give the
+    mean (squared error)."""
+    terminal_weight: float = 0.0
+    """Oracle plans all and hold: QoE per second of buffer left when the horizon ends before the video does
+    (up to --terminal-buffer-s), so a short plan does not count on draining the buffer that the
+    chunks after it need. 0: the buffer left is worth nothing."""
+    terminal_buffer_s: float = 10.0
+    """Buffer, seconds, beyond which --terminal-weight values no more."""
     temperature: float = 0.25
     """QoE units per e-fold of the soft labels' weight (soft loss)."""
     entropy_coef: float = 0.01
@@ -104,6 +115,8 @@ def oracle_levels(
     last_quality: np.ndarray,
     horizon: int,
     hold: bool = False,
+    terminal_weight: float = 0.0,
+    terminal_buffer_s: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First level of the best plan of ``horizon`` chunks for each session, knowing its trace,
     and the best QoE reachable after each first level, shape (sessions, levels).
@@ -113,7 +126,9 @@ def oracle_levels(
 
     Every plan (levels^horizon) is downloaded through the real trace from the session's
     position; its QoE (bitrate, stall, switches) is summed, chunks past the video's end count
-    nothing. Ties go to the first plan in enumeration order.
+    nothing. A plan that ends before the video does gains ``terminal_weight`` per second of the
+    buffer it leaves, up to ``terminal_buffer_s``. Ties go to the first plan in enumeration
+    order.
     """
     n, levels = len(trace), video.num_levels
     tr = trace[:, None]
@@ -140,6 +155,9 @@ def oracle_levels(
         t = np.where(valid, moved, t)
         b = np.where(valid, new_b, b)
         last = np.where(valid, q, last)
+    if terminal_weight:
+        more = (chunk + horizon < video.num_chunks)[:, None]
+        total = total + np.where(more, terminal_weight * np.minimum(b, terminal_buffer_s), 0.0)
     per_first = total.reshape(n, levels, -1).max(axis=2)
     return np.argmax(per_first, axis=1), per_first
 
@@ -176,6 +194,13 @@ class Imitate(Trainer):
         if args.loss not in LOSSES:
             raise ConfigError(f"unknown imitation loss {args.loss!r}; choose {', '.join(LOSSES)}")
         self.loss = args.loss if args.teacher == "oracle" else "ce"
+        if args.huber_delta <= 0:
+            raise ConfigError(f"--huber-delta must be positive, got {args.huber_delta}")
+        if args.terminal_weight < 0 or args.terminal_buffer_s < 0:
+            raise ConfigError(
+                "--terminal-weight and --terminal-buffer-s must be 0 or more, got "
+                f"{args.terminal_weight} and {args.terminal_buffer_s}"
+            )
         self.buf_len = 0
         self.buf_pos = 0
         if args.plans not in PLANS:
@@ -276,6 +301,8 @@ class Imitate(Trainer):
                     col.prev_quality[idx],
                     self.args.horizon,
                     self.args.plans == "hold",
+                    self.args.terminal_weight,
+                    self.args.terminal_buffer_s,
                 )
                 regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:
@@ -330,7 +357,7 @@ class Imitate(Trainer):
             logits = self.actor(self.buf_obs[idx].to(args.device))
             regret = self.buf_regret[idx].to(args.device)
             if self.loss == "regress":
-                loss = F.smooth_l1_loss(logits, -regret)
+                loss = F.huber_loss(logits, -regret, delta=args.huber_delta)
             elif self.loss == "expected-regret":
                 logp = torch.log_softmax(logits, dim=-1)
                 entropy = -(logp.exp() * logp).sum(-1)
