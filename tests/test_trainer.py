@@ -458,6 +458,20 @@ def test_oracle_hold_plans_are_a_subset_of_all_plans() -> None:
     np.testing.assert_allclose(one, one_held)
 
 
+@pytest.mark.parametrize("delta, taken", [(1.0, 1), (1e6, 0)])
+def test_regress_loss_mean_or_median_regret(delta: float, taken: int) -> None:
+    """Level 0 always regrets 1; level 1 regrets 0 on 9 futures in 10 and 20 on the tenth (mean
+    2, median 0). The squared error (a large --huber-delta) learns the mean, so level 0."""
+    args = ImitateArgs(out="unused", num_envs=8, huber_delta=delta, grad_steps=300, seed=1)
+    trainer = Imitate(args, DATA)
+    obs = torch.as_tensor(trainer.collector.sim.obs[:1]).repeat(1000, 1, 1)
+    regret = torch.zeros(1000, VIDEO.num_levels)
+    regret[:, 0], regret[900:, 1], regret[:, 2:] = 1.0, 20.0, 50.0
+    trainer._store(obs, torch.zeros(1000, dtype=torch.long), regret)
+    trainer.fit()
+    assert trainer.actor(obs[:1]).argmax(-1).item() == taken
+
+
 def test_student_rollouts_start_from_each_session_exactly() -> None:
     """Branch copies of every session, one chunk deep, value each level as the oracle does."""
     args = ImitateArgs(out="unused", num_envs=8, horizon=1, plans="student", progress=False)

@@ -85,10 +85,13 @@ class ImitateArgs(CommonArgs):
     level, which is too bold without its foresight); ce: cross-entropy on the teacher's level
     (the only choice for robustmpc)."""
     huber_delta: float = 1.0
-    """Huber threshold of --loss regress, QoE units. Beyond it the loss grows linearly and its
+    """Huber threshold of --loss regress, logit units (see --regret-scale). Beyond it the loss grows linearly and its
     minimiser moves from the mean regret towards the median, which discounts rare stalls (a
     bold level's regret is small on most futures and large on a few); large values give the
     mean (squared error)."""
+    regret_scale: float = 1.0
+    """QoE units per logit unit of --loss regress: the logits regress on -regret / scale (long
+    hold plans' regrets reach thousands of QoE units on a stall)."""
     terminal_weight: float = 0.0
     """Oracle plans all and hold: QoE per second of buffer left when the horizon ends before the video does
     (up to --terminal-buffer-s), so a short plan does not count on draining the buffer that the
@@ -194,8 +197,12 @@ class Imitate(Trainer):
         if args.loss not in LOSSES:
             raise ConfigError(f"unknown imitation loss {args.loss!r}; choose {', '.join(LOSSES)}")
         self.loss = args.loss if args.teacher == "oracle" else "ce"
-        if args.huber_delta <= 0:
-            raise ConfigError(f"--huber-delta must be positive, got {args.huber_delta}")
+        for flag, value in (
+            ("--huber-delta", args.huber_delta),
+            ("--regret-scale", args.regret_scale),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{flag} must be positive, got {value}")
         if args.terminal_weight < 0 or args.terminal_buffer_s < 0:
             raise ConfigError(
                 "--terminal-weight and --terminal-buffer-s must be 0 or more, got "
@@ -345,10 +352,24 @@ class Imitate(Trainer):
             self.buf_len = min(self.buf_len + count, size)
 
     def iteration(self) -> dict[str, float]:
-        args = self.args
         beta = self.beta()
         obs, labels, regret, agreement, finished = self._collect()
         self._store(obs, labels, regret)
+        losses = self.fit()
+        self.iterations += 1
+        out = {
+            "losses/imitation_loss": float(np.mean(losses)),
+            "charts/teacher_agreement": agreement,
+            "charts/beta": beta,
+            "charts/buffer": float(self.buf_len),
+        }
+        if finished:
+            out["charts/train_qoe"] = float(np.mean(finished))
+        return out
+
+    def fit(self) -> list[float]:
+        """``--grad-steps`` minibatch steps on the labelled buffer; their losses."""
+        args = self.args
         losses = []
         for _ in range(args.grad_steps):
             # Each worker takes its share of the minibatch; their gradients are averaged.
@@ -357,7 +378,8 @@ class Imitate(Trainer):
             logits = self.actor(self.buf_obs[idx].to(args.device))
             regret = self.buf_regret[idx].to(args.device)
             if self.loss == "regress":
-                loss = F.huber_loss(logits, -regret, delta=args.huber_delta)
+                target = -regret / args.regret_scale
+                loss = F.huber_loss(logits, target, delta=args.huber_delta)
             elif self.loss == "expected-regret":
                 logp = torch.log_softmax(logits, dim=-1)
                 entropy = -(logp.exp() * logp).sum(-1)
@@ -372,13 +394,4 @@ class Imitate(Trainer):
             self.average_grads(self.actor)
             self.optimizer.step()
             losses.append(loss.item())
-        self.iterations += 1
-        out = {
-            "losses/imitation_loss": float(np.mean(losses)),
-            "charts/teacher_agreement": agreement,
-            "charts/beta": beta,
-            "charts/buffer": float(self.buf_len),
-        }
-        if finished:
-            out["charts/train_qoe"] = float(np.mean(finished))
-        return out
+        return losses
