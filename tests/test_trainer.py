@@ -472,6 +472,16 @@ def test_regress_loss_mean_or_median_regret(delta: float, taken: int) -> None:
     assert trainer.actor(obs[:1]).argmax(-1).item() == taken
 
 
+def test_imitation_anneals_its_step_size(tmp_path: Path) -> None:
+    args = ImitateArgs(
+        out=str(tmp_path / "a"), steps=3_000, num_envs=8, anneal_lr=True, horizon=2, progress=False
+    )
+    trainer = Imitate(args, DATA)
+    train_loop(trainer)
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    assert 0 <= lr < 0.5 * args.learning_rate
+
+
 def test_student_rollouts_start_from_each_session_exactly() -> None:
     """Branch copies of every session, one chunk deep, value each level as the oracle does."""
     args = ImitateArgs(out="unused", num_envs=8, horizon=1, plans="student", progress=False)

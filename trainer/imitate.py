@@ -62,6 +62,9 @@ class ImitateArgs(CommonArgs):
     """Iterations over which the teacher's share of driving falls from 1 to 0."""
     learning_rate: float = 1e-3
     """Adam step size."""
+    anneal_lr: bool = False
+    """Decay the step size linearly to 0 over the budget, so the student settles instead of
+    flipping between near-tied levels from one minibatch to the next."""
     buffer_size: int = 300_000
     """Most recent labelled states kept for training."""
     batch_size: int = 512
@@ -353,6 +356,9 @@ class Imitate(Trainer):
 
     def iteration(self) -> dict[str, float]:
         beta = self.beta()
+        if self.args.anneal_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.args.learning_rate * (1.0 - self.progress)
         obs, labels, regret, agreement, finished = self._collect()
         self._store(obs, labels, regret)
         losses = self.fit()
