@@ -154,6 +154,7 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
             "best_pt_val_qoe": best.meta.get("val_qoe"),
             "best_pt_minutes": offset + float(best.meta.get("minutes", 0.0)),
             "warm_start_minutes": offset,
+            "end_minutes": round(offset + _run_minutes(run), 2),
         }
         for name in ("final", "averaged"):  # averaged.pt: --average-last
             if (run / f"{name}.pt").is_file():
@@ -173,13 +174,22 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
         for name, entry in result.items():
             pts = entry["curve_minutes_qoe"]
             if pts:
-                ax.plot(
+                (line,) = ax.plot(
                     [p[0] for p in pts],
                     [p[1] for p in pts],
                     marker="o",
                     ms=3,
                     label=f"{name} (seed {entry['seed']})",
                 )
+                if "averaged_pt_test_qoe" in entry:  # drawn at the end of the run
+                    ax.plot(
+                        entry["end_minutes"],
+                        entry["averaged_pt_test_qoe"],
+                        marker="*",
+                        ms=11,
+                        color=line.get_color(),
+                        ls="none",
+                    )
         if reference is not None:
             ax.axhline(
                 reference,
@@ -188,6 +198,8 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
                 lw=1,
                 label=f"Pensieve-PPO checkpoint ({reference:.3f})",
             )
+        if any("averaged_pt_test_qoe" in e for e in result.values()):
+            ax.plot([], [], marker="*", ms=11, color="grey", ls="none", label="averaged.pt")
         ax.set_xlabel("training wall-clock minutes (2-core CPU)")
         ax.set_ylabel("qoe_mean on norway-test (QoE_lin)")
         ax.grid(alpha=0.3)
