@@ -377,6 +377,11 @@ def test_average_of_the_last_snapshots(tmp_path: Path) -> None:
     names = load_policy(out / "averaged.pt", VIDEO.num_levels).meta["averaged_from"]
     assert names == [s.name for s in snaps[-3:]]
 
+    # A fresh run in the same directory averages its own snapshots only.
+    short = train_loop(PPO(replace(args, minutes=0.02), DATA))
+    kept = [float(s.stem[3:]) for s in snapshot_paths(out)]
+    assert kept and max(kept) <= short["minutes"] < 0.03 < float(snaps[-1].stem[3:])
+
     with pytest.raises(ConfigError, match="give --snapshot-minutes"):
         train_loop(PPO(replace(args, snapshot_minutes=0.0), DATA))
     with pytest.raises(ConfigError, match="--average-last must be 0 or more, got -1"):

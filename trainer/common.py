@@ -726,6 +726,12 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
     env_steps = int(group.sum(trainer.collector.env_steps))
     if args.resume:
         log.info("resumed %s at iteration %d (%d env steps)", out, iteration, env_steps)
+    if main and not args.resume:  # a fresh run replaces a previous run's outputs, as metrics.csv
+        stale = snapshot_paths(out)
+        for path in stale:
+            path.unlink()
+        if stale:
+            log.info("removed %d snapshot(s) of a previous run in %s", len(stale), out)
     if main:
         (out / "args.json").write_text(
             json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n"
