@@ -317,6 +317,10 @@ def test_teacher_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         labels("robustmpc.horizon=3")
     with pytest.raises(ConfigError, match="no parameters"):
         Imitate(ImitateArgs(out="unused", param=["oracle.horizon=3"]), DATA)
+    with pytest.raises(ConfigError, match="--beam-width must be 1 or more, got 0"):
+        Imitate(ImitateArgs(out="unused", plans="beam", beam_width=0), DATA)
+    with pytest.raises(ConfigError, match="--bandwidth-discount must be positive, got 0"):
+        Imitate(ImitateArgs(out="unused", bandwidth_discount=0.0), DATA)
     with pytest.raises(ConfigError, match="--huber-delta must be positive, got 0"):
         Imitate(ImitateArgs(out="unused", huber_delta=0.0), DATA)
     with pytest.raises(ConfigError, match="must be 0 or more, got -1.0 and 10.0"):
@@ -393,8 +397,9 @@ def test_average_of_the_last_snapshots(tmp_path: Path) -> None:
         averaged_weights([snaps[0], other], VIDEO.num_levels)
 
 
-def test_oracle_labels_are_the_least_regret_levels() -> None:
-    args = ImitateArgs(out="unused", num_envs=8, horizon=2, progress=False)
+@pytest.mark.parametrize("plans", ["hold", "beam"])
+def test_oracle_labels_are_the_least_regret_levels(plans: str) -> None:
+    args = ImitateArgs(out="unused", num_envs=8, horizon=3, plans=plans, beam_width=2)
     trainer = Imitate(args, DATA)
     obs, labels, regret, _, _ = trainer._collect()
     assert len(obs) == len(labels) == len(regret) > 0
@@ -454,6 +459,15 @@ def test_oracle_hold_plans_are_a_subset_of_all_plans() -> None:
     _, every = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3)
     _, held = oracle_levels(sim.bank, VIDEO, QOE, config, *state, horizon=3, hold=True)
     assert (held <= every + 1e-9).all() and (held < every - 1e-6).any()
+    # A beam wide enough to keep every partial plan is the exhaustive search; a narrow one
+    # finds no better plan than it.
+    _, wide = oracle_levels(sim.bank, VIDEO, QOE, config, *state, 3, beam_width=36)
+    np.testing.assert_allclose(wide, every)
+    _, narrow = oracle_levels(sim.bank, VIDEO, QOE, config, *state, 3, beam_width=1)
+    assert (narrow <= every + 1e-9).all()
+    # Planning with less bandwidth than the trace has never finds a better plan.
+    _, slow = oracle_levels(sim.bank, VIDEO, QOE, config, *state, 3, bandwidth_discount=0.5)
+    assert (slow <= every + 1e-9).all() and (slow < every - 1e-6).any()
     # Buffer left at the horizon's end, capped, adds to every plan of a session still playing.
     _, valued = oracle_levels(sim.bank, VIDEO, QOE, config, *state, 3, False, 0.5, 6.0)
     gain = valued - every

@@ -39,7 +39,7 @@ from trainer.teachers import RuleSessions, rule_factory
 from trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")  # the usual ones; any rule algorithm's name is accepted
-PLANS = ("all", "hold", "student")
+PLANS = ("all", "beam", "hold", "student")
 LOSSES = ("regress", "expected-regret", "soft", "ce")
 
 
@@ -76,9 +76,16 @@ class ImitateArgs(CommonArgs):
     students than 6 or 12 (benchmarks/RESULTS.md); with --plans all the tree has levels^horizon
     leaves, so at most 5 there."""
     plans: str = "hold"
-    """Oracle's plans: all (every sequence of levels: the oracle's own best continuation), hold
-    (one level for the whole horizon), or student (the first level, then the student's greedy
-    play: the continuation the student will really have)."""
+    """Oracle's plans: all (every sequence of levels: the oracle's own best continuation), beam
+    (sequences of levels too, searched keeping the --beam-width best partial plans per first
+    level, so horizons of 10-20 chunks are affordable), hold (one level for the whole horizon),
+    or student (the first level, then the student's greedy play: the continuation the student
+    will really have)."""
+    beam_width: int = 8
+    """Partial plans kept per first level at each depth of --plans beam."""
+    bandwidth_discount: float = 1.0
+    """The oracle (plans all, beam, hold) plans with the trace's bandwidth times this (Comyco's QoE_lin recipe uses 0.9:
+    a margin against the boldness that exact foresight teaches). 1: the exact future."""
     loss: str = "regress"
     """How the oracle teaches. regress: the actor's logits regress on minus the oracle's regret
     of each level (Huber), so they estimate the expected regret over the futures the student
@@ -123,6 +130,8 @@ def oracle_levels(
     hold: bool = False,
     terminal_weight: float = 0.0,
     terminal_buffer_s: float = 0.0,
+    beam_width: int = 0,
+    bandwidth_discount: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First level of the best plan of ``horizon`` chunks for each session, knowing its trace,
     and the best QoE reachable after each first level, shape (sessions, levels).
@@ -134,7 +143,10 @@ def oracle_levels(
     position; its QoE (bitrate, stall, switches) is summed, chunks past the video's end count
     nothing. A plan that ends before the video does gains ``terminal_weight`` per second of the
     buffer it leaves, up to ``terminal_buffer_s``. Ties go to the first plan in enumeration
-    order.
+    order. ``beam_width`` > 0 (with ``hold`` False): after each chunk only the best
+    ``beam_width`` partial plans of each first level, by QoE so far plus their buffer's terminal
+    value, are expanded further. Downloads see the trace's bandwidth times
+    ``bandwidth_discount``.
     """
     n, levels = len(trace), video.num_levels
     tr = trace[:, None]
@@ -143,16 +155,23 @@ def oracle_levels(
     last = last_quality[:, None].astype(np.int64)
     total = np.zeros((n, 1))
     q = np.zeros((n, 1), np.int64)
+    more = (chunk + horizon < video.num_chunks)[:, None]
+
+    def terminal(buffer: np.ndarray) -> np.ndarray | float:
+        if not terminal_weight:
+            return 0.0
+        return np.where(more, terminal_weight * np.minimum(buffer, terminal_buffer_s), 0.0)
+
     for j in range(horizon):
         if j == 0 or not hold:
-            k = t.shape[1] * levels
             tr, t, b, last, total = (np.repeat(a, levels, axis=1) for a in (tr, t, b, last, total))
-            q = np.tile(np.arange(levels), (n, k // levels))
+            q = np.tile(np.arange(levels), (n, t.shape[1] // levels))
+        k = t.shape[1]
         c = chunk + j
         valid = np.broadcast_to((c < video.num_chunks)[:, None], (n, k))
         size = video.chunk_bytes[q, np.minimum(c, video.num_chunks - 1)[:, None]] * valid
         new_t, trace_s, _ = bank.advance_bytes(
-            tr.ravel(), t.ravel(), size.ravel().astype(np.float64)
+            tr.ravel(), t.ravel(), (size / bandwidth_discount).ravel().astype(np.float64)
         )
         delay = (trace_s + config.rtt_s).reshape(n, k)
         rebuffer, new_b, sleep = buffer_after_download(b, delay, video.chunk_s, config)
@@ -161,9 +180,15 @@ def oracle_levels(
         t = np.where(valid, moved, t)
         b = np.where(valid, new_b, b)
         last = np.where(valid, q, last)
-    if terminal_weight:
-        more = (chunk + horizon < video.num_chunks)[:, None]
-        total = total + np.where(more, terminal_weight * np.minimum(b, terminal_buffer_s), 0.0)
+        per = k // levels
+        if beam_width and not hold and per > beam_width and j < horizon - 1:
+            score = (total + terminal(b)).reshape(n, levels, per)
+            keep = np.argsort(-score, axis=2, kind="stable")[:, :, :beam_width]
+            cols = (keep + np.arange(levels)[None, :, None] * per).reshape(n, -1)
+            tr, t, b, last, total = (
+                np.take_along_axis(a, cols, axis=1) for a in (tr, t, b, last, total)
+            )
+    total = total + terminal(b)
     per_first = total.reshape(n, levels, -1).max(axis=2)
     return np.argmax(per_first, axis=1), per_first
 
@@ -200,9 +225,12 @@ class Imitate(Trainer):
         if args.loss not in LOSSES:
             raise ConfigError(f"unknown imitation loss {args.loss!r}; choose {', '.join(LOSSES)}")
         self.loss = args.loss if args.teacher == "oracle" else "ce"
+        if args.plans == "beam" and args.beam_width < 1:
+            raise ConfigError(f"--beam-width must be 1 or more, got {args.beam_width}")
         for flag, value in (
             ("--huber-delta", args.huber_delta),
             ("--regret-scale", args.regret_scale),
+            ("--bandwidth-discount", args.bandwidth_discount),
         ):
             if value <= 0:
                 raise ConfigError(f"{flag} must be positive, got {value}")
@@ -313,6 +341,8 @@ class Imitate(Trainer):
                     self.args.plans == "hold",
                     self.args.terminal_weight,
                     self.args.terminal_buffer_s,
+                    self.args.beam_width if self.args.plans == "beam" else 0,
+                    self.args.bandwidth_discount,
                 )
                 regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:
