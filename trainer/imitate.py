@@ -2,15 +2,17 @@
 
 The student is the same actor the RL trainers use. Each iteration plays ``num_envs`` training
 sessions on the batched simulator; the teacher labels every state the sessions visit, and the
-student is trained on an aggregated buffer of labelled states: by cross-entropy on RobustMPC's
-level, or, from the oracle, by regressing its logits on the oracle's regret of every level
-(``--loss``): the oracle sees the future and the student does not, so copying the oracle's most
-frequent choice is too bold; the expected regret given what the student sees is what to follow.
+student is trained on an aggregated buffer of labelled states, by cross-entropy on the
+teacher's level (``--loss ce``) or, from the oracle, by regressing its logits on the oracle's
+regret of every level (``--loss regress``).
 
-Teachers: ``robustmpc`` (the classic algorithm, as deployed) or ``oracle``: an exhaustive
-search over every plan of the next ``horizon`` chunks, each downloaded through the session's
-actual trace from its actual position (noise-free), i.e. it knows the future (Comyco's "instant
-solver"). All sessions' plan trees are expanded at once with the batched trace arithmetic.
+Teachers: ``robustmpc`` (the classic algorithm, as deployed) or ``oracle``, which knows the
+future (Comyco's "instant solver"): it plans the next ``horizon`` chunks, each downloaded
+through the session's actual trace from its actual position (noise-free), by beam search over
+level sequences (``--plans beam``; or every sequence, or one level held). All sessions' plans
+are expanded at once with the batched trace arithmetic. Exact foresight makes bold plans safe
+for the oracle and not for a student who cannot see the future, so by default the oracle plans
+with 70% of the trace's bandwidth (``--bandwidth-discount``, after Comyco's QoE_lin recipe).
 
 DAgger: with probability ``beta`` a session follows the teacher, otherwise the student; beta
 falls linearly from 1 to 0 over ``beta_iterations`` (``--no-dagger``: beta stays 1, plain
@@ -71,11 +73,11 @@ class ImitateArgs(CommonArgs):
     """Minibatch size (over all workers)."""
     grad_steps: int = 60
     """Gradient steps per iteration."""
-    horizon: int = 20
-    """Oracle's planning horizon, chunks. With hold plans, 20 (80 s of Envivio) taught better
-    students than 6 or 12 (benchmarks/RESULTS.md); with --plans all the tree has levels^horizon
-    leaves, so at most 5 there."""
-    plans: str = "hold"
+    horizon: int = 15
+    """Oracle's planning horizon, chunks (15: 60 s of Envivio, as Comyco's beam-search solver).
+    With --plans all the tree has levels^horizon leaves, so at most 5 there; with hold plans 20
+    taught better students than 6 or 12 (benchmarks/RESULTS.md)."""
+    plans: str = "beam"
     """Oracle's plans: all (every sequence of levels: the oracle's own best continuation), beam
     (sequences of levels too, searched keeping the --beam-width best partial plans per first
     level, so horizons of 10-20 chunks are affordable), hold (one level for the whole horizon),
@@ -83,17 +85,20 @@ class ImitateArgs(CommonArgs):
     will really have)."""
     beam_width: int = 8
     """Partial plans kept per first level at each depth of --plans beam."""
-    bandwidth_discount: float = 1.0
-    """The oracle (plans all, beam, hold) plans with the trace's bandwidth times this (Comyco's QoE_lin recipe uses 0.9:
-    a margin against the boldness that exact foresight teaches). 1: the exact future."""
-    loss: str = "regress"
+    bandwidth_discount: float = 0.7
+    """The oracle (plans all, beam, hold) plans with the trace's bandwidth times this: a margin
+    against the boldness that exact foresight teaches a student who has none (Comyco's QoE_lin
+    recipe uses 0.9; here 0.7 stalled least and scored best, benchmarks/RESULTS.md). 1: the
+    exact future."""
+    loss: str = "ce"
     """How the oracle teaches. regress: the actor's logits regress on minus the oracle's regret
     of each level (Huber), so they estimate the expected regret over the futures the student
     cannot tell apart and greedy play takes the level best on average; expected-regret: the
     policy's expected regret (AggreVaTe's cost-sensitive loss; saturates early); soft:
     cross-entropy against softmax(-regret / temperature) (learns the oracle's most frequent
     level, which is too bold without its foresight); ce: cross-entropy on the teacher's level
-    (the only choice for robustmpc)."""
+    (the only choice for robustmpc; with beam plans and a bandwidth discount, the best
+    student measured)."""
     huber_delta: float = 1.0
     """Huber threshold of --loss regress, logit units (see --regret-scale). Beyond it the loss grows linearly and its
     minimiser moves from the mean regret towards the median, which discounts rare stalls (a
