@@ -3,11 +3,12 @@
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
 
-``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects RobustMPC's
-demonstrations), in one process and in two worker processes, for a fixed wall time on norway-train and reports environment steps/s and
-updates/s. ``curves`` evaluates every snapshot a run kept
-(``--snapshot-minutes``) and its best.pt, final.pt and averaged.pt on norway-test in the test-mode simulator, greedy,
-exactly as ``streambed eval`` does, and plots QoE against training minutes with the shared
+``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
+RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
+on norway-train and reports environment steps/s and updates/s. ``curves`` evaluates every
+snapshot a run kept (``--snapshot-minutes``) and its best.pt, final.pt and averaged.pt on
+norway-test in the test-mode simulator, greedy, exactly as ``streambed eval`` does, and plots
+QoE against training minutes (averaged.pt as a star at the run's end) with the shared
 Pensieve-PPO checkpoint as a horizontal line. The test set is read only here, never by the
 trainers. Needs ``../shared`` beside the repository. Prints JSON.
 """

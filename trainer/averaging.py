@@ -28,8 +28,8 @@ def snapshot_paths(run: Path) -> list[Path]:
     return sorted((run / "snapshots").glob("min*.pt"), key=minutes)
 
 
-def averaged_weights(paths: list[Path], num_levels: int) -> tuple[str, dict[str, torch.Tensor]]:
-    """The architecture of the checkpoints ``paths`` and the mean of their actor weights.
+def averaged_weights(paths: list[Path], num_levels: int) -> dict[str, torch.Tensor]:
+    """The mean of the actor weights of the checkpoints ``paths``.
 
     Every checkpoint is loaded and validated (``weights_only``); they must share one
     architecture. Integer tensors (counters, if an architecture has any) come from the last.
@@ -51,4 +51,4 @@ def averaged_weights(paths: list[Path], num_levels: int) -> tuple[str, dict[str,
         else states[-1][key].clone()
         for key, tensor in states[0].items()
     }
-    return arch, mean
+    return mean

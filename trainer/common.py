@@ -607,6 +607,18 @@ class Trainer:
         self.progress = 0.0
         """Share of the budget spent before this iteration (the loop sets it)."""
 
+    def validate(self, actor: nn.Module | None = None) -> float:
+        """Greedy test-mode QoE of ``actor`` (default: the trainer's) on the validation traces."""
+        return evaluate_actor(
+            self.actor if actor is None else actor,
+            self.data.val,
+            self.data.video,
+            self.qoe,
+            self.args.device,
+            self.args.val_starts,
+            self.collector.sim.observation,
+        )
+
     def average_grads(self, *modules: nn.Module) -> None:
         """Average the gradients across worker processes (a no-op with one)."""
         self.group.average_grads([p for m in modules for p in m.parameters()])
@@ -637,18 +649,9 @@ def write_averaged(trainer: Trainer, out: Path, meta: dict[str, Any]) -> float |
         log.warning(
             "--average-last %d: only %d snapshot(s) to average", args.average_last, len(snaps)
         )
-    _, weights = averaged_weights(snaps, trainer.data.video.num_levels)
-    actor = copy.deepcopy(trainer.actor).cpu()
-    actor.load_state_dict(weights)
-    val = evaluate_actor(
-        actor,
-        trainer.data.val,
-        trainer.data.video,
-        trainer.qoe,
-        "cpu",
-        args.val_starts,
-        trainer.collector.sim.observation,
-    )
+    actor = copy.deepcopy(trainer.actor)
+    actor.load_state_dict(averaged_weights(snaps, trainer.data.video.num_levels))
+    val = trainer.validate(actor)
     meta = {**meta, "val_qoe": val, "averaged_from": [s.name for s in snaps]}
     num_levels = trainer.data.video.num_levels
     atomic_save(
@@ -795,15 +798,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
             finished = group.agree(_budget_done(args, env_steps, elapsed))
             if iteration % args.val_every == 0 or finished:
                 if main:
-                    last_val = evaluate_actor(
-                        trainer.actor,
-                        trainer.data.val,
-                        trainer.data.video,
-                        trainer.qoe,
-                        args.device,
-                        args.val_starts,
-                        trainer.collector.sim.observation,
-                    )
+                    last_val = trainer.validate()
                     metrics["charts/val_qoe"] = last_val
                     if last_val > best:
                         best = last_val

@@ -100,17 +100,17 @@ class ImitateArgs(CommonArgs):
     (the only choice for robustmpc; with beam plans and a bandwidth discount, the best
     student measured)."""
     huber_delta: float = 1.0
-    """Huber threshold of --loss regress, logit units (see --regret-scale). Beyond it the loss grows linearly and its
-    minimiser moves from the mean regret towards the median, which discounts rare stalls (a
-    bold level's regret is small on most futures and large on a few); large values give the
-    mean (squared error)."""
+    """Huber threshold of --loss regress, logit units (see --regret-scale). Beyond it the loss
+    grows linearly and its minimiser moves from the mean regret towards the median, which
+    discounts rare stalls (a bold level's regret is small on most futures and large on a few);
+    large values give the mean (squared error)."""
     regret_scale: float = 1.0
     """QoE units per logit unit of --loss regress: the logits regress on -regret / scale (long
     hold plans' regrets reach thousands of QoE units on a stall)."""
     terminal_weight: float = 0.0
-    """Oracle plans all and hold: QoE per second of buffer left when the horizon ends before the video does
-    (up to --terminal-buffer-s), so a short plan does not count on draining the buffer that the
-    chunks after it need. 0: the buffer left is worth nothing."""
+    """Oracle plans all, beam and hold: QoE per second of buffer left when the horizon ends
+    before the video does (up to --terminal-buffer-s), so a short plan does not count on
+    draining the buffer that the chunks after it need. 0: the buffer left is worth nothing."""
     terminal_buffer_s: float = 10.0
     """Buffer, seconds, beyond which --terminal-weight values no more."""
     temperature: float = 0.25
