@@ -9,7 +9,12 @@ import argparse
 import json
 from typing import Any
 
-from abr_service.algorithms.registry import GROUP, AlgorithmInfo, available_algorithms, load_errors
+from streambed.abr_service.algorithms.registry import (
+    GROUP,
+    AlgorithmInfo,
+    available_algorithms,
+    load_errors,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -43,8 +48,10 @@ def _where(obj: Any) -> str:
 
 def networks() -> dict[str, list[dict[str, Any]]]:
     """The policy architectures (``--arch``) and the observations they may read."""
-    from abr_service.architectures import architectures  # imports torch: only when listing
-    from abr_service.observation import observations
+    from streambed.abr_service.architectures import (
+        architectures,  # imports torch: only when listing
+    )
+    from streambed.abr_service.observation import observations
 
     return {
         "architectures": [

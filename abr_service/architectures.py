@@ -7,7 +7,7 @@ An architecture is an object with:
 * ``name: str``: the name checkpoints and ``--arch`` use. For a plug-in it must equal the
   entry point's name.
 * ``obs_version: str``: the version of the observation its networks read, any registered one
-  (:mod:`abr_service.observation`: the built-in ``pensieve-6x8/1``, or a plug-in's). Trainers
+  (:mod:`streambed.abr_service.observation`: the built-in ``pensieve-6x8/1``, or a plug-in's). Trainers
   build that observation in their simulator and checkpoints record it.
 * ``actor(num_levels) -> torch.nn.Module``: maps observations of shape ``(batch, *shape)``
   (float32; the observation's shape) to logits of shape ``(batch, num_levels)``. The service
@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from abr_service.observation import OBS_VERSION, S_LEN, get_observation
-from abr_service.plugins import PluginRegistry, Refused, instantiate
+from streambed.abr_service.observation import OBS_VERSION, S_LEN, get_observation
+from streambed.abr_service.plugins import PluginRegistry, Refused, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def suggested_defaults(arch: Architecture) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PensievePPOArchitecture:
-    """Pensieve-PPO's network (:class:`abr_service.policies.PensievePPOActor`); no suggestions:
+    """Pensieve-PPO's network (:class:`streambed.abr_service.policies.PensievePPOActor`); no suggestions:
     each trainer's own hyperparameters apply."""
 
     name: str = "pensieve-ppo"
@@ -98,12 +98,12 @@ class PensievePPOArchitecture:
     defaults: Mapping[str, float] = field(default_factory=dict)
 
     def actor(self, num_levels: int) -> nn.Module:
-        from abr_service.policies import PensievePPOActor
+        from streambed.abr_service.policies import PensievePPOActor
 
         return PensievePPOActor(num_levels)
 
     def critic(self, num_levels: int) -> nn.Module:
-        from abr_service.policies import PensievePPOCritic
+        from streambed.abr_service.policies import PensievePPOCritic
 
         return PensievePPOCritic(num_levels)
 

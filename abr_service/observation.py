@@ -17,13 +17,13 @@ An observation is an object with:
   ``chunk_index`` the chunk just downloaded (0-based), ``quality`` its level, ``buffer_s`` the
   buffer after it (seconds), ``chunk_bytes`` its size (bytes), ``download_s`` request to last
   byte (seconds, round trip included), ``rebuffer_s`` the stall while fetching it (seconds), as
-  in :class:`abr_service.algorithms.base.ChunkFeedback`. ``video`` (:class:`Video`) gives the
+  in :class:`streambed.abr_service.algorithms.base.ChunkFeedback`. ``video`` (:class:`Video`) gives the
   ladder and every chunk's size (the look-ahead). The batched simulator calls it with
   thousands of sessions per step: keep it vectorised.
 
 The same ``update`` builds the observation in the batched simulator (training, validation),
 the Gym env, the decision service and ``streambed eval`` (through
-:class:`~abr_service.algorithms.base.ABRAlgorithm`), so a policy reads identical inputs
+:class:`~streambed.abr_service.algorithms.base.ABRAlgorithm`), so a policy reads identical inputs
 everywhere.
 
 Plug-ins
@@ -72,9 +72,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from abr_service.plugins import PluginRegistry, Refused, instantiate
-from abr_service.video import Video, generate_video
-from streambed.errors import ConfigError
+from streambed.abr_service.plugins import PluginRegistry, Refused, instantiate
+from streambed.abr_service.video import Video, generate_video
+from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ Checkpoints load with ``torch.load(weights_only=True)``. Accepted layouts:
 * a bare actor state dict;
 * Streambed's ``{"format": "streambed-policy/1", "arch": ..., "num_levels": ...,
   "obs_version": ..., "actor": state_dict, "meta": {...}}``, where ``arch`` is any
-  architecture of :func:`abr_service.architectures.architectures` (built-in or plug-in) and
-  ``obs_version`` any registered observation (:func:`abr_service.observation.observations`;
+  architecture of :func:`streambed.abr_service.architectures.architectures` (built-in or plug-in) and
+  ``obs_version`` any registered observation (:func:`streambed.abr_service.observation.observations`;
   absent: ``pensieve-6x8/1``) that the architecture reads.
 
 The first two are always ``pensieve-ppo`` over ``pensieve-6x8/1``. The loaded actor is checked
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from abr_service.architectures import architectures
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN, observations
-from streambed.errors import ModelError
+from streambed.abr_service.architectures import architectures
+from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN, observations
+from streambed.core.errors import ModelError
 
 CHECKPOINT_FORMAT = "streambed-policy/1"
 FEATURES = 128
@@ -96,7 +96,7 @@ class LoadedPolicy:
     meta: dict[str, Any] = field(default_factory=dict)
     source_format: str = CHECKPOINT_FORMAT
     obs_version: str = OBS_VERSION
-    """The observation the actor reads (:mod:`abr_service.observation`)."""
+    """The observation the actor reads (:mod:`streambed.abr_service.observation`)."""
 
 
 def read_checkpoint(path: str | Path) -> Any:

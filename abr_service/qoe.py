@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 PENSIEVE_HD_SCORES: tuple[float, ...] = (1.0, 2.0, 3.0, 12.0, 15.0, 20.0)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from abr_service.app.settings import Settings
+    from streambed.abr_service.app.settings import Settings
 
     given = {field: getattr(args, flag) for flag, field in FLAGS.items()}
     try:
@@ -93,8 +93,8 @@ def _where(field: str, flags: dict[str, str]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from abr_service.app.main import create_app
-    from streambed.servers import run_server
+    from streambed.abr_service.app.main import create_app
+    from streambed.core.servers import run_server
 
     settings = settings_from_args(args)
     torch.set_num_threads(1)  # one small forward pass per request: threads only add latency

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streambed.errors import VideoError
+from streambed.core.errors import VideoError
 
 PENSIEVE_BITRATES_KBPS: tuple[int, ...] = (300, 750, 1200, 1850, 2850, 4300)
 VIDEO_JSON = "video.json"

@@ -29,10 +29,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from emulation.calibrate import calibrate
-from emulation.orchestrate import EmulateConfig, emulate
-from reports.fidelity import sim_vs_emu
-from reports.sessionlog import read_jsonl
+from streambed.emulation.calibrate import calibrate
+from streambed.emulation.orchestrate import EmulateConfig, emulate
+from streambed.reports.fidelity import sim_vs_emu
+from streambed.reports.sessionlog import read_jsonl
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

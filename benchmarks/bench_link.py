@@ -12,7 +12,7 @@ Reno, as the analytic model) serves the downloads; clients run behind netns link
 1. accuracy: one link per constant trace (Pensieve-style R Mbit/s converted to Mahimahi
    opportunities), one download of about ``--seconds`` of data at the trace's payload rate
    (opportunities x 1504 bytes x 1448/1500 payload per full packet). ``time_error`` compares
-   the download's time with ``emulation.analytic``'s model (the rate plus a few ms of
+   the download's time with ``streambed.emulation.analytic``'s model (the rate plus a few ms of
    handshake and request), ``throughput_error`` the mean rate achieved with the model's;
    rates measured from the client's reads over parts of a transfer are noisier than the
    link (the receive buffer hides when the client reads). ``cpu_pct_per_mbps`` is
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from emulation import analytic
-from emulation.link import LinkSpec, start_behind_link
-from emulation.schedule import OPPORTUNITY_BYTES
-from traces.formats import Trace, pensieve_to_mahimahi, save_mahimahi
+from streambed.emulation import analytic
+from streambed.emulation.link import LinkSpec, start_behind_link
+from streambed.emulation.schedule import OPPORTUNITY_BYTES
+from streambed.traces.formats import Trace, pensieve_to_mahimahi, save_mahimahi
 
 PAYLOAD = bytes(64 << 20)
 

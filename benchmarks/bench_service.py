@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from streambed.servers import free_port, wait_healthy
+from streambed.core.servers import free_port, wait_healthy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHUNKS = 48
@@ -45,8 +45,8 @@ CHUNKS = 48
 def random_checkpoint(path: Path) -> Path:
     import torch
 
-    from abr_service.observation import OBS_VERSION
-    from abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
+    from streambed.abr_service.observation import OBS_VERSION
+    from streambed.abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
 
     torch.manual_seed(0)
     data = {

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from abr_service.video import load_video
+from streambed.abr_service.video import load_video
 from streambed.defaults import default_traces, default_video
-from traces import load_traceset
-from trainer.batched import BatchedSimulator
-from trainer.simulator import Simulator
+from streambed.traces import load_traceset
+from streambed.trainer.batched import BatchedSimulator
+from streambed.trainer.simulator import Simulator
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -36,11 +36,11 @@ PENSIEVE_PPO = SHARED / "models" / "pensieve-ppo-ep155400.pth"
 
 
 def throughput(seconds: float) -> dict[str, Any]:
-    from trainer.a3c import A3C, A3CArgs
-    from trainer.common import train
-    from trainer.dqn import DQN, DQNArgs
-    from trainer.imitate import Imitate, ImitateArgs
-    from trainer.ppo import PPO, PPOArgs
+    from streambed.trainer.a3c import A3C, A3CArgs
+    from streambed.trainer.common import train
+    from streambed.trainer.dqn import DQN, DQNArgs
+    from streambed.trainer.imitate import Imitate, ImitateArgs
+    from streambed.trainer.ppo import PPO, PPOArgs
 
     # Demonstrating throughout: RobustMPC, a scalar call per decision, is the cost measured.
     demos: dict[str, Any] = {"demo_teacher": "robustmpc", "demo_transitions": 1_000_000}
@@ -117,11 +117,11 @@ def headline(
 
 
 def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
-    from abr_service.policies import load_policy
-    from abr_service.qoe import make_qoe
-    from abr_service.video import load_video
-    from traces import load_traceset
-    from trainer.common import evaluate_actor
+    from streambed.abr_service.policies import load_policy
+    from streambed.abr_service.qoe import make_qoe
+    from streambed.abr_service.video import load_video
+    from streambed.traces import load_traceset
+    from streambed.trainer.common import evaluate_actor
 
     video = load_video(VIDEO)
     test = load_traceset(TEST)

@@ -18,7 +18,7 @@ Units: bytes, milliseconds for link parameters, seconds for results.
   unbounded); acknowledgements return after one delay plus one opportunity wait;
 * the response carries a header packet of ``head_bytes`` before the body.
 
-``proxy_transfer_s`` is the proxy's model (``emulation.proxy``): the same three legs and
+``proxy_transfer_s`` is the proxy's model (``streambed.emulation.proxy``): the same three legs and
 slow start, on a fluid link that releases ``PROXY_PAYLOAD_PER_OPPORTUNITY`` payload bytes per
 opportunity, acknowledged per released chunk. ``drain_s`` walks any Mahimahi trace.
 """
@@ -30,7 +30,7 @@ import socket
 from collections.abc import Sequence
 from http.server import ThreadingHTTPServer
 
-from emulation.schedule import OPPORTUNITY_BYTES
+from streambed.emulation.schedule import OPPORTUNITY_BYTES
 
 MTU = 1500
 MSS = 1448  # with TCP timestamps

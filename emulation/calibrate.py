@@ -1,6 +1,6 @@
 """Fit the simulator's link constants (``SimConfig.rtt_s``, ``payload_factor``) to an emulation.
 
-The simulator's link model (:mod:`trainer.simulator`): a chunk of ``S`` bytes requested at
+The simulator's link model (:mod:`streambed.trainer.simulator`): a chunk of ``S`` bytes requested at
 trace position ``p`` takes ``T(p, S / payload_factor) + rtt_s`` seconds, where ``T(p, B)`` is
 the trace time from ``p`` until the trace has delivered ``B`` bytes (looping at its end). The
 emulated link replays the same trace (Mahimahi's opportunities from the same trace time 0), but
@@ -27,12 +27,12 @@ Two objectives:
     share one fitted offset (a third parameter, on a grid).
 ``qoe``
     Searches (``rtt_s``, ``payload_factor``) for the smallest mean absolute per-trace QoE gap
-    by re-simulating the emulation's sessions (:func:`reports.fidelity.simulate_plan`): a
+    by re-simulating the emulation's sessions (:func:`streambed.reports.fidelity.simulate_plan`): a
     coarse grid, then pattern-search refinements with halving steps around the best point.
 
 Either way the QoE gap before (default constants) and after (fitted) is measured by
 re-simulating, with the simulated sessions starting where the emulated ones started in their
-traces (``reports.fidelity.rotate_trace``: like with like, the main comparison by default) and
+traces (``streambed.reports.fidelity.rotate_trace``: like with like, the main comparison by default) and
 at the traces' beginning (as ``streambed eval`` and ``simulate_like`` by default);
 :func:`calibrate` writes both comparisons and ``calibration.json``.
 """
@@ -51,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from reports.fidelity import (
+from streambed.core.errors import ConfigError
+from streambed.reports.fidelity import (
     EmulationPlan,
     fidelity_summary,
     match,
@@ -62,11 +63,10 @@ from reports.fidelity import (
     write_sim_vs_emu,
     write_simulation,
 )
-from reports.sessionlog import read_jsonl
-from reports.summary import SessionMetrics
-from streambed.errors import ConfigError
-from traces import Trace
-from trainer.simulator import SimConfig
+from streambed.reports.sessionlog import read_jsonl
+from streambed.reports.summary import SessionMetrics
+from streambed.traces import Trace
+from streambed.trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ class CalibrationResult:
 @contextlib.contextmanager
 def _quiet_evaluate() -> Iterator[None]:
     """The evaluator logs a line per algorithm and run: too many when re-simulating often."""
-    logger = logging.getLogger("trainer.evaluate")
+    logger = logging.getLogger("streambed.trainer.evaluate")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:

@@ -1,6 +1,6 @@
 """``streambed calibrate``: fit the simulator's link constants to an emulation's sessions.
 
-A thin layer over :func:`emulation.calibrate.calibrate`; prints the fitted constants and the
+A thin layer over :func:`streambed.emulation.calibrate.calibrate`; prints the fitted constants and the
 mean absolute per-trace QoE gap (emulated minus simulated) before and after.
 """
 
@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emulation.calibrate import calibrate
+    from streambed.emulation.calibrate import calibrate
 
     result = calibrate(
         args.emu_out,

@@ -1,6 +1,6 @@
 """``streambed emulate``: whole trace sets of real sessions behind emulated links, N at a time.
 
-A thin layer over :func:`emulation.orchestrate.emulate`. Exit status: 0 every session done;
+A thin layer over :func:`streambed.emulation.orchestrate.emulate`. Exit status: 0 every session done;
 1 some failed (listed in OUT/failed.json; the report covers the others); 2 a usage error;
 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (``docker compose stop``); either way the
 report covers the sessions done and ``--resume`` goes on from there.
@@ -87,10 +87,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emulation.orchestrate import EmulateConfig, emulate
+    from streambed.emulation.orchestrate import EmulateConfig, emulate
 
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
-    from abr_service.algorithms.registry import check_names, run_params
+    from streambed.abr_service.algorithms.registry import check_names, run_params
 
     if args.abr is None:  # the service this command starts knows this process's algorithms
         check_names(algorithms)
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         + (", interrupted" if result.interrupted else "")
     )
     if args.compare_sim and result.done and not result.interrupted:
-        from reports.fidelity import sim_vs_emu
+        from streambed.reports.fidelity import sim_vs_emu
 
         found = sim_vs_emu(args.out, progress=not args.no_progress)["overall"]
         gap = found.get("qoe_gap_mean_abs")

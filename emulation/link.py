@@ -10,7 +10,7 @@ the kind of link:
 ``netns``
     Streambed's own packet-level shaper with Mahimahi's semantics: the command runs in a fresh
     network namespace routed through a TUN pair to a shaper process (needs root or
-    CAP_NET_ADMIN + CAP_SYS_ADMIN). See ``emulation.netns`` and ``emulation.shaper``.
+    CAP_NET_ADMIN + CAP_SYS_ADMIN). See ``streambed.emulation.netns`` and ``streambed.emulation.shaper``.
 ``proxy``
     A userspace relay pacing byte streams by the trace, no privileges; it approximates the trace
     at the byte-stream level. Only the host ports listed in ``LinkSpec.ports`` are reachable.
@@ -53,16 +53,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from emulation import mahimahi, netns
-from streambed.errors import ConfigError, LinkError, StreambedError
-from traces.formats import detect_format, load_mahimahi, load_pensieve, pensieve_to_mahimahi
-from traces.formats import save_mahimahi as _save_mahimahi
+from streambed.core.errors import ConfigError, LinkError, StreambedError
+from streambed.emulation import mahimahi, netns
+from streambed.traces.formats import (
+    detect_format,
+    load_mahimahi,
+    load_pensieve,
+    pensieve_to_mahimahi,
+)
+from streambed.traces.formats import save_mahimahi as _save_mahimahi
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["auto", "mahimahi", "netns", "proxy"]
 KINDS: tuple[str, ...] = ("mahimahi", "netns", "proxy")  # the order "auto" tries them in
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 _HELPER_START_S = 20.0
 _STOP_GRACE_S = 5.0
 
@@ -284,7 +288,7 @@ class LinkedProcess:
                 self._stack.callback(plumbing.close)
                 self.host = plumbing.host_addr
                 self._start_helper(
-                    "emulation.shaper",
+                    "streambed.emulation.shaper",
                     [
                         f"--host-fd={plumbing.host_fd}",
                         f"--ns-fd={plumbing.ns_fd}",
@@ -300,7 +304,9 @@ class LinkedProcess:
                 self._read_helper_line()
                 exec_argv = plumbing.exec_argv(argv)
             else:
-                self._start_helper("emulation.proxy", [f"--port={p}" for p in spec.ports], down, up)
+                self._start_helper(
+                    "streambed.emulation.proxy", [f"--port={p}" for p in spec.ports], down, up
+                )
                 mapping = self._read_helper_line()["ports"]
                 ports = {int(k): int(v) for k, v in mapping.items()}
                 exec_argv = list(argv)
@@ -346,9 +352,6 @@ class LinkedProcess:
         self._stack.callback(self._stop_helper)
         self.epoch = time.monotonic()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
-        )
         self._stats_path = self._tmp / "stats.json"
         self._helper_err = (self._tmp / "helper.err").open("wb")
         self._stack.callback(self._helper_err.close)

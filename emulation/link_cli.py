@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from emulation.link import KINDS, LinkSpec, start_behind_link
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
+from streambed.emulation.link import KINDS, LinkSpec, start_behind_link
 
 
 def register(subparsers: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 TOOLS = ("mm-delay", "mm-link")
 

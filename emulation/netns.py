@@ -6,7 +6,7 @@ Layout of one link (index ``k`` picks a free /30 from the pool, 10.213.0.0/16 by
     host stack  <->  TUN sbh<k> (host addr .1, peer .2)  <->  shaper  <->
     TUN sbn<k> (moved into netns streambed-<pid>-<k>, addr .2, peer .1, default route)  <->  command
 
-The shaper (``emulation.shaper``) holds both TUN fds. Packets the namespace sends to the host
+The shaper (``streambed.emulation.shaper``) holds both TUN fds. Packets the namespace sends to the host
 address arrive on ``sbh<k>`` and are delivered locally, so any server bound on 0.0.0.0 answers
 at the host address; replies route back through ``sbh<k>``. No forwarding, NAT or firewall rule
 is touched, and the shaper forwards uplink packets only to the host address. TUN devices
@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streambed.errors import ConfigError, LinkError
+from streambed.core.errors import ConfigError, LinkError
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 ``emulate(EmulateConfig)`` starts (or uses the URLs given of) a DASH origin and a decision
 service, then runs every session as a ``streambed play`` process behind its own emulated link
-(:func:`emulation.link.start_behind_link`), each logging under
+(:func:`streambed.emulation.link.start_behind_link`), each logging under
 ``OUT/sessions/<algorithm>/<trace>[-rR]/`` (``chunks.jsonl``, ``pensieve.log``,
 ``session.json``). Sessions are independent: one that fails is retried once, then listed in
 ``OUT/failed.json``; the run goes on. A ``KeyboardInterrupt`` terminates the running sessions
 (their links are torn down) and still writes the report of the sessions done. With ``resume``,
 sessions whose ``session.json`` says ``done`` are not run again.
 
-The report is that of ``streambed eval`` (:func:`reports.summary.write_report`):
+The report is that of ``streambed eval`` (:func:`streambed.reports.summary.write_report`):
 ``OUT/summary.json``, ``OUT/per_trace.csv``, ``OUT/logs/<algorithm>/log_<algorithm>_<trace>``
 (Pensieve's format) and the plots, computed from the sessions' chunk records.
 """
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
-from reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
-from reports.summary import SessionMetrics, session_metrics, write_report
-from streambed.errors import ConfigError, StreambedError
-from streambed.servers import wait_healthy
+from streambed.core.errors import ConfigError, StreambedError
+from streambed.core.servers import wait_healthy
+from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
+from streambed.reports.summary import SessionMetrics, session_metrics, write_report
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EmulateConfig:
     algorithms: tuple[str, ...]
     out: Path
     content: Path | None = None
-    """Content directory (``server.build`` layout); with ``video``, built into OUT/content."""
+    """Content directory (``streambed.server.build`` layout); with ``video``, built into OUT/content."""
     video: Path | None = None
     """Video description from which size-exact synthetic content is built."""
     model: Path | None = None
@@ -138,7 +138,7 @@ class EmulateResult:
 
 
 def plan_jobs(traces_dir: Path, algorithms: Sequence[str], repeats: int = 1) -> list[SessionJob]:
-    from traces.traceset import trace_files
+    from streambed.traces.traceset import trace_files
 
     files = trace_files(traces_dir)
     return [
@@ -175,7 +175,7 @@ def _wait_healthy(
 @contextlib.contextmanager
 def decision_service(video_json: Path, out: Path, model: Path | None = None) -> Iterator[str]:
     """``streambed serve`` on 0.0.0.0 (a free port) as a subprocess; yields its loopback URL."""
-    from streambed.servers import free_port
+    from streambed.core.servers import free_port
 
     port = free_port("0.0.0.0")
     argv = [
@@ -211,8 +211,8 @@ def decision_service(video_json: Path, out: Path, model: Path | None = None) -> 
 @contextlib.contextmanager
 def origin_server(content: Path) -> Iterator[str]:
     """The origin app under uvicorn on 0.0.0.0 (a free port), in a thread; its loopback URL."""
-    from server.app import create_app
-    from streambed.servers import serve_in_thread
+    from streambed.core.servers import serve_in_thread
+    from streambed.server.app import create_app
 
     with serve_in_thread(create_app(content), host="0.0.0.0") as url:
         yield url.replace("0.0.0.0", "127.0.0.1")
@@ -224,8 +224,8 @@ def prepare_content(config: EmulateConfig) -> Path | None:
         return config.content
     if config.video is None:
         return None
-    from abr_service.video import VIDEO_JSON, load_video
-    from server.build import build_synthetic
+    from streambed.abr_service.video import VIDEO_JSON, load_video
+    from streambed.server.build import build_synthetic
 
     target = config.out / "content"
     if config.resume and (target / VIDEO_JSON).is_file():
@@ -240,7 +240,7 @@ def _port(url: str) -> int:
 
 
 def _mpd_url(origin: str) -> str:
-    from server.mpd import MPD_NAME
+    from streambed.server.mpd import MPD_NAME
 
     return origin if origin.endswith(".mpd") else f"{origin.rstrip('/')}/{MPD_NAME}"
 
@@ -283,8 +283,8 @@ class _Runner:
         return {"attempts": len(reasons), "reasons": reasons}
 
     def _attempt(self, job: SessionJob, attempt: int) -> str | None:
-        from player.cli import play_argv
-        from player.session import PlayerConfig
+        from streambed.player.cli import play_argv
+        from streambed.player.session import PlayerConfig
 
         cfg = self.config
         log_dir = job.log_dir(cfg.out)
@@ -407,7 +407,7 @@ def write_outputs(
         write_pensieve_log(records, out / "logs" / job.algorithm / name)
     (out / FAILED_JSON).write_text(json.dumps(list(failed), indent=1) + "\n")
     if metrics:
-        from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+        from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 
         plot_qoe_cdf(metrics, out / "qoe_cdf.png")
         plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")

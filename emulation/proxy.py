@@ -1,8 +1,8 @@
 """The proxy link: a userspace TCP relay that paces byte streams by a trace (no privileges).
 
-``python -m emulation.proxy --port P ...`` listens on ``127.0.0.1`` on a free port for each host
+``python -m streambed.emulation.proxy --port P ...`` listens on ``127.0.0.1`` on a free port for each host
 port ``P`` and relays every connection to ``TARGET:P``. It prints one JSON line,
-``{"ports": {"P": listening_port, ...}}``, when it is ready. ``emulation.link`` exports that
+``{"ports": {"P": listening_port, ...}}``, when it is ready. ``streambed.emulation.link`` exports that
 mapping to the command as ``STREAMBED_PORT_<P>`` (with ``STREAMBED_HOST=127.0.0.1``).
 
 The relay's own connections run over loopback (no RTT, no loss), so the TCP dynamics that cost
@@ -35,7 +35,7 @@ time on a real Mahimahi link are emulated here, at the byte-stream level:
 What it does not emulate: packets (no segment boundaries, no small-packet overhead, Nagle or
 delayed acknowledgements), losses, retransmissions and drop-tail queues (the link refuses queue
 limits), queueing delay in the RTO, receive windows, and congestion-control variants other than
-slow start. Transfer times follow ``emulation.analytic.proxy_transfer_s``, which is within a
+slow start. Transfer times follow ``streambed.emulation.analytic.proxy_transfer_s``, which is within a
 few per cent of ``tcp_transfer_s`` (the model real Mahimahi and the netns link match).
 
 It stops when the control fd reaches end-of-file or on SIGTERM, and writes its counters and CPU
@@ -58,9 +58,9 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from emulation.analytic import INITIAL_WINDOW_BYTES, PROXY_PAYLOAD_PER_OPPORTUNITY
-from emulation.schedule import ByteLink, Schedule
-from emulation.shaper import read_mahimahi
+from streambed.emulation.analytic import INITIAL_WINDOW_BYTES, PROXY_PAYLOAD_PER_OPPORTUNITY
+from streambed.emulation.schedule import ByteLink, Schedule
+from streambed.emulation.shaper import read_mahimahi
 
 _HIGH_WATER = 1 << 20  # buffered bytes of one stream at which its sender stops being read
 _LOW_WATER = 1 << 18
@@ -408,7 +408,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m emulation.proxy",
+        prog="python -m streambed.emulation.proxy",
         description="Trace-paced TCP relay (started by the proxy link).",
     )
     p.add_argument("--port", type=int, action="append", required=True, help="host port to relay")

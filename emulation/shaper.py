@@ -1,6 +1,6 @@
 """The netns link's packet shaper: a process that forwards IP packets between two TUN devices.
 
-``python -m emulation.shaper`` is started by ``emulation.netns`` with two TUN file descriptors:
+``python -m streambed.emulation.shaper`` is started by ``streambed.emulation.netns`` with two TUN file descriptors:
 the host side (the host's end of the link, address ``$STREAMBED_HOST``) and the namespace side
 (the default route of the command's network namespace). Every packet read from one is written to
 the other after passing Mahimahi's stages, in mm-delay-outside-mm-link order:
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from emulation.schedule import PacketLink, Schedule
+from streambed.emulation.schedule import PacketLink, Schedule
 
 _READ_BATCH = 256  # packets read from one fd per wake-up before the others get a turn
 _MAX_PACKET = 65536
@@ -232,7 +232,7 @@ def _write_stats(path: str, shaper: Shaper, wall_s: float, host_dev: str | None)
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m emulation.shaper",
+        prog="python -m streambed.emulation.shaper",
         description="Packet shaper between two TUN fds (started by the netns link).",
     )
     p.add_argument("--host-fd", type=int, required=True, help="TUN fd of the host side")

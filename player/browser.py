@@ -3,12 +3,12 @@
 ``play_browser(config)`` plays ``config.mpd_url`` with the page the origin serves at
 ``/player.html`` (``player/web``): dash.js with every built-in ABR rule off and Streambed's
 remote rule on, which asks ``POST {abr}/decide`` for every segment with the body the headless
-player sends (:mod:`player.decisions`). ``node player/web/drive.mjs`` runs the page in the
+player sends (:mod:`streambed.player.decisions`). ``node player/web/drive.mjs`` runs the page in the
 system's Chromium through playwright-core (no browser download; no network but the hosts of
 the URLs and loopback) and writes every page event as a JSON line; this module turns them into
 the headless player's files, so that the same reports read both players:
 
-* ``chunks.jsonl``: one :class:`reports.sessionlog.ChunkRecord` per segment downloaded, with
+* ``chunks.jsonl``: one :class:`streambed.reports.sessionlog.ChunkRecord` per segment downloaded, with
   ``player="dashjs"``, ``quality_rendered`` (the level of the frames presented while the
   segment played: by frame size when every level has its own, else dash.js's rendered-quality
   events) and ``dropped_frames``. Times are on the page's clock (seconds from the page's
@@ -36,7 +36,7 @@ apply: dash.js's own retries (3) and segment timeout (20 s) do.
 Statuses as the headless player: ``done`` 0; ``failed`` 3 (the page gave up: MPD, segments,
 decoding); ``error`` 1 (the browser could not start, crashed or the session timed out);
 ``interrupted`` 130/143 (files written, the exception re-raised). Missing Node.js,
-``player/web/node_modules`` or Chromium is a :class:`streambed.errors.ConfigError` naming
+``player/web/node_modules`` or Chromium is a :class:`streambed.core.errors.ConfigError` naming
 ``scripts/setup.sh``.
 """
 
@@ -55,12 +55,14 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from abr_service.qoe import make_qoe
-from player.session import (
+from streambed.abr_service.qoe import make_qoe
+from streambed.core.errors import ConfigError
+from streambed.player.session import (
     CHUNKS_JSONL,
     EXIT_DONE,
     EXIT_ERROR,
@@ -77,14 +79,13 @@ from player.session import (
     link_from_env,
     new_session_id,
 )
-from reports.sessionlog import ChunkRecord
-from reports.summary import session_metrics
-from streambed.errors import ConfigError
+from streambed.reports.sessionlog import ChunkRecord
+from streambed.reports.summary import session_metrics
 
 log = logging.getLogger(__name__)
 
 PLAYER = "dashjs"
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = Path(str(files("streambed.player") / "web"))
 """The page, the rule and the driver (``player/web``); ``npm ci`` installs node_modules there."""
 DRIVER = "drive.mjs"
 NODE_PACKAGES = ("dashjs", "playwright-core")
@@ -506,7 +507,7 @@ def summary_of(
     t0: float,
     files: bool,
 ) -> dict[str, Any]:
-    """``session.json``: the headless player's keys (see ``player.session``), ``player`` and
+    """``session.json``: the headless player's keys (see ``streambed.player.session``), ``player`` and
     ``browser``."""
     cfg = session.config
     ladder = session.ladder

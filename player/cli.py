@@ -1,14 +1,14 @@
 """``streambed play``: one headless DASH session against an origin and the decision service.
 
-A thin layer over :func:`player.session.play_session` (which defines the semantics and the
+A thin layer over :func:`streambed.player.session.play_session` (which defines the semantics and the
 files). Exit status: 0 the session finished; 3 it gave up on the origin (the reason is in
 ``session.json`` and on stderr); 2 a usage error; 130/143 interrupted by SIGINT/SIGTERM
 (files written). The decision service being down never fails a session.
 
 With ``--browser`` the session is played by dash.js in headless Chromium
-(:func:`player.browser.play_browser`; same files and exit statuses; ``PlayerConfig.player``
+(:func:`streambed.player.browser.play_browser`; same files and exit statuses; ``PlayerConfig.player``
 ``dashjs``, which :func:`play_argv` passes on). With ``--trace``, the same command is re-run
-behind an emulated link replaying the trace (:func:`emulation.link.run_behind_link`; Chromium
+behind an emulated link replaying the trace (:func:`streambed.emulation.link.run_behind_link`; Chromium
 then runs behind it too, in the netns kind inside the namespace); inside, ``--via-link``
 re-points the URLs at the host as seen through the link (``$STREAMBED_HOST`` and
 ``$STREAMBED_PORT_<P>``), so the origin and the decision service must run on this host (on
@@ -29,10 +29,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from player.session import PlayerConfig
+    from streambed.player.session import PlayerConfig
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _params(items: list[str]) -> dict[str, str | int | float | bool] | None:
 
 def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
     """``url`` re-pointed at the host as seen from behind a link (host and port replaced)."""
-    from emulation.link import address_of
+    from streambed.emulation.link import address_of
 
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -204,7 +204,7 @@ def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> PlayerConfig:
-    from player.session import PlayerConfig
+    from streambed.player.session import PlayerConfig
 
     values = {field: getattr(args, flag) for flag, field in FLAGS.items()}
     if values["trace"] is None:
@@ -237,7 +237,7 @@ def play_argv(
 
 def _run_behind_link(args: argparse.Namespace) -> int:
     try:
-        from emulation.link import LinkSpec, run_behind_link
+        from streambed.emulation.link import LinkSpec, run_behind_link
     except ImportError as exc:
         raise ConfigError(f"--trace needs the emulation package ({exc})") from None
     if args.via_link:
@@ -258,13 +258,13 @@ def _run_behind_link(args: argparse.Namespace) -> int:
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    from player.session import Terminated
+    from streambed.player.session import Terminated
 
     raise Terminated()
 
 
 def run(args: argparse.Namespace) -> int:
-    from player.session import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, play_session
+    from streambed.player.session import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, play_session
 
     config = None if args.trace is not None else config_from_args(args)
     # SIGTERM unwinds like Ctrl-C: the session finishes its files, a link is torn down.

@@ -1,7 +1,7 @@
 """Choosing each chunk's level: the decision service first, local BBA when it cannot answer.
 
 Before chunk k the player sends ``POST {abr}/decide`` with what it measured for chunk k-1
-(:class:`abr_service.app.schemas.DecideRequest`: level, bytes, request-to-last-byte seconds,
+(:class:`streambed.abr_service.app.schemas.DecideRequest`: level, bytes, request-to-last-byte seconds,
 stall seconds, and the buffer now). The answer's ``quality`` is followed when it is a level
 of the MPD's ladder. Anything else decides locally for that chunk only, with
 ``fallback=True`` and a reason:
@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from abr_service.algorithms.base import ChunkFeedback, PlayerState
-from abr_service.algorithms.buffer_based import BBA
-from abr_service.app.schemas import MIN_DOWNLOAD_S
-from abr_service.video import Video
+from streambed.abr_service.algorithms.base import ChunkFeedback, PlayerState
+from streambed.abr_service.algorithms.buffer_based import BBA
+from streambed.abr_service.app.schemas import MIN_DOWNLOAD_S
+from streambed.abr_service.video import Video
 
 log = logging.getLogger(__name__)
 

@@ -2,19 +2,19 @@
 
 ``play_session(config)`` plays the MPD at ``config.mpd_url`` from its first chunk:
 
-1. GET the MPD (:func:`server.mpd.parse_mpd`). Then for every chunk k = 0, 1, ...:
+1. GET the MPD (:func:`streambed.server.mpd.parse_mpd`). Then for every chunk k = 0, 1, ...:
 2. ask the decision service for k's level with what was measured for chunk k-1
-   (:mod:`player.decisions`; a service that cannot answer is replaced by local BBA for that
+   (:mod:`streambed.player.decisions`; a service that cannot answer is replaced by local BBA for that
    chunk);
 3. before chunk 0 only, GET the init segment of the level chosen (timed and counted in
    ``session.json``, not a chunk);
-4. GET chunk k over the origin's keep-alive connection (:mod:`player.downloads`: bounded
+4. GET chunk k over the origin's keep-alive connection (:mod:`streambed.player.downloads`: bounded
    retries), timed on the session clock from the request to the last byte;
-5. append it to the real-time buffer (:mod:`player.buffer`): the stall since the previous
+5. append it to the real-time buffer (:mod:`streambed.player.buffer`): the stall since the previous
    chunk's append is chunk k's ``rebuffer_s``;
 6. if the buffer is above ``buffer_cap_s``, wait, as Pensieve's simulator does, a whole number
    of ``sleep_step_s`` (500 ms) steps until it is at most the cap (not after the last chunk);
-7. write chunk k's :class:`reports.sessionlog.ChunkRecord` line to ``chunks.jsonl`` (flushed, so
+7. write chunk k's :class:`streambed.reports.sessionlog.ChunkRecord` line to ``chunks.jsonl`` (flushed, so
    a killed session keeps every finished chunk).
 
 The session clock is ``time.monotonic()`` minus the session's start, in seconds. Times in the
@@ -26,7 +26,7 @@ empty until then), as the simulator's first chunk; the reports leave chunk 0 out
 ``qoe`` is the chunk's QoE under ``config.qoe`` (no switch penalty on chunk 0).
 
 Files under ``config.log_dir`` (created): ``chunks.jsonl`` (one record per chunk, written as it
-happens), ``pensieve.log`` (Pensieve's format, :func:`reports.sessionlog.write_pensieve_log`,
+happens), ``pensieve.log`` (Pensieve's format, :func:`streambed.reports.sessionlog.write_pensieve_log`,
 written at the end, also after a failure, for the chunks done) and ``session.json`` (written
 with status ``running`` at the start and replaced at the end: see :meth:`_Player.summary`).
 
@@ -35,7 +35,7 @@ Outcomes (``SessionResult.status`` / ``exit_code``): ``done`` 0 (every chunk, or
 retries, or the MPD is malformed); ``interrupted`` 130 (SIGINT) or 143 (SIGTERM, raised by
 the CLI as :class:`Terminated`), files written and the exception re-raised; ``error`` 1 (a
 bug), files written and the exception re-raised. Invalid configuration raises
-:class:`streambed.errors.ConfigError` before anything is fetched (the CLI's exit status 2).
+:class:`streambed.core.errors.ConfigError` before anything is fetched (the CLI's exit status 2).
 """
 
 from __future__ import annotations
@@ -57,16 +57,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from abr_service.app.schemas import SESSION_ID_PATTERN
-from abr_service.qoe import QOE_NAMES, make_qoe
-from player.buffer import PlaybackBuffer
-from player.decisions import Decider, LocalFallback, Measured
-from player.downloads import DownloadFailed, fetch
-from reports.sessionlog import ChunkRecord, write_pensieve_log
-from reports.summary import session_metrics
-from server.mpd import Manifest, parse_mpd
-from streambed.errors import ConfigError, ContentError
-from streambed.fileio import atomic_write_bytes
+from streambed.abr_service.app.schemas import SESSION_ID_PATTERN
+from streambed.abr_service.qoe import QOE_NAMES, make_qoe
+from streambed.core.errors import ConfigError, ContentError
+from streambed.core.fileio import atomic_write_bytes
+from streambed.player.buffer import PlaybackBuffer
+from streambed.player.decisions import Decider, LocalFallback, Measured
+from streambed.player.downloads import DownloadFailed, fetch
+from streambed.reports.sessionlog import ChunkRecord, write_pensieve_log
+from streambed.reports.summary import session_metrics
+from streambed.server.mpd import Manifest, parse_mpd
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class PlayerConfig:
     """Directory for chunks.jsonl, pensieve.log and session.json (None: no files)."""
     player: str = "streambed"
     """Which player plays the session: ``streambed`` (this headless player) or ``dashjs``
-    (dash.js in headless Chromium, :func:`player.browser.play_browser`)."""
+    (dash.js in headless Chromium, :func:`streambed.player.browser.play_browser`)."""
 
     def __post_init__(self) -> None:
         for name in ("mpd_url", "abr_url"):
@@ -435,7 +435,7 @@ class _Player:
         ``init_download_s`` once fetched; ``startup_s`` the session clock when playback started;
         ``rebuffer_s_total`` the stall after start-up (chunks 1..N-1); ``fallbacks`` (of which
         ``fallbacks_local``: the player decided, ``fallbacks_service``: the service's own
-        fallback); ``download_retries``; ``metrics`` as :func:`reports.summary.session_metrics`
+        fallback); ``download_retries``; ``metrics`` as :func:`streambed.reports.summary.session_metrics`
         (chunks 2..N; null when undefined).
         """
         cfg = self.config
@@ -507,7 +507,7 @@ class _Player:
 
 
 def link_from_env(t0: float) -> dict[str, Any] | None:
-    """The emulated link this process runs behind, from what ``emulation.link`` exports (None
+    """The emulated link this process runs behind, from what ``streambed.emulation.link`` exports (None
     outside one): ``kind``, ``host``, ``epoch_monotonic_s`` (``$STREAMBED_LINK_EPOCH``, the
     trace's time 0; null for mahimahi) and ``trace_offset_s``: the trace position, in seconds
     (not wrapped at the trace's period), of the session clock's zero ``t0``, so that a record's
@@ -539,12 +539,12 @@ def play_session(
 ) -> SessionResult:
     """Play one session (see the module docstring); ``transport`` carries every request
     (default: real connections), ``decision_transport`` the decision requests if given.
-    A config whose ``player`` is ``dashjs`` is played by :func:`player.browser.play_browser`
+    A config whose ``player`` is ``dashjs`` is played by :func:`streambed.player.browser.play_browser`
     (real connections only)."""
     if config.player == "dashjs":
         if transport is not None or decision_transport is not None:
             raise ConfigError("the dashjs player makes its own connections: no transport")
-        from player.browser import play_browser
+        from streambed.player.browser import play_browser
 
         return play_browser(config)
     return _Player(config, transport, decision_transport).run()

@@ -23,7 +23,7 @@
   compares like with like.
 * :func:`sim_vs_emu` does both for an emulation directory: simulate, compare, write.
 
-Building blocks, for callers with their own loops (``emulation.calibrate``):
+Building blocks, for callers with their own loops (``streambed.emulation.calibrate``):
 :func:`plan_from_emulation` reads what an emulation ran, :func:`simulate_plan` simulates it in
 memory, :func:`write_simulation` also writes the eval-style report.
 """
@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reports.load import read_per_trace_csv
-from reports.sessionlog import ChunkRecord
-from reports.summary import SessionMetrics, session_metrics
-from streambed.errors import ConfigError, ReportError
+from streambed.core.errors import ConfigError, ReportError
+from streambed.reports.load import read_per_trace_csv
+from streambed.reports.sessionlog import ChunkRecord
+from streambed.reports.summary import SessionMetrics, session_metrics
 
 if TYPE_CHECKING:
-    from abr_service.video import Video
-    from traces import Trace
-    from trainer.simulator import SimConfig
+    from streambed.abr_service.video import Video
+    from streambed.traces import Trace
+    from streambed.trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,7 @@ def rotate_trace(trace: Trace, start_s: float, name: str | None = None) -> Trace
     """``trace`` as seen from trace position ``start_s`` (modulo its period): a trace that
     starts there and wraps around, so a test-mode session over it plays exactly what a
     session starting at ``start_s`` of the original would (the period is unchanged)."""
-    from traces import Trace
+    from streambed.traces import Trace
 
     times = np.asarray(trace.times_s, dtype=np.float64) - float(trace.times_s[0])
     period = float(times[-1])
@@ -461,11 +461,11 @@ def plan_from_emulation(
     """Read what the emulation in ``emu_dir`` ran (see :func:`simulate_like`); with
     ``align_start``, each session's :func:`emulated_start_s` too. ``traces`` replaces the
     summary's ``traces_dir`` (e.g. when it was relative to another working directory)."""
-    from abr_service.video import VIDEO_JSON, load_video
-    from traces import Trace
-    from traces.formats import load_trace
-    from traces.traceset import trace_files
-    from trainer.simulator import SimConfig
+    from streambed.abr_service.video import VIDEO_JSON, load_video
+    from streambed.traces import Trace
+    from streambed.traces.formats import load_trace
+    from streambed.traces.traceset import trace_files
+    from streambed.trainer.simulator import SimConfig
 
     emu_dir = Path(emu_dir)
     summary = read_summary(emu_dir)
@@ -567,7 +567,7 @@ def simulate_plan(
 ) -> tuple[list[SessionMetrics], dict[tuple[str, str], list[ChunkRecord]]]:
     """Simulate every emulated session of ``plan`` (``config``: default ``plan.base_config``);
     metrics and records keyed and labelled as the emulation's sessions, cut to their chunks."""
-    from trainer.evaluate import evaluate
+    from streambed.trainer.evaluate import evaluate
 
     config = config or plan.base_config
     found: dict[tuple[str, str], list[ChunkRecord]] = {}
@@ -626,7 +626,7 @@ def write_simulation(
     plan: EmulationPlan, out: Path, config: SimConfig | None = None, *, progress: bool = False
 ) -> list[SessionMetrics]:
     """Simulate ``plan`` (:func:`simulate_plan`) and write the eval-style report to ``out``."""
-    from trainer.evaluate import write_outputs
+    from streambed.trainer.evaluate import write_outputs
 
     out = Path(out)
     if out.resolve() == plan.emu_dir.resolve():

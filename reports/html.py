@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from reports.load import ReportDir, load_report_dir
-from reports.stats import PairedComparison, bootstrap_ci, paired_comparison
-from reports.summary import SessionMetrics
 from streambed import __version__
-from streambed.errors import ConfigError, ReportError, TraceError
-from streambed.fileio import atomic_write_bytes
-from traces import Trace
+from streambed.core.errors import ConfigError, ReportError, TraceError
+from streambed.core.fileio import atomic_write_bytes
+from streambed.reports.load import ReportDir, load_report_dir
+from streambed.reports.stats import PairedComparison, bootstrap_ci, paired_comparison
+from streambed.reports.summary import SessionMetrics
+from streambed.traces import Trace
 
 OPTIMAL = "optimal"
 MAX_FAILED_LISTED = 50
@@ -424,7 +424,7 @@ def _paired_section(series: Sequence[Series], *, seed: int, resamples: int) -> s
 
 
 def _plots_section(series: Sequence[Series]) -> str:
-    from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+    from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 
     labelled = [replace(m, algorithm=s.label) for s in series for m in s.metrics]
     if not labelled:
@@ -446,7 +446,7 @@ def _fidelity_section(sources: Sequence[ReportDir]) -> str:
     ``streambed report --sim --emu``, the demo), when it has them."""
     import json
 
-    from reports.fidelity import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
+    from streambed.reports.fidelity import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
 
     blocks = []
     for source in sources:
@@ -510,7 +510,7 @@ def _trace_for(source: ReportDir, trace_name: str) -> tuple[Trace | None, str]:
 
 
 def _timelines_section(series: Sequence[Series], max_timelines: int) -> str:
-    from reports.plots import plot_timeline
+    from streambed.reports.plots import plot_timeline
 
     sessions = sum(len(s.metrics) for s in series)
     if sessions == 0:

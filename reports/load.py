@@ -1,14 +1,14 @@
 """Reading a report directory back: what ``streambed eval`` and ``streambed emulate`` write.
 
 Both write ``summary.json`` and ``per_trace.csv`` (rows of
-:class:`reports.summary.SessionMetrics`). Their chunk records differ in layout:
+:class:`streambed.reports.summary.SessionMetrics`). Their chunk records differ in layout:
 
 * eval (``mode: "test"``): ``sessions/<algorithm>/<trace>.jsonl``;
 * emulate (``mode: "emulation"``): ``sessions/<algorithm>/<trace>/chunks.jsonl`` beside the
   session's ``session.json``; the directory also holds ``failed.json``, and ``summary.json``
   names the trace directory (``traces_dir``).
 
-Every problem with the directory is a :class:`streambed.errors.ReportError` naming the file.
+Every problem with the directory is a :class:`streambed.core.errors.ReportError` naming the file.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from reports.sessionlog import ChunkRecord, read_jsonl
-from reports.summary import SessionMetrics
-from streambed.errors import ReportError, TraceError
-from traces import Trace, load_trace, trace_files
+from streambed.core.errors import ReportError, TraceError
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl
+from streambed.reports.summary import SessionMetrics
+from streambed.traces import Trace, load_trace, trace_files
 
 SUMMARY_JSON = "summary.json"
 PER_TRACE_CSV = "per_trace.csv"

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from reports.sessionlog import ChunkRecord  # noqa: E402
-from reports.summary import SessionMetrics  # noqa: E402
-from traces import Trace  # noqa: E402
+from streambed.reports.sessionlog import ChunkRecord  # noqa: E402
+from streambed.reports.summary import SessionMetrics  # noqa: E402
+from streambed.traces import Trace  # noqa: E402
 
 TIMELINE_SIZE_IN = (7.0, 2.6)
 TIMELINE_DPI = 80

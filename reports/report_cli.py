@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +83,7 @@ def inputs_of(args: argparse.Namespace) -> list[Path]:
 
 def write_html(args: argparse.Namespace) -> Path:
     """The HTML part of the command: write the page ``args`` asks for; return its path."""
-    from reports.html import write_html_report
+    from streambed.reports.html import write_html_report
 
     inputs = inputs_of(args)
     html = args.html if args.html is not None else inputs[0] / "report.html"
@@ -99,7 +99,7 @@ def write_html(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     inputs_of(args)  # usage errors before any work
     if args.sim is not None:
-        from reports.fidelity import write_comparison
+        from streambed.reports.fidelity import write_comparison
 
         found = write_comparison(args.sim, args.emu)["overall"]
         gap = found.get("qoe_gap_mean_abs")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from streambed.errors import StreambedError
+from streambed.core.errors import StreambedError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.sessionlog import ChunkRecord
+from streambed.reports.sessionlog import ChunkRecord
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib.resources import files
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -38,7 +39,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 MEDIA_TYPES: dict[str, str] = {
     ".mpd": "application/dash+xml",
@@ -52,7 +53,7 @@ EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, Content-Type"
 PREFLIGHT_MAX_AGE_S = 600
 _RANGE_SPEC = re.compile(r"\s*(?:(\d+)-(\d*)|-\d+)\s*")
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "player" / "web"
+WEB_DIR = Path(str(files("streambed.player") / "web"))
 """The dash.js player's files (``player/web``)."""
 PLAYER_PAGE = "player.html"
 PLAYER_ASSETS = "/_streambed"

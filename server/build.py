@@ -1,6 +1,6 @@
 """Build DASH content for the origin: encoded with ffmpeg, or size-exact synthetic segments.
 
-Both ways give the same directory layout (names from :mod:`server.mpd`)::
+Both ways give the same directory layout (names from :mod:`streambed.server.mpd`)::
 
     DIR/manifest.mpd                     SegmentTemplate MPD, $Number$ from 1, one AdaptationSet
     DIR/init-<level>.mp4                 initialization segment of level 0..K-1
@@ -29,8 +29,9 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from abr_service.video import PENSIEVE_BITRATES_KBPS, VIDEO_JSON, Video, load_video
-from server.mpd import (
+from streambed.abr_service.video import PENSIEVE_BITRATES_KBPS, VIDEO_JSON, Video, load_video
+from streambed.core.errors import ContentError, StreambedError, VideoError
+from streambed.server.mpd import (
     INIT_TEMPLATE,
     MEDIA_TEMPLATE,
     MPD_NAME,
@@ -40,7 +41,6 @@ from server.mpd import (
     expand_template,
     parse_mpd,
 )
-from streambed.errors import ContentError, StreambedError, VideoError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from streambed.errors import ConfigError, ContentError
+from streambed.core.errors import ConfigError, ContentError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from server.build import (
+    from streambed.server.build import (
         DEFAULT_CHUNK_S,
         DEFAULT_LADDER_KBPS,
         build_encoded,
@@ -167,9 +167,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
 
-    from server.app import create_app
-    from server.build import MPD_NAME, verify_content
-    from streambed.servers import run_server
+    from streambed.core.servers import run_server
+    from streambed.server.app import create_app
+    from streambed.server.build import MPD_NAME, verify_content
 
     if args.content is None:
         raise ConfigError("origin: --content DIR is required (or use 'streambed origin build')")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-from streambed.errors import ContentError
+from streambed.core.errors import ContentError
 
 MPD_NAME = "manifest.mpd"
 # The init segment is ftyp+moov, a (media-less) MP4 file, hence .mp4 and video/mp4; media

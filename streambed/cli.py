@@ -14,23 +14,23 @@ import sys
 from collections.abc import Sequence
 
 from streambed import __version__
-from streambed.errors import StreambedError
+from streambed.core.errors import StreambedError
 
 # Subcommand -> the module whose ``register(subparsers)`` adds it, in the order --help lists
 # them. Imported only when needed: most pull in heavy libraries (torch, matplotlib), and a
 # command such as ``streambed play``, run once per emulated session, must start and exit fast.
 COMMANDS: dict[str, str] = {
-    "eval": "trainer.eval_cli",
-    "algorithms": "abr_service.algorithms_cli",
-    "train": "trainer.train_cli",
-    "serve": "abr_service.serve_cli",
-    "origin": "server.cli",
-    "play": "player.cli",
-    "traces": "traces.cli",
-    "link": "emulation.link_cli",
-    "emulate": "emulation.emulate_cli",
-    "calibrate": "emulation.calibrate_cli",
-    "report": "reports.report_cli",
+    "eval": "streambed.trainer.eval_cli",
+    "algorithms": "streambed.abr_service.algorithms_cli",
+    "train": "streambed.trainer.train_cli",
+    "serve": "streambed.abr_service.serve_cli",
+    "origin": "streambed.server.cli",
+    "play": "streambed.player.cli",
+    "traces": "streambed.traces.cli",
+    "link": "streambed.emulation.link_cli",
+    "emulate": "streambed.emulation.emulate_cli",
+    "calibrate": "streambed.emulation.calibrate_cli",
+    "report": "streambed.reports.report_cli",
     "demo": "streambed.demo",
 }
 

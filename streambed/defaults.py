@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-from abr_service.video import Video, generate_video
-from traces import SynthParams, Trace, generate_trace
+from streambed.abr_service.video import Video, generate_video
+from streambed.traces import SynthParams, Trace, generate_trace
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "ppo-norway.pt"
+SHIPPED_MODEL = Path(str(files("streambed.models") / "ppo-norway.pt"))
 """The learned policy Streambed ships (see models/README.md): trained on norway-train, Envivio."""
 DEFAULT_TRACE_COUNT = 24
 DEFAULT_SEED = 0

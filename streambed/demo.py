@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streambed.core.errors import ConfigError
 from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
-from streambed.errors import ConfigError
-from traces import Trace, save_pensieve
+from streambed.traces import Trace, save_pensieve
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_sim_only(args: argparse.Namespace) -> int:
-    from abr_service.algorithms import CLASSIC
-    from trainer.eval_cli import format_table
-    from trainer.evaluate import evaluate
+    from streambed.abr_service.algorithms import CLASSIC
+    from streambed.trainer.eval_cli import format_table
+    from streambed.trainer.evaluate import evaluate
 
     out: Path = args.out
     traces = default_traces(args.traces or DEFAULT_TRACE_COUNT, args.seed)
@@ -117,13 +117,13 @@ def run_sim_only(args: argparse.Namespace) -> int:
 
 
 def run_emulated(args: argparse.Namespace) -> int:
-    from abr_service.video import VIDEO_JSON, load_video
-    from emulation.orchestrate import EmulateConfig, emulate
-    from reports.fidelity import write_comparison
-    from reports.html import write_html_report
-    from server.build import build_encoded
-    from trainer.eval_cli import format_table
-    from trainer.evaluate import evaluate
+    from streambed.abr_service.video import VIDEO_JSON, load_video
+    from streambed.emulation.orchestrate import EmulateConfig, emulate
+    from streambed.reports.fidelity import write_comparison
+    from streambed.reports.html import write_html_report
+    from streambed.server.build import build_encoded
+    from streambed.trainer.eval_cli import format_table
+    from streambed.trainer.evaluate import evaluate
 
     out: Path = args.out
     count = args.traces or DEMO_TRACES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable
 
-from emulation import netns
+from streambed.emulation import netns
 
 
 def remove_namespaces_of(pids: Iterable[int]) -> list[str]:

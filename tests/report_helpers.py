@@ -7,12 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from reports.sessionlog import write_jsonl
-from reports.summary import session_metrics, write_report
 from streambed.cli import main
 from streambed.defaults import default_traces, default_video
-from traces import save_pensieve
-from trainer.evaluate import evaluate
+from streambed.reports.sessionlog import write_jsonl
+from streambed.reports.summary import session_metrics, write_report
+from streambed.traces import save_pensieve
+from streambed.trainer.evaluate import evaluate
 
 EVAL_ALGORITHMS = ("bba", "robustmpc", "optimal")
 EVAL_TRACES = 3

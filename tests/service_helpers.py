@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from abr_service.app.main import create_app
-from abr_service.app.settings import Settings
-from abr_service.observation import OBS_VERSION
-from abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
-from abr_service.video import Video
-from reports.sessionlog import ChunkRecord
+from streambed.abr_service.app.main import create_app
+from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.observation import OBS_VERSION
+from streambed.abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
+from streambed.abr_service.video import Video
+from streambed.core.servers import serve_in_thread
 from streambed.defaults import default_video
-from streambed.servers import serve_in_thread
+from streambed.reports.sessionlog import ChunkRecord
 
 TOKEN = "s3cret-token"
 

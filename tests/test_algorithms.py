@@ -9,20 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abr_service.algorithms import (
+from streambed.abr_service.algorithms import (
     ALGORITHMS,
     ChunkFeedback,
     PlayerState,
     make_algorithm,
 )
-from abr_service.algorithms.base import parse_params
-from abr_service.algorithms.bola import BOLAParams
-from abr_service.algorithms.buffer_based import BBAParams
-from abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
-from abr_service.algorithms.rate_based import RateBasedParams
-from abr_service.qoe import make_qoe
-from abr_service.video import Video, generate_video, load_video
-from streambed.errors import ConfigError
+from streambed.abr_service.algorithms.base import parse_params
+from streambed.abr_service.algorithms.bola import BOLAParams
+from streambed.abr_service.algorithms.buffer_based import BBAParams
+from streambed.abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
+from streambed.abr_service.algorithms.rate_based import RateBasedParams
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import Video, generate_video, load_video
+from streambed.core.errors import ConfigError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ENVIVIO = SHARED / "data" / "video" / "envivio"

@@ -13,26 +13,26 @@ import pytest
 import torch
 from plugin_helpers import fake_distribution
 
-from abr_service.architectures import (
+from streambed.abr_service.architectures import (
     ENTRY_POINT_GROUP,
     PensieveNet,
     architectures,
     clear_cache,
     suggested_defaults,
 )
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
-from abr_service.observation import clear_cache as clear_observations
-from abr_service.policies import (
+from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
+from streambed.abr_service.observation import clear_cache as clear_observations
+from streambed.abr_service.policies import (
     CHECKPOINT_FORMAT,
     PensievePPOActor,
     load_policy,
     policy_from_checkpoint,
 )
-from abr_service.video import generate_video
+from streambed.abr_service.video import generate_video
 from streambed.cli import main
-from streambed.errors import ConfigError, ModelError
-from traces import SynthParams, generate_trace, save_pensieve
-from trainer.common import CommonArgs, make_networks
+from streambed.core.errors import ConfigError, ModelError
+from streambed.traces import SynthParams, generate_trace, save_pensieve
+from streambed.trainer.common import CommonArgs, make_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "streambed-example"
@@ -202,7 +202,7 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_broken_plugins_are_named_and_skipped(
     plugins: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="abr_service.architectures"):
+    with caplog.at_level(logging.WARNING, logger="streambed.abr_service.architectures"):
         known = architectures()
     assert "test-mlp" in known and {"pensieve-ppo", "pensieve"} <= set(known)
     assert not {"broken-import", "wrong-shape", "named-wrong"} & set(known)
@@ -257,7 +257,7 @@ def test_unknown_plugin_checkpoint_after_uninstall(plugins: Path, tmp_path: Path
 
 def test_the_example_package_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
     """examples/streambed-example's tiny-mlp satisfies the contract (loaded as discovery does)."""
-    from abr_service.architectures import _load
+    from streambed.abr_service.architectures import _load
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     from streambed_example.tiny import TinyActorCritic

@@ -34,9 +34,11 @@ from typing import Any
 import pytest
 from link_helpers import remove_namespaces_of
 
-from abr_service.video import VIDEO_JSON
-from emulation import netns
-from player.browser import (
+from streambed.abr_service.video import VIDEO_JSON
+from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port, serve_in_thread, wait_healthy
+from streambed.emulation import netns
+from streambed.player.browser import (
     EVENTS_JSONL,
     WEB_DIR,
     BrowserSession,
@@ -46,14 +48,12 @@ from player.browser import (
     read_events,
     require_browser,
 )
-from player.session import CHUNKS_JSONL, PENSIEVE_LOG, SESSION_JSON, PlayerConfig
-from reports.sessionlog import ChunkRecord, read_jsonl
-from reports.summary import session_metrics
-from server.app import create_app as create_origin
-from server.build import build_encoded
-from server.mpd import MPD_NAME
-from streambed.errors import ConfigError
-from streambed.servers import free_port, serve_in_thread, wait_healthy
+from streambed.player.session import CHUNKS_JSONL, PENSIEVE_LOG, SESSION_JSON, PlayerConfig
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl
+from streambed.reports.summary import session_metrics
+from streambed.server.app import create_app as create_origin
+from streambed.server.build import build_encoded
+from streambed.server.mpd import MPD_NAME
 
 CHUNK_S = 4.0
 NUM_CHUNKS = 10
@@ -227,8 +227,8 @@ def test_missing_parts_are_named_with_the_fix() -> None:
 
 
 def test_play_argv_round_trips_the_browser_flag(tmp_path: Path) -> None:
-    from player.cli import config_from_args, play_argv
     from streambed.cli import build_parser
+    from streambed.player.cli import config_from_args, play_argv
 
     cfg = config("http://127.0.0.1:8080", "http://127.0.0.1:8333", tmp_path, algorithm="bba")
     argv = play_argv(cfg, via_link=False)
@@ -504,7 +504,7 @@ def test_emulate_both_players_side_by_side(content: Path, tmp_path: Path) -> Non
 
 
 def test_emulate_dashjs_needs_encoded_content(tmp_path: Path) -> None:
-    from emulation.orchestrate import EmulateConfig
+    from streambed.emulation.orchestrate import EmulateConfig
 
     with pytest.raises(ConfigError, match="--player dashjs decodes the media"):
         EmulateConfig(

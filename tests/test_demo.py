@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.sessionlog import read_jsonl
 from streambed.cli import main
+from streambed.reports.sessionlog import read_jsonl
 
 TRACES = 2
 CHUNKS = 2  # --duration-s 8: two 4 s segments per level

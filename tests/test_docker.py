@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from streambed.cli import build_parser
-from streambed.servers import free_port, wait_healthy
+from streambed.core.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,15 +11,15 @@ import pytest
 import torch
 from test_trainer import DATA, QOE, VIDEO, _final_actor, initial_val
 
-from abr_service.algorithms import make_algorithm
-from abr_service.algorithms.learned import LearnedPolicy
-from abr_service.architectures import PensieveNet
-from abr_service.policies import load_policy
+from streambed.abr_service.algorithms import make_algorithm
+from streambed.abr_service.algorithms.learned import LearnedPolicy
+from streambed.abr_service.architectures import PensieveNet
+from streambed.abr_service.policies import load_policy
 from streambed.cli import main
-from streambed.errors import ConfigError
-from trainer.common import evaluate_actor, train_loop
-from trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
-from trainer.evaluate import evaluate
+from streambed.core.errors import ConfigError
+from streambed.trainer.common import evaluate_actor, train_loop
+from streambed.trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
+from streambed.trainer.evaluate import evaluate
 
 FAST = DQNArgs(
     out="unused",

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from abr_service.video import generate_video
-from emulation import netns
-from reports.sessionlog import read_jsonl
+from streambed.abr_service.video import generate_video
 from streambed.cli import main
+from streambed.emulation import netns
+from streambed.reports.sessionlog import read_jsonl
 
 ALGOS = ("bba", "robustmpc")
 CHUNKS = 5

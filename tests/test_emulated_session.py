@@ -7,7 +7,7 @@ process that re-runs itself in a network namespace behind the packet shaper.
 
 Expected values come from the trace. The player's ``session.json`` says where its clock stood
 on the trace (``link.trace_offset_s``, from ``$STREAMBED_LINK_EPOCH``), and
-``emulation.analytic`` walks the trace's delivery opportunities.
+``streambed.emulation.analytic`` walks the trace's delivery opportunities.
 
 Like ``test_link``, these tests fail rather than skip without root; each checks that the
 sessions it started left no namespace or TUN device behind, also when it fails.
@@ -30,17 +30,17 @@ import numpy as np
 import pytest
 from link_helpers import remove_namespaces_of
 
-from abr_service.app.main import create_app as create_service
-from abr_service.app.settings import Settings
-from abr_service.video import VIDEO_JSON, Video, load_video
-from emulation import analytic, netns
-from player.session import CHUNKS_JSONL, SESSION_JSON
-from reports.sessionlog import ChunkRecord, read_jsonl
-from server.app import create_app as create_origin
-from server.build import build_encoded
-from server.mpd import MPD_NAME
-from streambed.servers import free_port, serve_in_thread, wait_healthy
-from traces.formats import (
+from streambed.abr_service.app.main import create_app as create_service
+from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.video import VIDEO_JSON, Video, load_video
+from streambed.core.servers import free_port, serve_in_thread, wait_healthy
+from streambed.emulation import analytic, netns
+from streambed.player.session import CHUNKS_JSONL, SESSION_JSON
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl
+from streambed.server.app import create_app as create_origin
+from streambed.server.build import build_encoded
+from streambed.server.mpd import MPD_NAME
+from streambed.traces.formats import (
     detect_format,
     load_mahimahi,
     load_pensieve,

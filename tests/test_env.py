@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from abr_service.algorithms.buffer_based import bba_level
+from streambed.abr_service.algorithms.buffer_based import bba_level
 from streambed.defaults import default_traces, default_video
-from trainer.env import ABREnv
-from trainer.evaluate import evaluate
+from streambed.trainer.env import ABREnv
+from streambed.trainer.evaluate import evaluate
 
 
 def rollout(env: gym.Env, seed: int, action_seed: int) -> tuple[list[np.ndarray], list[float]]:
@@ -25,10 +28,24 @@ def rollout(env: gym.Env, seed: int, action_seed: int) -> tuple[list[np.ndarray]
 
 
 def test_make_by_id_and_check_env() -> None:
-    env = gym.make("trainer:streambed/ABR-v0")
+    env = gym.make("streambed/ABR-v0")
     check_env(env.unwrapped, skip_render_check=True)
     assert env.action_space == gym.spaces.Discrete(6)
     assert env.observation_space.shape == (6, 8)
+
+
+def test_import_streambed_alone_registers_the_env() -> None:
+    """``import streambed`` is enough, from any folder, before any other part is imported."""
+    code = (
+        "import streambed, gymnasium, sys; "
+        "assert 'streambed.trainer.env' not in sys.modules; "
+        "env = gymnasium.make('streambed/ABR-v0'); print(env.action_space)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Discrete(6)"
 
 
 def test_same_seed_same_rollout_and_different_seed_differs() -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from abr_service.policies import PensievePPOActor
-from reports.sessionlog import ChunkRecord, read_jsonl
+from streambed.abr_service.policies import PensievePPOActor
 from streambed.cli import main
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NORWAY_TEST = SHARED / "data" / "traces" / "norway-test"

@@ -1,4 +1,4 @@
-"""Simulation versus emulation (``reports.fidelity``) and ``streambed calibrate``.
+"""Simulation versus emulation (``streambed.reports.fidelity``) and ``streambed calibrate``.
 
 Most tests use a fabricated emulation directory: sessions produced by the simulator itself with
 known link constants (rtt 0.12 s, payload factor 0.9), laid out as ``streambed emulate`` lays
@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abr_service.video import Video, generate_video
-from emulation.calibrate import (
+from streambed.abr_service.video import Video, generate_video
+from streambed.cli import main
+from streambed.core.errors import ConfigError
+from streambed.emulation.calibrate import (
     SessionSamples,
     TraceLink,
     fit_download,
     model_download_s,
 )
-from reports.fidelity import (
+from streambed.reports.fidelity import (
     SIM_VS_EMU_CSV,
     SIM_VS_EMU_JSON,
     SIM_VS_EMU_PNG,
@@ -38,14 +40,12 @@ from reports.fidelity import (
     simulate_like,
     write_sim_vs_emu,
 )
-from reports.sessionlog import ChunkRecord, write_jsonl
-from reports.summary import SessionMetrics, session_metrics, write_report
-from streambed.cli import main
-from streambed.errors import ConfigError
-from traces import Trace, load_traceset
-from traces.formats import save_pensieve
-from trainer.evaluate import evaluate
-from trainer.simulator import SimConfig, Simulator
+from streambed.reports.sessionlog import ChunkRecord, write_jsonl
+from streambed.reports.summary import SessionMetrics, session_metrics, write_report
+from streambed.traces import Trace, load_traceset
+from streambed.traces.formats import save_pensieve
+from streambed.trainer.evaluate import evaluate
+from streambed.trainer.simulator import SimConfig, Simulator
 
 TRUE = SimConfig(rtt_s=0.12, payload_factor=0.9)
 ALGOS = ("bba", "robustmpc")

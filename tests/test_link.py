@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 
-from emulation import analytic, netns
-from emulation.link import (
+from streambed.cli import main as cli_main
+from streambed.core.errors import ConfigError
+from streambed.emulation import analytic, netns
+from streambed.emulation.link import (
     LinkSpec,
     address_of,
     available_kinds,
@@ -34,12 +36,10 @@ from emulation.link import (
     run_behind_link,
     start_behind_link,
 )
-from emulation.mahimahi import mahimahi_argv
-from emulation.schedule import OPPORTUNITY_BYTES, ByteLink, PacketLink, Schedule
-from emulation.shaper import Shaper
-from streambed.cli import main as cli_main
-from streambed.errors import ConfigError
-from traces.formats import load_mahimahi, save_mahimahi
+from streambed.emulation.mahimahi import mahimahi_argv
+from streambed.emulation.schedule import OPPORTUNITY_BYTES, ByteLink, PacketLink, Schedule
+from streambed.emulation.shaper import Shaper
+from streambed.traces.formats import load_mahimahi, save_mahimahi
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = bytes(8 << 20)
@@ -142,7 +142,7 @@ def test_first_after_peeks_without_consuming() -> None:
 
 
 def test_proxy_window_slow_starts_and_restarts_after_idle() -> None:
-    from emulation.proxy import Conn, Relay
+    from streambed.emulation.proxy import Conn, Relay
 
     loop = asyncio.new_event_loop()
     try:
@@ -273,7 +273,7 @@ def test_without_capabilities_netns_is_refused_clearly(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "CAP_NET_ADMIN" in result.stderr and "CAP_SYS_ADMIN" in result.stderr
-    code = "from emulation.link import resolve_kind; print(resolve_kind('auto'))"
+    code = "from streambed.emulation.link import resolve_kind; print(resolve_kind('auto'))"
     env = {**os.environ, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
     auto = subprocess.run(
         ["setpriv", "--bounding-set=-all", sys.executable, "-c", code],
@@ -627,7 +627,7 @@ def test_host_server_answers_at_streambed_host(
     tmp_path: Path, server_port: int, leftovers: None
 ) -> None:
     code = (
-        "import urllib.request; from emulation.link import address_of; "
+        "import urllib.request; from streambed.emulation.link import address_of; "
         f"h, p = address_of({server_port}); "
         "print(h, urllib.request.urlopen(f'http://{h}:{p}/hello', timeout=30).read().decode())"
     )
@@ -668,7 +668,7 @@ def test_cleanup_after_leftover_processes_and_failures(
         raise RuntimeError("boom")
     assert linked.poll() is not None
     # A failure half-way through setting up, too.
-    from emulation.link import LinkedProcess
+    from streambed.emulation.link import LinkedProcess
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("helper cannot start")

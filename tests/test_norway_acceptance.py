@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abr_service.video import load_video
-from traces import load_traceset
-from trainer.batched import BatchedSimulator
-from trainer.evaluate import EvalResult, evaluate
-from trainer.simulator import Simulator
+from streambed.abr_service.video import load_video
+from streambed.traces import load_traceset
+from streambed.trainer.batched import BatchedSimulator
+from streambed.trainer.evaluate import EvalResult, evaluate
+from streambed.trainer.simulator import Simulator
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TEST_TRACES = SHARED / "data" / "traces" / "norway-test"
@@ -84,9 +84,9 @@ def test_batched_simulator_agrees_on_the_real_traces() -> None:
 
 def test_shipped_model_matches_its_recorded_figure() -> None:
     """models/ppo-norway.pt scores on norway-test what models/README.md records."""
-    from abr_service.policies import load_policy
+    from streambed.abr_service.policies import load_policy
     from streambed.defaults import SHIPPED_MODEL
-    from trainer.common import weights_sha256
+    from streambed.trainer.common import weights_sha256
 
     recorded = SHIPPED_MODEL.parent / "README.md"
     line = next(

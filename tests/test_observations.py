@@ -18,12 +18,12 @@ import torch
 from plugin_helpers import fake_distribution
 from service_helpers import auth, checkpoint_bytes, running_service
 
-from abr_service import architectures as arch_registry
-from abr_service import observation as obs_registry
-from abr_service.algorithms import ChunkFeedback, PlayerState, make_algorithm, registry
-from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
-from abr_service.app.models_store import ModelStore
-from abr_service.observation import (
+from streambed.abr_service import architectures as arch_registry
+from streambed.abr_service import observation as obs_registry
+from streambed.abr_service.algorithms import ChunkFeedback, PlayerState, make_algorithm, registry
+from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from streambed.abr_service.app.models_store import ModelStore
+from streambed.abr_service.observation import (
     OBS_VERSION,
     PENSIEVE,
     Observation,
@@ -32,14 +32,14 @@ from abr_service.observation import (
     observations,
     update_observation,
 )
-from abr_service.policies import load_policy
-from abr_service.video import Video, generate_video
+from streambed.abr_service.policies import load_policy
+from streambed.abr_service.video import Video, generate_video
 from streambed.cli import main
-from streambed.errors import ConfigError, ModelError
-from traces import SynthParams, generate_trace, save_pensieve
-from trainer.batched import BatchedSimulator
-from trainer.common import CommonArgs, policy_checkpoint
-from trainer.env import ABREnv
+from streambed.core.errors import ConfigError, ModelError
+from streambed.traces import SynthParams, generate_trace, save_pensieve
+from streambed.trainer.batched import BatchedSimulator
+from streambed.trainer.common import CommonArgs, policy_checkpoint
+from streambed.trainer.env import ABREnv
 
 VIDEO = generate_video(seed=0, num_chunks=12)
 TPUT = "sbt-tput/1"
@@ -49,7 +49,7 @@ MODULE = '''
 import numpy as np
 from torch import nn
 
-from abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
 
 
 class Tput:

@@ -15,12 +15,12 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 
-from abr_service.video import generate_video, load_video
-from server.app import create_app
-from server.build import build_synthetic
-from server.mpd import MPD_NAME, parse_mpd
-from streambed.errors import ConfigError
-from streambed.servers import free_port, serve_in_thread, wait_healthy
+from streambed.abr_service.video import generate_video, load_video
+from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port, serve_in_thread, wait_healthy
+from streambed.server.app import create_app
+from streambed.server.build import build_synthetic
+from streambed.server.mpd import MPD_NAME, parse_mpd
 
 SECRET = b"TOP-SECRET-8f3a2c"
 CHUNK = "chunk-1-00002.m4s"
@@ -360,7 +360,7 @@ def test_player_page_without_node_modules_is_503(tmp_path: Path) -> None:
 
 def test_the_real_player_files_are_served(tmp_path: Path) -> None:
     """The default web directory is player/web: every name the page loads is there."""
-    from server.app import PLAYER_FILES, WEB_DIR
+    from streambed.server.app import PLAYER_FILES, WEB_DIR
 
     assert (WEB_DIR / "player.html").is_file()
     html = (WEB_DIR / "player.html").read_text()

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abr_service.video import Video, generate_video, load_video
-from server.build import (
+from streambed.abr_service.video import Video, generate_video, load_video
+from streambed.cli import main
+from streambed.core.errors import ContentError
+from streambed.server.build import (
     _box_header,
     build_encoded,
     build_from_description,
@@ -20,7 +22,7 @@ from server.build import (
     default_resolutions,
     verify_content,
 )
-from server.mpd import (
+from streambed.server.mpd import (
     MPD_NAME,
     build_mpd,
     expand_template,
@@ -28,8 +30,6 @@ from server.mpd import (
     parse_iso_duration,
     parse_mpd,
 )
-from streambed.cli import main
-from streambed.errors import ContentError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ENVIVIO = SHARED / "data" / "video" / "envivio"

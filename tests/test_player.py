@@ -29,14 +29,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from abr_service.algorithms.buffer_based import bba_level
-from abr_service.app.main import create_app as create_service
-from abr_service.app.schemas import DecideRequest
-from abr_service.app.settings import Settings
-from abr_service.qoe import make_qoe
-from abr_service.video import generate_video
-from player.buffer import PlaybackBuffer
-from player.session import (
+from streambed.abr_service.algorithms.buffer_based import bba_level
+from streambed.abr_service.app.main import create_app as create_service
+from streambed.abr_service.app.schemas import DecideRequest
+from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import generate_video
+from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port, serve_in_thread
+from streambed.player.buffer import PlaybackBuffer
+from streambed.player.session import (
     CHUNKS_JSONL,
     EXIT_ORIGIN,
     PENSIEVE_LOG,
@@ -45,13 +47,11 @@ from player.session import (
     SessionResult,
     play_session,
 )
-from reports.sessionlog import ChunkRecord, read_jsonl
-from reports.summary import session_metrics
-from server.app import create_app as create_origin
-from server.build import build_synthetic
-from server.mpd import MPD_NAME
-from streambed.errors import ConfigError
-from streambed.servers import free_port, serve_in_thread
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl
+from streambed.reports.summary import session_metrics
+from streambed.server.app import create_app as create_origin
+from streambed.server.build import build_synthetic
+from streambed.server.mpd import MPD_NAME
 
 CHUNK_S = 0.5
 NUM_CHUNKS = 12
@@ -618,7 +618,7 @@ def test_cli_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_trace_flags_run_the_session_behind_a_link(origin: str, tmp_path: Path) -> None:
     """--trace re-runs the command behind an emulated link (the unprivileged proxy kind): the
     chunks cross a 2 Mbit/s trace, so each takes about its size / 2 Mbit/s."""
-    pytest.importorskip("emulation.link")
+    pytest.importorskip("streambed.emulation.link")
     trace = tmp_path / "flat.txt"
     trace.write_text("".join(f"{t}\t2.0\n" for t in range(0, 60)))
     with serve_in_thread(service_app(tmp_path, algorithm="bba")) as abr:
@@ -669,8 +669,8 @@ def test_a_player_process_stays_light(tmp_path: Path) -> None:
 
 
 def test_play_argv_round_trips_a_config(tmp_path: Path) -> None:
-    from player.cli import config_from_args, play_argv
     from streambed.cli import build_parser
+    from streambed.player.cli import config_from_args, play_argv
 
     config = PlayerConfig(
         mpd_url="http://127.0.0.1:8080/manifest.mpd",
@@ -699,7 +699,7 @@ def test_trace_without_the_emulation_package_is_a_usage_error(
 ) -> None:
     from streambed.cli import main
 
-    monkeypatch.setitem(sys.modules, "emulation.link", None)  # import fails
+    monkeypatch.setitem(sys.modules, "streambed.emulation.link", None)  # import fails
     url = "http://127.0.0.1:1"
     argv = ["play", "--mpd", f"{url}/m.mpd", "--abr", url, "--log", str(tmp_path)]
     assert main([*argv, "--trace", str(tmp_path / "t.txt")]) == 2

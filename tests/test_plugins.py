@@ -34,14 +34,14 @@ import torch
 from plugin_helpers import fake_distribution
 from service_helpers import running_service
 
-from abr_service.algorithms import registry
-from abr_service.algorithms.base import PlayerState
-from abr_service.video import generate_video
+from streambed.abr_service.algorithms import registry
+from streambed.abr_service.algorithms.base import PlayerState
+from streambed.abr_service.video import generate_video
 from streambed.cli import main
-from streambed.errors import ConfigError
-from streambed.servers import free_port, wait_healthy
-from traces import load_traceset
-from trainer.evaluate import evaluate
+from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port, wait_healthy
+from streambed.traces import load_traceset
+from streambed.trainer.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "streambed-example"
@@ -50,7 +50,7 @@ VIDEO = generate_video(num_chunks=5, chunk_s=1.0, bitrates_kbps=(300, 750, 1850)
 PLUGIN_MODULE = '''
 from dataclasses import dataclass
 
-from abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def test_good_plugin_registered_broken_ones_named_and_skipped(
     plugins: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="abr_service.algorithms.registry"):
+    with caplog.at_level(logging.WARNING, logger="streambed.abr_service.algorithms.registry"):
         infos = registry.available_algorithms()
     fixed = infos["fixed"]
     assert fixed.source == "plugin tp-plugins 1.0 (tp_plugin_mod:Fixed)"

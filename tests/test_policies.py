@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from abr_service.algorithms import ChunkFeedback, PlayerState, make_algorithm
-from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
-from abr_service.observation import OBS_VERSION
-from abr_service.policies import (
+from streambed.abr_service.algorithms import ChunkFeedback, PlayerState, make_algorithm
+from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from streambed.abr_service.observation import OBS_VERSION
+from streambed.abr_service.policies import (
     CHECKPOINT_FORMAT,
     LoadedPolicy,
     PensievePPOActor,
     PensievePPOCritic,
     load_policy,
 )
-from abr_service.video import generate_video
-from streambed.errors import ConfigError, ModelError
+from streambed.abr_service.video import generate_video
+from streambed.core.errors import ConfigError, ModelError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "models" / "pensieve-ppo-ep155400.pth"

@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from abr_service.observation import (
+from streambed.abr_service.observation import (
     CHUNKS_LEFT_CAP,
     S_INFO,
     S_LEN,
     empty_observation,
     update_observation,
 )
-from abr_service.qoe import make_qoe
-from abr_service.video import PENSIEVE_BITRATES_KBPS
-from streambed.errors import ConfigError
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import PENSIEVE_BITRATES_KBPS
+from streambed.core.errors import ConfigError
 
 LADDER = PENSIEVE_BITRATES_KBPS  # (300, 750, 1200, 1850, 2850, 4300)
 QUALITIES = [1, 3, 3, 0]

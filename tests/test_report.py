@@ -20,12 +20,12 @@ from report_helpers import (
     make_eval_output,
 )
 
-from reports.html import build_series, select_timelines, write_html_report
-from reports.load import load_report_dir
-from reports.plots import plot_qoe_cdf, plot_timeline
-from reports.stats import bootstrap_ci, paired_comparison
 from streambed.cli import main
-from streambed.errors import ReportError
+from streambed.core.errors import ReportError
+from streambed.reports.html import build_series, select_timelines, write_html_report
+from streambed.reports.load import load_report_dir
+from streambed.reports.plots import plot_qoe_cdf, plot_timeline
+from streambed.reports.stats import bootstrap_ci, paired_comparison
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_IMG = '<img src="data:image/png;base64,'

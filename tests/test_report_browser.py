@@ -17,7 +17,7 @@ import pytest
 from matplotlib.image import imread
 from report_helpers import EVAL_ALGORITHMS, EVAL_TRACES, make_eval_output
 
-from reports.html import write_html_report
+from streambed.reports.html import write_html_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_S = 90

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from abr_service.app.settings import Settings
-from abr_service.serve_cli import settings_from_args
+from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.serve_cli import settings_from_args
 from streambed.cli import build_parser, main
-from streambed.errors import ConfigError
-from streambed.servers import free_port, wait_healthy
+from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port, wait_healthy
 
 
 def parse(*argv: str) -> Settings:

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from service_helpers import auth, checkpoint_bytes, replay_body, running_service
 
-from abr_service.algorithms import CLASSIC
+from streambed.abr_service.algorithms import CLASSIC
 from streambed.defaults import default_traces, default_video
-from trainer.evaluate import evaluate
+from streambed.trainer.evaluate import evaluate
 
 VIDEO = default_video()
 TRACES = default_traces(count=3, seed=7)
@@ -86,8 +86,8 @@ def test_replay_of_shared_pensieve_model(tmp_path: Path) -> None:
     model = shared / "models" / "pensieve-ppo-ep155400.pth"
     if not model.is_file():
         pytest.skip(f"{model} is absent")
-    from abr_service.video import load_video
-    from traces import load_traceset
+    from streambed.abr_service.video import load_video
+    from streambed.traces import load_traceset
 
     video = load_video(shared / "data" / "video" / "envivio")
     traces = load_traceset(shared / "data" / "traces" / "norway-test")[:4]
@@ -381,10 +381,10 @@ def test_an_algorithm_failing_on_feedback_falls_back(monkeypatch: pytest.MonkeyP
     """Engine unit test: an exception inside on_chunk becomes a fallback decision, not a 500."""
     import tempfile
 
-    from abr_service.algorithms.mpc import RobustMPC
-    from abr_service.app.engine import DecisionEngine
-    from abr_service.app.models_store import ModelStore
-    from abr_service.app.schemas import DecideRequest
+    from streambed.abr_service.algorithms.mpc import RobustMPC
+    from streambed.abr_service.app.engine import DecisionEngine
+    from streambed.abr_service.app.models_store import ModelStore
+    from streambed.abr_service.app.schemas import DecideRequest
 
     def broken(self: RobustMPC, feedback: object) -> None:
         raise ZeroDivisionError("float division by zero")

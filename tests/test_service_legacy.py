@@ -11,7 +11,7 @@ import pytest
 from service_helpers import replay_body, running_service
 
 from streambed.defaults import default_traces, default_video
-from trainer.evaluate import evaluate
+from streambed.trainer.evaluate import evaluate
 
 VIDEO = default_video()
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from service_helpers import TOKEN, auth, checkpoint_bytes, running_service
 
-from abr_service.app.main import create_app
-from abr_service.app.settings import Settings
+from streambed.abr_service.app.main import create_app
+from streambed.abr_service.app.settings import Settings
+from streambed.core.errors import ConfigError
+from streambed.core.servers import serve_in_thread
 from streambed.defaults import default_video
-from streambed.errors import ConfigError
-from streambed.servers import serve_in_thread
 
 
 def no_leftovers(models: Path) -> bool:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from abr_service.qoe import make_qoe
-from abr_service.video import Video, generate_video
-from streambed.errors import ConfigError, TraceError
-from traces import SynthParams, Trace, constant_trace, generate_trace, step_trace
-from trainer.batched import BatchedSimulator
-from trainer.simulator import SimConfig, Simulator
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import Video, generate_video
+from streambed.core.errors import ConfigError, TraceError
+from streambed.traces import SynthParams, Trace, constant_trace, generate_trace, step_trace
+from streambed.trainer.batched import BatchedSimulator
+from streambed.trainer.simulator import SimConfig, Simulator
 
 # 1 Mbit/s carries 1e6 / 8 * 0.95 = 118,750 payload bytes per second.
 RATE_1MBPS = 118_750
@@ -136,7 +136,7 @@ def test_batched_observation_matches_the_env_definition() -> None:
     video = generate_video(seed=0, num_chunks=12)
     batched = BatchedSimulator(traces, video, 3, mode="test")
     scalar = [Simulator(traces, video) for _ in range(3)]
-    from abr_service.observation import empty_observation, update_observation
+    from streambed.abr_service.observation import empty_observation, update_observation
 
     obs = [empty_observation() for _ in range(3)]
     for sim, i in zip(scalar, range(3), strict=True):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streambed.errors import TraceError
-from traces import (
+from streambed.core.errors import TraceError
+from streambed.traces import (
     PACKET_BITS,
     SynthParams,
     Trace,

@@ -14,15 +14,15 @@ import pytest
 import torch
 from service_helpers import running_service
 
-from abr_service.policies import load_policy
-from abr_service.qoe import make_qoe
+from streambed.abr_service.policies import load_policy
+from streambed.abr_service.qoe import make_qoe
 from streambed.cli import main
+from streambed.core.errors import ConfigError
 from streambed.defaults import default_video
-from streambed.errors import ConfigError
-from traces import SynthParams, generate_trace, save_pensieve
-from trainer.a3c import A3C, A3CArgs
-from trainer.averaging import averaged_weights, snapshot_paths
-from trainer.common import (
+from streambed.traces import SynthParams, generate_trace, save_pensieve
+from streambed.trainer.a3c import A3C, A3CArgs
+from streambed.trainer.averaging import averaged_weights, snapshot_paths
+from streambed.trainer.common import (
     Data,
     evaluate_actor,
     load_data,
@@ -30,10 +30,10 @@ from trainer.common import (
     train,
     train_loop,
 )
-from trainer.evaluate import evaluate
-from trainer.imitate import Imitate, ImitateArgs, oracle_levels
-from trainer.ppo import PPO, PPOArgs
-from trainer.schedules import Schedule
+from streambed.trainer.evaluate import evaluate
+from streambed.trainer.imitate import Imitate, ImitateArgs, oracle_levels
+from streambed.trainer.ppo import PPO, PPOArgs
+from streambed.trainer.schedules import Schedule
 
 VIDEO = default_video()
 # Slow links: a random policy stalls a lot here, so learning shows clearly.

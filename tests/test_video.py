@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abr_service.video import (
+from streambed.abr_service.video import (
     PENSIEVE_BITRATES_KBPS,
     Video,
     generate_video,
     load_video,
 )
-from streambed.errors import StreambedError, VideoError
+from streambed.core.errors import StreambedError, VideoError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ENVIVIO = SHARED / "data" / "video" / "envivio"

@@ -1,7 +1,7 @@
 """Network traces for Streambed: the ``Trace`` type, Pensieve/Mahimahi I/O, synthetic traces
 and trace sets. Depends on numpy only (no web imports)."""
 
-from traces.formats import (
+from streambed.traces.formats import (
     PACKET_BITS,
     PACKET_BYTES,
     Trace,
@@ -14,8 +14,14 @@ from traces.formats import (
     save_mahimahi,
     save_pensieve,
 )
-from traces.synth import SynthParams, constant_trace, generate_set, generate_trace, step_trace
-from traces.traceset import TraceSetSummary, load_traceset, summarize, trace_files
+from streambed.traces.synth import (
+    SynthParams,
+    constant_trace,
+    generate_set,
+    generate_trace,
+    step_trace,
+)
+from streambed.traces.traceset import TraceSetSummary, load_traceset, summarize, trace_files
 
 __all__ = [
     "PACKET_BITS",

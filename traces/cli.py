@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from streambed.errors import TraceError
-from traces.formats import (
+from streambed.core.errors import TraceError
+from streambed.traces.formats import (
     detect_format,
     load_mahimahi,
     load_pensieve,
@@ -21,8 +21,8 @@ from traces.formats import (
     save_mahimahi,
     save_pensieve,
 )
-from traces.synth import SynthParams, generate_set
-from traces.traceset import load_traceset, summarize, trace_files
+from streambed.traces.synth import SynthParams, generate_set
+from streambed.traces.traceset import load_traceset, summarize, trace_files
 
 logger = logging.getLogger(__name__)
 

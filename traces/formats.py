@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from streambed.errors import TraceError
+from streambed.core.errors import TraceError
 
 PACKET_BYTES = 1500
 PACKET_BITS = PACKET_BYTES * 8

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streambed.errors import TraceError
-from traces.formats import PathLike, Trace, save_pensieve
+from streambed.core.errors import TraceError
+from streambed.traces.formats import PathLike, Trace, save_pensieve
 
 
 @dataclass(frozen=True)

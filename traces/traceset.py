@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streambed.errors import TraceError
-from traces.formats import PathLike, Trace, load_trace
+from streambed.core.errors import TraceError
+from streambed.traces.formats import PathLike, Trace, load_trace
 
 
 def trace_files(directory: PathLike) -> list[Path]:

@@ -1,12 +1,9 @@
 """Chunk-level simulator (scalar and batched), Gymnasium env, offline optimum and evaluation.
 
-Importing this package registers the Gymnasium env ``streambed/ABR-v0``; with Gymnasium 1.x,
-``gymnasium.make("trainer:streambed/ABR-v0")`` imports it for you.
+The Gymnasium env ``streambed/ABR-v0`` is registered by ``import streambed`` (so also by
+importing this package): ``gymnasium.make("streambed/ABR-v0")``.
 """
 
-from gymnasium.envs.registration import register, registry
+from streambed import ENV_ID
 
-ENV_ID = "streambed/ABR-v0"
-
-if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="trainer.env:ABREnv")
+__all__ = ["ENV_ID"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from abr_service.policies import load_policy
-from streambed.errors import ConfigError
+from streambed.abr_service.policies import load_policy
+from streambed.core.errors import ConfigError
 
 
 def snapshot_paths(run: Path) -> list[Path]:

@@ -1,11 +1,11 @@
 """The chunk-level simulator, batched: thousands of sessions stepped at once with numpy.
 
-Same semantics and constants as :class:`trainer.simulator.Simulator` (tests check agreement to
+Same semantics and constants as :class:`streambed.trainer.simulator.Simulator` (tests check agreement to
 1e-9); downloads invert each trace's cumulative deliverable bytes (:class:`TraceBank`) instead
 of looping over intervals. Every session has its own trace, position, buffer and chunk
 counter; sessions that reach the end of the video are restarted by the caller with
 :meth:`BatchedSimulator.reset` (the trainer restarts them all together). ``obs`` holds every
-session's observation, built by ``observation`` (:mod:`abr_service.observation`; Pensieve's by
+session's observation, built by ``observation`` (:mod:`streambed.abr_service.observation`; Pensieve's by
 default) after each step.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from abr_service.observation import PENSIEVE, Observation
-from abr_service.video import Video
-from streambed.errors import ConfigError
-from traces import Trace
-from trainer.simulator import MODES, SimConfig, buffer_after_download, check_traces
-from trainer.tracebank import TraceBank
+from streambed.abr_service.observation import PENSIEVE, Observation
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
+from streambed.traces import Trace
+from streambed.trainer.simulator import MODES, SimConfig, buffer_after_download, check_traces
+from streambed.trainer.tracebank import TraceBank
 
 
 @dataclass(frozen=True)

@@ -31,19 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from abr_service.architectures import Architecture, architectures
-from abr_service.observation import OBS_VERSION, Observation, get_observation
-from abr_service.policies import CHECKPOINT_FORMAT, load_policy
-from abr_service.qoe import QoEMetric, make_qoe
-from abr_service.video import Video, load_video
+from streambed.abr_service.architectures import Architecture, architectures
+from streambed.abr_service.observation import OBS_VERSION, Observation, get_observation
+from streambed.abr_service.policies import CHECKPOINT_FORMAT, load_policy
+from streambed.abr_service.qoe import QoEMetric, make_qoe
+from streambed.abr_service.video import Video, load_video
+from streambed.core.errors import ConfigError
+from streambed.core.fileio import atomic_write_bytes
 from streambed.defaults import default_traces, default_video
-from streambed.errors import ConfigError
-from streambed.fileio import atomic_write_bytes
-from traces import Trace, load_traceset
-from trainer.averaging import averaged_weights, snapshot_paths
-from trainer.batched import BatchedSimulator, BatchStep
-from trainer.distributed import Group, run_workers
-from trainer.simulator import SimConfig
+from streambed.traces import Trace, load_traceset
+from streambed.trainer.averaging import averaged_weights, snapshot_paths
+from streambed.trainer.batched import BatchedSimulator, BatchStep
+from streambed.trainer.distributed import Group, run_workers
+from streambed.trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -694,7 +694,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
     """Run ``trainer`` to its budget; returns a summary (best validation QoE, paths, steps).
 
     With worker processes every worker runs this loop in step; only rank 0 validates, writes
-    and logs (see :mod:`trainer.distributed`).
+    and logs (see :mod:`streambed.trainer.distributed`).
     """
     from tqdm import tqdm
 

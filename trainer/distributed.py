@@ -126,7 +126,7 @@ def run_workers(world: int, body: Callable[[Group], Any]) -> Any:
     """
     if world == 1:
         return body(Group())
-    from streambed.servers import free_port
+    from streambed.core.servers import free_port
 
     port = free_port()
     ctx = mp.get_context("spawn")

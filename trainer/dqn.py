@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streambed.errors import ConfigError
-from trainer.common import CommonArgs, Data, Trainer
-from trainer.distributed import Group
-from trainer.teachers import RuleSessions, rule_factory
+from streambed.core.errors import ConfigError
+from streambed.trainer.common import CommonArgs, Data, Trainer
+from streambed.trainer.distributed import Group
+from streambed.trainer.teachers import RuleSessions, rule_factory
 
 
 @dataclass

@@ -3,7 +3,7 @@
 **Action space**: ``Discrete(levels)``, the ladder level of the next chunk (0 = lowest).
 
 **Observation space**: by default ``Box(0, 1e4, (6, 8), float32)``, the Pensieve observation
-of the last 8 chunks (:mod:`abr_service.observation`):
+of the last 8 chunks (:mod:`streambed.abr_service.observation`):
 
 =====  ============================================  ===============================
  row    meaning                                        unit / normalisation
@@ -30,12 +30,12 @@ noise (``options={"trace_index": i}`` picks one). Randomness comes only from
 ``self.np_random``: the same seed gives the same episode.
 
 With ``observation`` (a registered observation's version, or an object with the
-:class:`~abr_service.observation.Observation` contract) it is ``Box(low, high, shape,
+:class:`~streambed.abr_service.observation.Observation` contract) it is ``Box(low, high, shape,
 float32)`` of that observation instead.
 
 **Arguments**: ``traces`` (list of Trace, or a trace directory; default: generated traces),
 ``video`` (Video, or a path; default: the generated video), ``qoe`` (lin, log, hd), ``mode``,
-``sim_config`` (:class:`trainer.simulator.SimConfig`), ``observation`` (default
+``sim_config`` (:class:`streambed.trainer.simulator.SimConfig`), ``observation`` (default
 ``pensieve-6x8/1``).
 
 ``info`` carries the chunk's ``quality``, ``bitrate_kbps``, ``rebuffer_s``, ``delay_s``,
@@ -50,18 +50,18 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from abr_service.observation import (
+from streambed.abr_service.observation import (
     PENSIEVE,
     Observation,
     bounds,
     get_observation,
     observe_one,
 )
-from abr_service.qoe import make_qoe
-from abr_service.video import Video, load_video
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import Video, load_video
 from streambed.defaults import default_traces, default_video
-from traces import Trace, load_traceset
-from trainer.simulator import ChunkResult, SimConfig, Simulator
+from streambed.traces import Trace, load_traceset
+from streambed.trainer.simulator import ChunkResult, SimConfig, Simulator
 
 OBS_HIGH = PENSIEVE.high
 

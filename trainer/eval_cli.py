@@ -8,16 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from abr_service.algorithms import CLASSIC
-from abr_service.algorithms.registry import check_names, run_params
-from abr_service.algorithms.registry import parse_param_args as parse_param_args
-from abr_service.qoe import QOE_NAMES
-from abr_service.video import Video, load_video
+from streambed.abr_service.algorithms import CLASSIC
+from streambed.abr_service.algorithms.registry import check_names, run_params
+from streambed.abr_service.algorithms.registry import parse_param_args as parse_param_args
+from streambed.abr_service.qoe import QOE_NAMES
+from streambed.abr_service.video import Video, load_video
+from streambed.core.errors import ConfigError
 from streambed.defaults import default_traces, default_video
-from streambed.errors import ConfigError
-from traces import Trace, load_traceset
-from trainer.evaluate import EvalResult, evaluate
-from trainer.simulator import SimConfig
+from streambed.traces import Trace, load_traceset
+from streambed.trainer.evaluate import EvalResult, evaluate
+from streambed.trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)
 

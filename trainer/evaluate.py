@@ -3,7 +3,7 @@
 Each session starts at the trace's beginning with an empty buffer; the first chunk is fetched
 at ``SimConfig.default_quality`` without asking the algorithm (as in Pensieve's test
 harness), then the algorithm gets feedback on every chunk and chooses every next level.
-``optimal`` is planned per trace with knowledge of the future (:mod:`trainer.optimal`) and
+``optimal`` is planned per trace with knowledge of the future (:mod:`streambed.trainer.optimal`) and
 replayed through the same loop, so its QoE is measured exactly like the others'.
 """
 
@@ -21,22 +21,22 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from abr_service.algorithms import (
+from streambed.abr_service.algorithms import (
     ABRAlgorithm,
     ChunkFeedback,
     PlayerState,
     build_algorithm,
     make_algorithm,
 )
-from abr_service.qoe import QoEMetric, make_qoe
-from abr_service.video import Video
-from reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
-from reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
-from reports.summary import SessionMetrics, session_metrics, write_report
-from streambed.errors import ConfigError
-from traces import Trace
-from trainer.optimal import FixedPlan, plan_optimal
-from trainer.simulator import SimConfig, Simulator
+from streambed.abr_service.qoe import QoEMetric, make_qoe
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
+from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+from streambed.reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
+from streambed.reports.summary import SessionMetrics, session_metrics, write_report
+from streambed.traces import Trace
+from streambed.trainer.optimal import FixedPlan, plan_optimal
+from streambed.trainer.simulator import SimConfig, Simulator
 
 log = logging.getLogger(__name__)
 

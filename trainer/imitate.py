@@ -29,16 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from abr_service.algorithms.registry import rule_names
-from abr_service.qoe import QoEMetric
-from abr_service.video import Video
-from streambed.errors import ConfigError
-from trainer.batched import BatchedSimulator
-from trainer.common import CommonArgs, Data, Trainer
-from trainer.distributed import Group
-from trainer.simulator import SimConfig, buffer_after_download
-from trainer.teachers import RuleSessions, rule_factory
-from trainer.tracebank import TraceBank
+from streambed.abr_service.algorithms.registry import rule_names
+from streambed.abr_service.qoe import QoEMetric
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
+from streambed.trainer.batched import BatchedSimulator
+from streambed.trainer.common import CommonArgs, Data, Trainer
+from streambed.trainer.distributed import Group
+from streambed.trainer.simulator import SimConfig, buffer_after_download
+from streambed.trainer.teachers import RuleSessions, rule_factory
+from streambed.trainer.tracebank import TraceBank
 
 TEACHERS = ("robustmpc", "oracle")  # the usual ones; any rule algorithm's name is accepted
 PLANS = ("all", "beam", "hold", "student")

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, PlayerState
-from abr_service.qoe import QoEMetric
-from abr_service.video import Video
-from traces import Trace
-from trainer.simulator import SimConfig, buffer_after_download
-from trainer.tracebank import TraceBank
+from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.qoe import QoEMetric
+from streambed.abr_service.video import Video
+from streambed.traces import Trace
+from streambed.trainer.simulator import SimConfig, buffer_after_download
+from streambed.trainer.tracebank import TraceBank
 
 
 class FixedPlan(ABRAlgorithm):

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.common import CommonArgs, Data, Trainer, decisions, gae
-from trainer.distributed import Group
-from trainer.schedules import Schedule
+from streambed.trainer.common import CommonArgs, Data, Trainer, decisions, gae
+from streambed.trainer.distributed import Group
+from streambed.trainer.schedules import Schedule
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 STAGED = "0=5,20000=4,40000=3,60000=2,70000=1,80000=0.5,90000=0.1"
 NAMED = {"staged": STAGED, "pensieve-linear": "linear:1:0.1:100000"}

@@ -11,7 +11,7 @@ the trace advances. The trace loops at its end. Every constant is a :class:`SimC
 
 Test mode plays each trace once from its beginning with no noise; training mode picks a random
 trace and a random start line (Pensieve's ``randint(1, len)``) and applies the noise.
-:mod:`trainer.batched` implements the same semantics for thousands of sessions at once.
+:mod:`streambed.trainer.batched` implements the same semantics for thousands of sessions at once.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from abr_service.video import Video
-from streambed.errors import ConfigError, TraceError
-from traces import Trace
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError, TraceError
+from streambed.traces import Trace
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
-from abr_service.algorithms.registry import make_algorithm, rule_names, run_params
-from abr_service.video import Video
-from streambed.errors import ConfigError
-from trainer.batched import BatchedSimulator, BatchStep
+from streambed.abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
+from streambed.abr_service.algorithms.registry import make_algorithm, rule_names, run_params
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
+from streambed.trainer.batched import BatchedSimulator, BatchStep
 
 
 def rule_factory(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from traces import Trace
+from streambed.traces import Trace
 
 
 class TraceBank:

@@ -4,7 +4,7 @@ dataclass.
 Every field of the dataclass is a flag (``learning_rate`` -> ``--learning-rate``) whose help is
 the field's docstring; booleans take ``--x/--no-x``. ``--arch NAME`` picks the policy
 architecture; the hyperparameters it suggests fill the flags of the same names that the command
-line did not give (see :mod:`abr_service.architectures`).
+line did not give (see :mod:`streambed.abr_service.architectures`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from streambed.errors import ConfigError
-from streambed.fielddocs import field_docs
+from streambed.core.errors import ConfigError
+from streambed.core.fielddocs import field_docs
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def register(subparsers: Any) -> None:
-    from trainer.a3c import A3CArgs
-    from trainer.dqn import DQNArgs
-    from trainer.imitate import ImitateArgs
-    from trainer.ppo import PPOArgs
+    from streambed.trainer.a3c import A3CArgs
+    from streambed.trainer.dqn import DQNArgs
+    from streambed.trainer.imitate import ImitateArgs
+    from streambed.trainer.ppo import PPOArgs
 
     p = subparsers.add_parser(
         "train",
@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from trainer.common import train
+    from streambed.trainer.common import train
 
     cls = ns.args_cls
     given = {
@@ -98,8 +98,8 @@ def run(ns: argparse.Namespace) -> int:
 
 def arch_suggestions(cls: type, arch: str, given: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters ``arch`` suggests for fields of ``cls`` that ``given`` lacks."""
-    from abr_service.architectures import suggested_defaults
-    from trainer.common import get_architecture
+    from streambed.abr_service.architectures import suggested_defaults
+    from streambed.trainer.common import get_architecture
 
     names = {f.name: f for f in fields(cls)}
     applied: dict[str, Any] = {}
@@ -119,17 +119,17 @@ def arch_suggestions(cls: type, arch: str, given: dict[str, Any]) -> dict[str, A
 
 def _trainer_class(name: str) -> Any:
     if name == "ppo":
-        from trainer.ppo import PPO
+        from streambed.trainer.ppo import PPO
 
         return PPO
     if name == "a3c":
-        from trainer.a3c import A3C
+        from streambed.trainer.a3c import A3C
 
         return A3C
     if name == "dqn":
-        from trainer.dqn import DQN
+        from streambed.trainer.dqn import DQN
 
         return DQN
-    from trainer.imitate import Imitate
+    from streambed.trainer.imitate import Imitate
 
     return Imitate

@@ -1,19 +1,19 @@
 """ABR algorithms behind one interface, and the registry that names them.
 
-``ALGORITHMS`` holds the built-in classes; :mod:`abr_service.algorithms.registry` adds the
+``ALGORITHMS`` holds the built-in classes; :mod:`streambed.abr_service.algorithms.registry` adds the
 plug-ins of the ``streambed.algorithms`` entry-point group, and :func:`make_algorithm` builds
 either by name.
 """
 
 from __future__ import annotations
 
-from abr_service.algorithms.base import (
+from streambed.abr_service.algorithms.base import (
     ABRAlgorithm,
     ChunkFeedback,
     PlayerState,
     parse_params,
 )
-from abr_service.algorithms.registry import (
+from streambed.abr_service.algorithms.registry import (
     BUILTIN,
     AlgorithmInfo,
     algorithm_info,

@@ -9,7 +9,7 @@ and the player drive it the same way::
 
 Parameters are a frozen dataclass per algorithm (``Params``), with units in field names.
 
-An algorithm may read a registered observation (:mod:`abr_service.observation`): a class that
+An algorithm may read a registered observation (:mod:`streambed.abr_service.observation`): a class that
 sets ``observation = "VERSION"`` (or an instance that calls :meth:`ABRAlgorithm.use_observation`,
 as the learned policy does with its checkpoint's) finds ``self.obs`` (that observation's shape,
 float64) updated by ``on_chunk`` through the observation's ``update``, the same inputs a network
@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from abr_service.observation import Observation, get_observation, observe_one
-from abr_service.video import Video
-from streambed.errors import ConfigError
+from streambed.abr_service.observation import Observation, get_observation, observe_one
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

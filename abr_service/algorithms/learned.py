@@ -1,7 +1,7 @@
 """A learned policy as an ABR algorithm: its checkpoint's observation into a PyTorch actor.
 
 The observation (``self.obs``) is the one the checkpoint records (``obs_version``), kept up
-to date by :class:`~abr_service.algorithms.base.ABRAlgorithm`'s ``on_chunk``.
+to date by :class:`~streambed.abr_service.algorithms.base.ABRAlgorithm`'s ``on_chunk``.
 
 Greedy (argmax) by default; ``sample=True`` draws the level from the policy's distribution
 with its own seeded generator, as Pensieve-PPO's published test run did.
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, PlayerState
-from abr_service.video import Video
-from streambed.errors import ConfigError, ModelError
+from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:  # torch is imported with the first policy, not with the algorithm registry
-    from abr_service.policies import LoadedPolicy
+    from streambed.abr_service.policies import LoadedPolicy
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class LearnedParams:
 @lru_cache(maxsize=8)
 def _cached_policy(path: str, mtime_ns: int, num_levels: int) -> LoadedPolicy:
     # One load per checkpoint version, however many sessions use it.
-    from abr_service.policies import load_policy
+    from streambed.abr_service.policies import load_policy
 
     return load_policy(path, num_levels)
 

@@ -19,10 +19,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
-from abr_service.algorithms.rate_based import harmonic_mean
-from abr_service.qoe import make_qoe
-from abr_service.video import Video
+from streambed.abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
+from streambed.abr_service.algorithms.rate_based import harmonic_mean
+from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import Video
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Every ABR algorithm by name: the built-ins, and plug-ins from installed packages.
 
 A package adds algorithms through the entry-point group ``streambed.algorithms``; each entry
-point names an :class:`~abr_service.algorithms.base.ABRAlgorithm` subclass::
+point names an :class:`~streambed.abr_service.algorithms.base.ABRAlgorithm` subclass::
 
     [project.entry-points."streambed.algorithms"]
     harmonic = "streambed_example.harmonic:HarmonicRate"
@@ -14,10 +14,10 @@ The contract:
   registry carries the registered name (session logs and reports are keyed by it).
 * ``Params`` is a dataclass whose every field has a default: ``Params()`` must build.
   Per-run values (``--param NAME.KEY=VALUE``, ``/decide``'s ``params``) are converted to each
-  field's default's type by :func:`~abr_service.algorithms.base.parse_params`.
+  field's default's type by :func:`~streambed.abr_service.algorithms.base.parse_params`.
 * The class is built as ``cls(video, params)`` once per session.
 * ``observation`` (optional): the version of a registered observation
-  (:mod:`abr_service.observation`) the base class keeps in ``self.obs``.
+  (:mod:`streambed.abr_service.observation`) the base class keeps in ``self.obs``.
 
 Discovery runs once per process (cached; :func:`clear_cache` forgets it). An entry point that
 fails to import, does not name an ``ABRAlgorithm`` subclass, whose ``Params()`` cannot be built,
@@ -36,16 +36,16 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from abr_service.algorithms.base import ABRAlgorithm, parse_params
-from abr_service.algorithms.bola import BOLA
-from abr_service.algorithms.buffer_based import BBA
-from abr_service.algorithms.learned import LearnedPolicy
-from abr_service.algorithms.mpc import MPC, RobustMPC
-from abr_service.algorithms.rate_based import RateBased
-from abr_service.observation import observations
-from abr_service.video import Video
-from streambed.errors import ConfigError, StreambedError
-from streambed.fielddocs import field_docs
+from streambed.abr_service.algorithms.base import ABRAlgorithm, parse_params
+from streambed.abr_service.algorithms.bola import BOLA
+from streambed.abr_service.algorithms.buffer_based import BBA
+from streambed.abr_service.algorithms.learned import LearnedPolicy
+from streambed.abr_service.algorithms.mpc import MPC, RobustMPC
+from streambed.abr_service.algorithms.rate_based import RateBased
+from streambed.abr_service.observation import observations
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError, StreambedError
+from streambed.core.fielddocs import field_docs
 
 log = logging.getLogger(__name__)
 

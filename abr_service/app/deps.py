@@ -10,10 +10,10 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from abr_service.app.engine import DecisionEngine
-from abr_service.app.metrics import Metrics
-from abr_service.app.models_store import ModelStore
-from abr_service.app.settings import Settings
+from streambed.abr_service.app.engine import DecisionEngine
+from streambed.abr_service.app.metrics import Metrics
+from streambed.abr_service.app.models_store import ModelStore
+from streambed.abr_service.app.settings import Settings
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A session owns one algorithm instance (the same classes the simulator drives) and the feedback
 it has been given. A request for chunk k carries what the player measured for chunk k-1; the
 engine turns that into ``on_chunk`` and then asks ``select`` for chunk k, exactly as
-:func:`trainer.evaluate.run_session` does offline, so a replayed simulator log gets the same
+:func:`streambed.trainer.evaluate.run_session` does offline, so a replayed simulator log gets the same
 decisions. Chunk 0 is fetched at ``first_quality`` (Pensieve's harness: level 1) unless that is
 -1.
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from abr_service.algorithms import (
+from streambed.abr_service.algorithms import (
     ALGORITHMS,
     ABRAlgorithm,
     ChunkFeedback,
@@ -35,17 +35,17 @@ from abr_service.algorithms import (
     parse_params,
     rule_names,
 )
-from abr_service.algorithms.learned import LearnedParams, LearnedPolicy
-from abr_service.app.metrics import Metrics
-from abr_service.app.models_store import ActiveModel, ModelStore
-from abr_service.app.schemas import (
+from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from streambed.abr_service.app.metrics import Metrics
+from streambed.abr_service.app.models_store import ActiveModel, ModelStore
+from streambed.abr_service.app.schemas import (
     MIN_DOWNLOAD_S,
     DecideRequest,
     DecideResponse,
     LegacyRequest,
 )
-from abr_service.video import Video
-from streambed.errors import ConfigError
+from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from abr_service.algorithms import available_algorithms, rule_names
-from abr_service.app.deps import AppState
-from abr_service.app.engine import DecisionEngine, ServiceError
-from abr_service.app.metrics import Metrics
-from abr_service.app.models_store import DEFAULT_SLOT, ModelStore, StoreError
-from abr_service.app.routers import catalog, decide, health, legacy, models, sessions
-from abr_service.app.settings import Settings
-from abr_service.video import Video, load_video
 from streambed import __version__
-from streambed.errors import ConfigError
+from streambed.abr_service.algorithms import available_algorithms, rule_names
+from streambed.abr_service.app.deps import AppState
+from streambed.abr_service.app.engine import DecisionEngine, ServiceError
+from streambed.abr_service.app.metrics import Metrics
+from streambed.abr_service.app.models_store import DEFAULT_SLOT, ModelStore, StoreError
+from streambed.abr_service.app.routers import catalog, decide, health, legacy, models, sessions
+from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.video import Video, load_video
+from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

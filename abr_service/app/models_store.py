@@ -10,7 +10,7 @@ Layout under ``root``::
 Every file is written to a temporary name and renamed into place, so a crash mid-upload leaves
 no half file where a reader would find it. An uploaded checkpoint must load with
 ``weights_only=True``, match an architecture for the ladder, and give a finite output on a zero
-observation (:func:`abr_service.policies.policy_from_checkpoint`) before it is stored.
+observation (:func:`streambed.abr_service.policies.policy_from_checkpoint`) before it is stored.
 
 Activation swaps one reference: a decision already running keeps the policy it read, the next
 one reads the new one.
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from streambed.errors import ModelError
-from streambed.fileio import atomic_write_bytes
+from streambed.core.errors import ModelError
+from streambed.core.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported only when a model is loaded
-    from abr_service.policies import LoadedPolicy
+    from streambed.abr_service.policies import LoadedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class ModelStore:
         incoming.mkdir(parents=True, exist_ok=True)
         tmp = incoming / f"{uuid.uuid4().hex}.pt"
         atomic_write_bytes(tmp, data)
-        from abr_service.policies import load_policy
+        from streambed.abr_service.policies import load_policy
 
         try:
             policy = load_policy(tmp, self.num_levels)
@@ -261,7 +261,7 @@ class ModelStore:
     # --- persistence -----------------------------------------------------------------------
 
     def _load(self, info: ModelInfo) -> LoadedPolicy:
-        from abr_service.policies import load_policy
+        from streambed.abr_service.policies import load_policy
 
         try:
             return load_policy(self.path(info), self.num_levels)

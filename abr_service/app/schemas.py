@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from abr_service.app.models_store import ModelInfo
+from streambed.abr_service.app.models_store import ModelInfo
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool

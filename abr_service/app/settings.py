@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streambed.errors import ConfigError
+from streambed.core.errors import ConfigError
 
 
 class Settings(BaseSettings):

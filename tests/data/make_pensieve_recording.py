@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from streambed.defaults import default_traces, default_video
-from trainer.evaluate import evaluate
+from streambed.trainer.evaluate import evaluate
 
 EPOCH_MS = 1_795_262_400_000.0  # 2026-11-21 00:00 UTC
 OUT = Path(__file__).with_name("pensieve_dashjs_session.json")

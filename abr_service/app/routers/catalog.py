@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from abr_service.algorithms import available_algorithms
-from abr_service.app.deps import state
-from abr_service.app.schemas import AlgorithmOut, ParamOut, VideoOut
+from streambed.abr_service.algorithms import available_algorithms
+from streambed.abr_service.app.deps import state
+from streambed.abr_service.app.schemas import AlgorithmOut, ParamOut, VideoOut
 
 router = APIRouter(tags=["catalog"])
 

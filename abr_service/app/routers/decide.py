@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from abr_service.app.deps import body_schema, parse_body, state
-from abr_service.app.schemas import DecideRequest, DecideResponse
+from streambed.abr_service.app.deps import body_schema, parse_body, state
+from streambed.abr_service.app.schemas import DecideRequest, DecideResponse
 
 router = APIRouter(tags=["decisions"])
 

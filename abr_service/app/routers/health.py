@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from abr_service.app.deps import state
+from streambed.abr_service.app.deps import state
 
 router = APIRouter(tags=["health"])
 

@@ -8,8 +8,8 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from abr_service.app.deps import body_schema, parse_body, state
-from abr_service.app.schemas import LegacyRequest
+from streambed.abr_service.app.deps import body_schema, parse_body, state
+from streambed.abr_service.app.schemas import LegacyRequest
 
 router = APIRouter(tags=["legacy"])
 log = logging.getLogger(__name__)

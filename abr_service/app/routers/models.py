@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from abr_service.app.deps import body_schema, parse_body, require_token, state
-from abr_service.app.models_store import ActiveModel, StoreError, check_name
-from abr_service.app.schemas import (
+from streambed.abr_service.app.deps import body_schema, parse_body, require_token, state
+from streambed.abr_service.app.models_store import ActiveModel, StoreError, check_name
+from streambed.abr_service.app.schemas import (
     ActivateRequest,
     ActivationOut,
     ModelList,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 
-from abr_service.app.deps import state
-from abr_service.app.schemas import SESSION_ID_PATTERN, SessionInfo, SessionList
+from streambed.abr_service.app.deps import state
+from streambed.abr_service.app.schemas import SESSION_ID_PATTERN, SessionInfo, SessionList
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 SessionId = Path(pattern=SESSION_ID_PATTERN)

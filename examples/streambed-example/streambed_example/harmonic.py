@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
 
 
 @dataclass(frozen=True)

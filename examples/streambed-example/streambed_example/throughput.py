@@ -13,7 +13,7 @@ The newest chunk is the last column. Registered in ``pyproject.toml`` as::
     [project.entry-points."streambed.observations"]
     example-throughput = "streambed_example.throughput:ThroughputObservation"
 
-The contract is described in ``abr_service.observation``: ``version``, ``shape``, optional
+The contract is described in ``streambed.abr_service.observation``: ``version``, ``shape``, optional
 ``high``/``low``, and ``update``, which writes a whole batch of sessions in place.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from abr_service.video import Video
+from streambed.abr_service.video import Video
 
 
 class ThroughputObservation:

@@ -8,7 +8,7 @@ Registered in ``pyproject.toml`` as::
 
 after which ``streambed train ppo --arch tiny-mlp`` trains one, and its checkpoints (which name
 the architecture and its observation) load in ``streambed serve --model`` and ``streambed eval
---model``. The contract is described in ``abr_service.architectures``: a class with ``name``,
+--model``. The contract is described in ``streambed.abr_service.architectures``: a class with ``name``,
 ``obs_version``, ``actor(num_levels)``, ``critic(num_levels)`` and optional ``defaults``.
 
 ``tiny-mlp`` reads the built-in Pensieve observation (6 x 8); ``tiny-mlp-throughput`` reads
@@ -21,7 +21,7 @@ from math import prod
 
 from torch import nn
 
-from abr_service.observation import OBS_VERSION, S_INFO, S_LEN
+from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN
 from streambed_example.throughput import ThroughputObservation
 
 HIDDEN = 64

@@ -1,0 +1,1 @@
+"""The learned policies Streambed ships (data only; see README.md here)."""
