@@ -31,8 +31,8 @@ from typing import Any
 
 from streambed.emulation.calibrate import calibrate
 from streambed.emulation.orchestrate import EmulateConfig, emulate
-from streambed.reports.fidelity import sim_vs_emu
 from streambed.reports.sessionlog import read_jsonl
+from streambed.trainer.replay import sim_vs_emu
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

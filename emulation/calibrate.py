@@ -27,12 +27,12 @@ Two objectives:
     share one fitted offset (a third parameter, on a grid).
 ``qoe``
     Searches (``rtt_s``, ``payload_factor``) for the smallest mean absolute per-trace QoE gap
-    by re-simulating the emulation's sessions (:func:`streambed.reports.fidelity.simulate_plan`): a
+    by re-simulating the emulation's sessions (:func:`streambed.trainer.replay.simulate_plan`): a
     coarse grid, then pattern-search refinements with halving steps around the best point.
 
 Either way the QoE gap before (default constants) and after (fitted) is measured by
 re-simulating, with the simulated sessions starting where the emulated ones started in their
-traces (``streambed.reports.fidelity.rotate_trace``: like with like, the main comparison by default) and
+traces (``streambed.trainer.replay.rotate_trace``: like with like, the main comparison by default) and
 at the traces' beginning (as ``streambed eval`` and ``simulate_like`` by default);
 :func:`calibrate` writes both comparisons and ``calibration.json``.
 """
@@ -52,20 +52,17 @@ from typing import Any
 import numpy as np
 
 from streambed.core.errors import ConfigError
-from streambed.reports.fidelity import (
-    EmulationPlan,
-    fidelity_summary,
-    match,
-    plan_from_emulation,
-    read_per_trace,
-    session_dir,
-    simulate_plan,
-    write_sim_vs_emu,
-    write_simulation,
-)
+from streambed.reports.fidelity import fidelity_summary, match, read_per_trace, write_sim_vs_emu
 from streambed.reports.sessionlog import read_jsonl
 from streambed.reports.summary import SessionMetrics
 from streambed.traces import Trace
+from streambed.trainer.replay import (
+    EmulationPlan,
+    plan_from_emulation,
+    session_dir,
+    simulate_plan,
+    write_simulation,
+)
 from streambed.trainer.simulator import SimConfig
 
 log = logging.getLogger(__name__)

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         + (", interrupted" if result.interrupted else "")
     )
     if args.compare_sim and result.done and not result.interrupted:
-        from streambed.reports.fidelity import sim_vs_emu
+        from streambed.trainer.replay import sim_vs_emu
 
         found = sim_vs_emu(args.out, progress=not args.no_progress)["overall"]
         gap = found.get("qoe_gap_mean_abs")

@@ -15,8 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / "build" / "lint"
@@ -67,7 +68,9 @@ def mypy() -> int:
 
 def imports() -> int:
     tree = link_tree()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])
+    )
     # From inside the tree: the checkout's own streambed/ folder must not shadow it.
     config = str(ROOT / "pyproject.toml")
     return run(str(BIN / "lint-imports"), "--no-cache", config, env=env, cwd=tree)

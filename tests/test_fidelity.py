@@ -34,10 +34,7 @@ from streambed.reports.fidelity import (
     SIM_VS_EMU_PNG,
     compare,
     compare_matched,
-    plan_from_emulation,
     read_per_trace,
-    rotate_trace,
-    simulate_like,
     write_sim_vs_emu,
 )
 from streambed.reports.sessionlog import ChunkRecord, write_jsonl
@@ -45,6 +42,7 @@ from streambed.reports.summary import SessionMetrics, session_metrics, write_rep
 from streambed.traces import Trace, load_traceset
 from streambed.traces.formats import save_pensieve
 from streambed.trainer.evaluate import evaluate
+from streambed.trainer.replay import plan_from_emulation, rotate_trace, simulate_like
 from streambed.trainer.simulator import SimConfig, Simulator
 
 TRUE = SimConfig(rtt_s=0.12, payload_factor=0.9)
