@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -158,7 +159,8 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
             settings.algorithm,
         )
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc from assets in the wheel (fastapi-offline), not a CDN.
+    app = FastAPIOffline(
         title="Streambed ABR decision service",
         version=__version__,
         description=DESCRIPTION,
