@@ -31,6 +31,11 @@ FLAGS: dict[str, str] = {
     "log_dir": "log_dir",
     "run_id": "run_id",
     "access_log": "access_log",
+    "head_timeout_s": "head_timeout_s",
+    "body_timeout_s": "body_timeout_s",
+    "max_connections": "max_connections",
+    "decision_threads": "decision_threads",
+    "max_pending_decisions": "max_pending_decisions",
 }
 
 
@@ -66,6 +71,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--log-dir", type=Path, help="one JSON-lines decision log per session here")
     p.add_argument("--run-id", help="tag written into every decision log line")
     p.add_argument("--access-log", action="store_true", default=None, help="log every HTTP request")
+    p.add_argument(
+        "--head-timeout-s",
+        type=float,
+        help="close a connection whose request head takes longer (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        help="close a connection whose request body takes longer after the head (default 30)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, help="connections at once, 503 beyond (default 1000)"
+    )
+    p.add_argument("--decision-threads", type=int, help="threads running decisions (default 4)")
+    p.add_argument(
+        "--max-pending-decisions",
+        type=int,
+        help="decisions running or queued at once, 503 beyond (default 256)",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,5 +124,13 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # one small forward pass per request: threads only add latency
     app = create_app(settings)
     log.info("listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    run_server(app, settings.host, settings.port, settings.access_log)
+    run_server(
+        app,
+        settings.host,
+        settings.port,
+        settings.access_log,
+        head_timeout_s=settings.head_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
     return 0

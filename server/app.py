@@ -4,8 +4,10 @@ What a client can rely on:
 
 * ``GET``/``HEAD`` of any regular file under the content root, with ``Content-Length``,
   ``Accept-Ranges: bytes`` and single or multiple byte ranges (206 with ``Content-Range``; 416
-  with ``Content-Range: bytes */SIZE`` when no range is satisfiable). A malformed Range (another
-  unit, bad syntax, last < first) is ignored: 200 with the whole file.
+  with ``Content-Range: bytes */SIZE`` when no range is satisfiable). Of several ranges, the
+  unsatisfiable ones are dropped and the rest served; overlapping ones are merged. A malformed
+  Range (another unit, bad syntax, last < first) or one of more than :data:`MAX_RANGES` ranges
+  is ignored: 200 with the whole file.
 * Types: ``.mpd`` application/dash+xml, ``.mp4`` (init segments) video/mp4, ``.m4s`` (media
   segments) video/iso.segment (the IANA type for ISO BMFF media segments), ``.json``
   application/json, anything else application/octet-stream.
@@ -51,7 +53,10 @@ DEFAULT_MEDIA_TYPE = "application/octet-stream"
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, Content-Type"
 PREFLIGHT_MAX_AGE_S = 600
-_RANGE_SPEC = re.compile(r"\s*(?:(\d+)-(\d*)|-\d+)\s*")
+_RANGE_SPEC = re.compile(r"\s*(?:(\d+)-(\d*)|-(\d+))\s*")
+MAX_RANGES = 32
+"""Most ranges in one Range header; a longer list is ignored (RFC 9110 allows it)."""
+_BIG = 10**18  # any position past every file: longer digit strings read as this
 
 WEB_DIR = Path(str(files("streambed.player") / "web"))
 """The dash.js player's files (``player/web``)."""
@@ -78,31 +83,63 @@ SETUP_HINT = (
 )
 
 
-def valid_range(value: str) -> bool:
-    """Whether a Range header is a well-formed ``bytes=`` range set (RFC 9110 14.1.1)."""
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else _BIG
+
+
+def parse_range(value: str, size: int) -> list[tuple[int, int]] | None:
+    """The satisfiable ``(first, last)`` byte positions of a ``bytes=`` Range header for a file
+    of ``size`` bytes, clipped to it (RFC 9110 14.1.1); None when the header is to be ignored
+    (malformed, another unit, more than :data:`MAX_RANGES` ranges)."""
     unit, sep, specs = value.partition("=")
     if not sep or unit.strip().lower() != "bytes":
-        return False
-    for spec in specs.split(","):
+        return None
+    parts = specs.split(",")
+    if len(parts) > MAX_RANGES:
+        return None
+    found = []
+    for spec in parts:
         match = _RANGE_SPEC.fullmatch(spec)
         if match is None:
-            return False
-        first, last = match.group(1), match.group(2)
-        if first is not None and last and int(last) < int(first):
-            return False
-    return True
+            return None
+        first_text, last_text, suffix = match.groups()
+        if suffix is not None:
+            length = _position(suffix)
+            first, last = max(size - length, 0), size - 1
+            if length == 0:
+                continue
+        else:
+            first = _position(first_text)
+            last = _position(last_text) if last_text else _BIG
+            if last < first:
+                return None
+            last = min(last, size - 1)
+        if first < size:
+            found.append((first, last))
+    return found
 
 
 class _FileResponse(FileResponse):
-    """FileResponse that ignores an invalid Range header (answers 200 with the whole file), as
-    RFC 9110 allows, where Starlette would answer 400."""
+    """FileResponse whose Range handling follows :func:`parse_range`: an invalid Range header
+    is ignored (200 with the whole file, as RFC 9110 allows, where Starlette answers 400) and
+    unsatisfiable parts of a multi-range request are dropped (Starlette answers 416)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k.lower() != b"range" or valid_range(v.decode("latin-1"))
-        ]
+        if self.stat_result is None:  # always given here; Starlette would stat the file itself
+            self.stat_result = os.stat(self.path)
+        size = self.stat_result.st_size
+        headers = []
+        for key, value in scope["headers"]:
+            if key.lower() != b"range":
+                headers.append((key, value))
+                continue
+            ranges = parse_range(value.decode("latin-1"), size)
+            if ranges is None:
+                continue
+            # Rewritten in canonical form, so Starlette sees only satisfiable ranges (or, when
+            # there are none, one that makes it answer 416).
+            canonical = ",".join(f"{a}-{b}" for a, b in ranges) or f"{size}-"
+            headers.append((key, f"bytes={canonical}".encode()))
         await super().__call__({**scope, "headers": headers}, receive, send)
 
 

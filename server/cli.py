@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _flag_or_env(value: Any, name: str, default: Any, kind: Any) -> Any:
+    """A flag's value, else the ``STREAMBED_*`` variable ``name``, else ``default``."""
+    if value is not None:
+        return value
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{name}={text!r}: {exc}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return value
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "origin",
@@ -62,6 +86,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    p.add_argument(
+        "--head-timeout-s",
+        type=_positive_float,
+        help="close a connection whose request head takes longer (default 10; "
+        "STREAMBED_HEAD_TIMEOUT_S)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=_positive_float,
+        help="close a connection whose request body takes longer after the head (default 30; "
+        "STREAMBED_BODY_TIMEOUT_S)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        help="connections at once, 503 beyond (default 1000; STREAMBED_MAX_CONNECTIONS)",
+    )
     p.set_defaults(func=run_serve)
     sub = p.add_subparsers(dest="origin_command", metavar="SUBCOMMAND")
 
@@ -167,14 +208,24 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
 
-    from streambed.core.servers import run_server
+    from streambed.core.servers import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_CONNECTIONS, run_server
     from streambed.server.app import create_app
     from streambed.server.build import MPD_NAME, verify_content
 
+    head_timeout_s = _flag_or_env(
+        args.head_timeout_s, "STREAMBED_HEAD_TIMEOUT_S", HEAD_TIMEOUT_S, _positive_float
+    )
+    body_timeout_s = _flag_or_env(
+        args.body_timeout_s, "STREAMBED_BODY_TIMEOUT_S", BODY_TIMEOUT_S, _positive_float
+    )
+    max_connections = _flag_or_env(
+        args.max_connections, "STREAMBED_MAX_CONNECTIONS", MAX_CONNECTIONS, _positive_int
+    )
     if args.content is None:
         raise ConfigError("origin: --content DIR is required (or use 'streambed origin build')")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be 0..65535")
+
     app = create_app(args.content)
     try:
         manifest, video = verify_content(args.content)
@@ -189,5 +240,13 @@ def run_serve(args: argparse.Namespace) -> int:
     except ContentError as exc:  # still servable: any files are, only the check failed
         log.warning("content check failed: %s", exc)
     log.info("MPD at http://%s:%d/%s", args.host, args.port, MPD_NAME)
-    run_server(app, args.host, args.port, args.access_log)
+    run_server(
+        app,
+        args.host,
+        args.port,
+        args.access_log,
+        head_timeout_s=head_timeout_s,
+        body_timeout_s=body_timeout_s,
+        max_connections=max_connections,
+    )
     return 0

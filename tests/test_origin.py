@@ -113,6 +113,38 @@ def test_byte_ranges(site: tuple[str, Path]) -> None:
         assert r.status_code == 206 and r.headers["content-type"].startswith("multipart/byteranges")
 
 
+def test_multi_range_edge_cases(site: tuple[str, Path]) -> None:
+    """Unsatisfiable parts of a range set are dropped, not a 416 for all; suffixes longer than
+    the file, whitespace, overlaps, giant numbers and over-long lists behave."""
+    url, root = site
+    data = (root / CHUNK).read_bytes()
+    size = len(data)
+    with httpx.Client(base_url=url) as client:
+        r = client.get(f"/{CHUNK}", headers={"Range": f"bytes=0-10,{size + 10}-{size + 20}"})
+        assert r.status_code == 206, r.text
+        assert r.headers["content-range"] == f"bytes 0-10/{size}" and r.content == data[:11]
+        r = client.get(f"/{CHUNK}", headers={"Range": f"bytes={size * 9}-, 5-9"})
+        assert r.status_code == 206 and r.content == data[5:10]
+        r = client.get(f"/{CHUNK}", headers={"Range": f"bytes=-{size * 10}"})  # whole file
+        assert r.status_code == 206 and r.content == data
+        assert r.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+        r = client.get(f"/{CHUNK}", headers={"Range": "bytes = 2-4"})
+        assert r.status_code == 206 and r.content == data[2:5]
+        r = client.get(f"/{CHUNK}", headers={"Range": "bytes=0-9,5-19"})  # overlapping: merged
+        assert r.status_code == 206 and r.content == data[:20]
+        r = client.get(f"/{CHUNK}", headers={"Range": "bytes=0-" + "9" * 5000})
+        assert r.status_code == 206 and r.content == data
+        r = client.get(f"/{CHUNK}", headers={"Range": "bytes=" + "9" * 5000 + "-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+        r = client.get(f"/{CHUNK}", headers={"Range": f"bytes={size}-, {size + 1}-, -0"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+        many = "bytes=" + ",".join(f"{i}-{i}" for i in range(0, 400, 2))  # 200 ranges: ignored
+        r = client.get(f"/{CHUNK}", headers={"Range": many})
+        assert r.status_code == 200 and r.content == data
+        r = client.get(f"/{CHUNK}", headers={"Range": "bytes=0-0,2-2,4-4"})  # within the bound
+        assert r.status_code == 206 and r.headers["content-type"].startswith("multipart/")
+
+
 def test_head(site: tuple[str, Path]) -> None:
     url, root = site
     size = (root / CHUNK).stat().st_size

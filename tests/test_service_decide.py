@@ -152,6 +152,19 @@ GOOD = {
         ),
         ({"params": {"reservoir_s": "lots"}}, "params"),
         ({"params": {"no_such": 1}}, "params"),
+        # timestamps are bounded, and so is the download time derived from them
+        (
+            {"last_chunk_download_s": None, "last_chunk_start_ms": 0, "last_chunk_end_ms": 1e308},
+            "last_chunk_end_ms",
+        ),
+        (
+            {"last_chunk_download_s": None, "last_chunk_start_ms": 0, "last_chunk_end_ms": 9e12},
+            "last_chunk_end_ms",
+        ),
+        ({"last_chunk_start_ms": 1e300}, "last_chunk_start_ms"),
+        ({"last_chunk_download_s": 86_401}, "last_chunk_download_s"),
+        # zeros are only forgiven before the first chunk
+        ({"last_chunk_bytes": 0, "last_chunk_download_s": 0}, "last_chunk_bytes"),
     ],
 )
 def test_invalid_fields_get_422_naming_them(
@@ -163,6 +176,33 @@ def test_invalid_fields_get_422_naming_them(
     assert r.status_code == 422, r.text
     locs = [tuple(e["loc"]) for e in r.json()["detail"]]
     assert any(field in loc for loc in locs), locs
+
+
+def test_first_request_may_send_zeros(service: str) -> None:
+    """Simple players send every measurement as 0 before the first chunk: accepted, ignored."""
+    zeros = {
+        "session_id": "zeros",
+        "chunk_index": 0,
+        "last_quality": None,
+        "buffer_s": 0,
+        "last_chunk_bytes": 0,
+        "last_chunk_download_s": 0,
+        "last_chunk_start_ms": 0,
+        "last_chunk_end_ms": 0,
+        "rebuffer_s": 0,
+    }
+    with httpx.Client(base_url=service) as client:
+        r = post(client, zeros)
+        assert r.status_code == 200, r.text
+        assert r.json()["quality"] == 1 and r.json()["fallback"] is False
+        r = post(client, {k: v for k, v in zeros.items() if k != "last_quality"})
+        assert r.status_code == 200, r.text
+        # only zeros are forgiven: a negative size is still wrong
+        r = post(client, {**zeros, "last_chunk_bytes": -5})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "last_chunk_bytes"]
+        paths = client.get("/openapi.json").json()["paths"]
+        schema = paths["/decide"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert "sent as 0" in schema["properties"]["last_quality"]["description"]
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])

@@ -116,6 +116,15 @@ def test_summary_and_bad_bodies(service: str) -> None:
     # the 500 the property-based run once found: a zero-byte chunk (RobustMPC's error term)
     r = httpx.post(service + "/?session=zero", json={**huge, "RebufferTime": 0, "lastChunkSize": 0})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lastChunkSize"]
+    # every number of Pensieve's body is bounded, timestamps included
+    for field, value in (
+        ("lastChunkStartTime", -1e308),
+        ("lastChunkFinishTime", 1e308),
+        ("lastChunkStartTime", 1e14),
+        ("RebufferTime", 1e11),
+    ):
+        r = httpx.post(service + "/?session=bounds", json={**huge, "RebufferTime": 0, field: value})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], field
     r = httpx.post(service + "/", json={"lastRequest": 3})
     missing = {e["loc"][-1] for e in r.json()["detail"]}
     assert {"lastquality", "buffer", "RebufferTime"} <= missing

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from streambed.abr_service.app.decisions import DecisionRunner
 from streambed.abr_service.app.engine import DecisionEngine
 from streambed.abr_service.app.metrics import Metrics
 from streambed.abr_service.app.models_store import ModelStore
@@ -23,6 +24,7 @@ class AppState:
     store: ModelStore
     metrics: Metrics
     token: str | None
+    runner: DecisionRunner = field(default_factory=lambda: DecisionRunner(4, 256))
 
 
 def state(request: Request) -> AppState:

@@ -7,14 +7,17 @@ engine turns that into ``on_chunk`` and then asks ``select`` for chunk k, exactl
 decisions. Chunk 0 is fetched at ``first_quality`` (Pensieve's harness: level 1) unless that is
 -1.
 
-Everything here runs on the event loop thread: no locks, and a model swap is one reference
-assignment that a running decision never sees half-done.
+Decisions run in worker threads (abr_service.app.decisions), one at a time per session: the
+session table and the metrics are guarded by ``lock``, held only for bookkeeping, never while an
+algorithm selects. A model swap is one reference assignment that a running decision never sees
+half-done. Decision logs are written by a background thread (abr_service.app.decision_log).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
@@ -36,9 +39,11 @@ from streambed.abr_service.algorithms import (
     rule_names,
 )
 from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from streambed.abr_service.app.decision_log import DecisionLog
 from streambed.abr_service.app.metrics import Metrics
 from streambed.abr_service.app.models_store import ActiveModel, ModelStore
 from streambed.abr_service.app.schemas import (
+    MAX_DOWNLOAD_S,
     MIN_DOWNLOAD_S,
     DecideRequest,
     DecideResponse,
@@ -117,8 +122,11 @@ class DecisionEngine:
         self.session_idle_s = session_idle_s
         self.max_sessions = max_sessions
         self.log_dir = log_dir
+        self.decision_log: DecisionLog | None = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
+            self.decision_log = DecisionLog(log_dir)
+        self.lock = threading.Lock()
         self.run_id = run_id
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -239,7 +247,8 @@ class DecisionEngine:
         return session
 
     def end_session(self, session_id: str) -> bool:
-        return self.sessions.pop(session_id, None) is not None
+        with self.lock:
+            return self.sessions.pop(session_id, None) is not None
 
     # --- deciding ----------------------------------------------------------------------------
 
@@ -267,9 +276,10 @@ class DecisionEngine:
                     "(or both last_chunk_start_ms and last_chunk_end_ms)",
                 )
             download_s = (req.last_chunk_end_ms - req.last_chunk_start_ms) / 1000.0
-            if not download_s >= MIN_DOWNLOAD_S:
+            if not MIN_DOWNLOAD_S <= download_s <= MAX_DOWNLOAD_S:
                 raise field_error(
-                    ("last_chunk_end_ms",), "must be at least 0.1 ms after last_chunk_start_ms"
+                    ("last_chunk_end_ms",),
+                    "must be 0.1 ms to a day (86,400,000 ms) after last_chunk_start_ms",
                 )
         return ChunkFeedback(
             chunk_index=req.chunk_index - 1,
@@ -283,7 +293,8 @@ class DecisionEngine:
     def decide(self, req: DecideRequest) -> DecideResponse:
         started = time.perf_counter()
         now = self.clock()
-        self._expire(now)
+        with self.lock:
+            self._expire(now)
         video = self.default_video if req.video is None else self.videos.get(req.video)
         if video is None:
             raise ServiceError(
@@ -296,7 +307,8 @@ class DecisionEngine:
                 f"({video.num_chunks} chunks, 0..{video.num_chunks - 1})",
             )
         feedback = self._feedback(req, video)
-        session = self._session(req, video, now)
+        with self.lock:
+            session = self._session(req, video, now)
         key = (
             req.chunk_index,
             req.last_quality,
@@ -325,7 +337,8 @@ class DecisionEngine:
         fallback = reason is not None
         if fallback:
             quality = self._fallback(session, req)
-            self.metrics.observe_fallback(session.algorithm, reason or "")
+            with self.lock:
+                self.metrics.observe_fallback(session.algorithm, reason or "")
             log.warning(
                 "session %s chunk %d: %s failed (%s); %s decided",
                 session.session_id,
@@ -349,8 +362,9 @@ class DecisionEngine:
             reason=reason,
         )
         session.last_key, session.last_response = key, response
-        self.metrics.observe_decision(session.algorithm, elapsed, fallback)
-        if self.log_dir is not None:
+        with self.lock:
+            self.metrics.observe_decision(session.algorithm, elapsed, fallback)
+        if self.decision_log is not None:
             self._log(req, response)
         return response
 
@@ -398,18 +412,14 @@ class DecisionEngine:
         return min(max(int(quality), 0), session.video.num_levels - 1)
 
     def _log(self, req: DecideRequest, response: DecideResponse) -> None:
-        assert self.log_dir is not None
+        assert self.decision_log is not None
         line = {
             "ts": time.time(),
             "run_id": self.run_id,
             **req.model_dump(exclude_none=True),
             **response.model_dump(),
         }
-        try:
-            with open(self.log_dir / f"{req.session_id}.jsonl", "a") as fh:
-                fh.write(json.dumps(line) + "\n")
-        except OSError as exc:
-            log.error("decision log %s: %s", self.log_dir, exc)
+        self.decision_log.write(req.session_id, json.dumps(line))
 
     # --- the legacy Pensieve protocol --------------------------------------------------------
 
@@ -447,7 +457,9 @@ class DecisionEngine:
             if exc.status == 422 and isinstance(exc.detail, list):
                 raise ServiceError(422, _legacy_errors(exc.detail)) from None
             raise
-        self.sessions[session_id].legacy_rebuffer_ms = body.RebufferTime
+        session = self.sessions.get(session_id)
+        if session is not None:  # else evicted meanwhile by another session's request
+            session.legacy_rebuffer_ms = body.RebufferTime
         return str(response.quality)
 
 

@@ -6,6 +6,8 @@ import atexit
 import logging
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streambed import __version__
 from streambed.abr_service.algorithms import available_algorithms, rule_names
+from streambed.abr_service.app.decisions import DecisionRunner
 from streambed.abr_service.app.deps import AppState
 from streambed.abr_service.app.engine import DecisionEngine, ServiceError
 from streambed.abr_service.app.metrics import Metrics
@@ -159,13 +162,24 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
             settings.algorithm,
         )
 
+    if engine.decision_log is not None:
+        atexit.register(engine.decision_log.close)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if engine.decision_log is not None:
+            engine.decision_log.close()  # writes what is queued
+
     # FastAPIOffline: /docs and /redoc from assets in the wheel (fastapi-offline), not a CDN.
     app = FastAPIOffline(
         title="Streambed ABR decision service",
         version=__version__,
         description=DESCRIPTION,
+        lifespan=lifespan,
     )
-    app.state.streambed = AppState(settings, engine, store, metrics, token)
+    runner = DecisionRunner(settings.decision_threads, settings.max_pending_decisions)
+    app.state.streambed = AppState(settings, engine, store, metrics, token, runner)
     for router in (decide.router, sessions.router, models.router, catalog.router, health.router):
         app.include_router(router)
     app.include_router(legacy.router)

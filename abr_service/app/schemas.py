@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streambed.abr_service.app.models_store import ModelInfo
 
@@ -15,6 +15,13 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool
 MIN_DOWNLOAD_S = 1e-4
 """Shortest download time accepted: keeps every throughput finite."""
+MAX_DOWNLOAD_S = 86_400.0
+"""Longest download time accepted, given or derived from the chunk's timestamps."""
+MAX_TIMESTAMP_MS = 1e13
+"""Largest timestamp accepted, ms (any epoch: Unix milliseconds reach it in the year 2286)."""
+MAX_CUMULATIVE_REBUFFER_MS = 1e10
+"""Largest cumulative stall accepted from Pensieve's player, ms (about 115 days)."""
+_FIRST_MEASUREMENTS = ("last_chunk_bytes", "last_chunk_download_s")
 
 DECIDE_EXAMPLE_FIRST: dict[str, Any] = {
     "session_id": "player-42",
@@ -34,7 +41,11 @@ DECIDE_EXAMPLE: dict[str, Any] = {
 
 
 class DecideRequest(BaseModel):
-    """What a player measured since its previous request, and which chunk it asks about."""
+    """What a player measured since its previous request, and which chunk it asks about.
+
+    Before the first chunk (``last_quality`` null) nothing has been measured: a measurement
+    sent as 0 then (simple players send zeros) is accepted and ignored.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -47,7 +58,11 @@ class DecideRequest(BaseModel):
     )
     chunk_index: int = Field(ge=0, le=1_000_000, description="The chunk about to be requested.")
     last_quality: int | None = Field(
-        None, ge=0, le=255, description="Level of the chunk just downloaded; null before chunk 0."
+        None,
+        ge=0,
+        le=255,
+        description="Level of the chunk just downloaded; null before chunk 0 (then the "
+        "measurements below mean nothing and may be left out or sent as 0).",
     )
     buffer_s: float = Field(ge=0, le=86_400, allow_inf_nan=False, description="Buffer now, s.")
     last_chunk_bytes: int | None = Field(
@@ -56,15 +71,23 @@ class DecideRequest(BaseModel):
     last_chunk_download_s: float | None = Field(
         None,
         ge=MIN_DOWNLOAD_S,
-        le=86_400,
+        le=MAX_DOWNLOAD_S,
         allow_inf_nan=False,
-        description="Its request-to-last-byte time, s (at least 0.1 ms).",
+        description="Its request-to-last-byte time, s (at least 0.1 ms, at most a day).",
     )
     last_chunk_start_ms: float | None = Field(
-        None, ge=0, allow_inf_nan=False, description="Or its request time, ms (any epoch)."
+        None,
+        ge=0,
+        le=MAX_TIMESTAMP_MS,
+        allow_inf_nan=False,
+        description="Or its request time, ms (any epoch).",
     )
     last_chunk_end_ms: float | None = Field(
-        None, ge=0, allow_inf_nan=False, description="And its last byte's time, ms (same epoch)."
+        None,
+        ge=0,
+        le=MAX_TIMESTAMP_MS,
+        allow_inf_nan=False,
+        description="And its last byte's time, ms (same epoch; 0.1 ms to a day after the start).",
     )
     rebuffer_s: float = Field(
         0.0,
@@ -82,6 +105,19 @@ class DecideRequest(BaseModel):
     params: dict[str, ParamValue] | None = Field(
         None, description='Algorithm parameters for this session, e.g. {"reservoir_s": 8}.'
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zeros_before_first_chunk(cls, data: Any) -> Any:
+        """Drop measurements sent as 0 while ``last_quality`` is null: they mean nothing yet."""
+        if not isinstance(data, dict) or data.get("last_quality") is not None:
+            return data
+        zeros = [
+            k
+            for k in _FIRST_MEASUREMENTS
+            if k in data and not isinstance(data[k], bool) and data[k] == 0
+        ]
+        return {k: v for k, v in data.items() if k not in zeros} if zeros else data
 
 
 class DecideResponse(BaseModel):
@@ -104,9 +140,9 @@ class LegacyRequest(BaseModel):
     lastRequest: int = Field(ge=0, le=1_000_000)
     lastquality: int = Field(ge=0, le=255)
     buffer: float = Field(ge=0, le=86_400, allow_inf_nan=False)
-    RebufferTime: float = Field(ge=0, allow_inf_nan=False)
-    lastChunkStartTime: float = Field(allow_inf_nan=False)
-    lastChunkFinishTime: float = Field(allow_inf_nan=False)
+    RebufferTime: float = Field(ge=0, le=MAX_CUMULATIVE_REBUFFER_MS, allow_inf_nan=False)
+    lastChunkStartTime: float = Field(ge=0, le=MAX_TIMESTAMP_MS, allow_inf_nan=False)
+    lastChunkFinishTime: float = Field(ge=0, le=MAX_TIMESTAMP_MS, allow_inf_nan=False)
     lastChunkSize: int = Field(ge=1, le=10**10)
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streambed.core.errors import ConfigError
+from streambed.core.servers import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_CONNECTIONS
 
 
 class Settings(BaseSettings):
@@ -52,6 +53,18 @@ class Settings(BaseSettings):
     """Tag written into every decision log line."""
     access_log: bool = False
     """uvicorn's per-request access log (off: it costs throughput)."""
+    head_timeout_s: float = Field(default=HEAD_TIMEOUT_S, gt=0, le=3600)
+    """A connection whose request head is not complete this long after the connection or the
+    request's first byte is closed (408)."""
+    body_timeout_s: float = Field(default=BODY_TIMEOUT_S, gt=0, le=3600)
+    """A request whose body is not complete this long after its head is closed."""
+    max_connections: int = Field(default=MAX_CONNECTIONS, ge=1)
+    """Connections (and requests running) at once; beyond it requests get 503."""
+    decision_threads: int = Field(default=4, ge=1, le=64)
+    """Worker threads running decisions off the event loop (a session's requests run in
+    order, one at a time)."""
+    max_pending_decisions: int = Field(default=256, ge=1)
+    """Decisions running or waiting at once; beyond it /decide and POST / answer 503."""
 
     def read_token(self) -> str | None:
         """The configured upload token, or None when uploads are disabled."""

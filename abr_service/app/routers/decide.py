@@ -14,6 +14,7 @@ ERRORS = {
     409: {"description": "The session or the model cannot serve this request."},
     413: {"description": "Body too large."},
     422: {"description": "Malformed JSON, or a missing or out-of-range field (named)."},
+    503: {"description": "Too many decisions running or queued; retry (Retry-After)."},
 }
 
 
@@ -31,5 +32,7 @@ async def decide(request: Request) -> Response:
     preflight).
     """
     req = parse_body(DecideRequest, await request.body())
-    response = state(request).engine.decide(req)
+    app = state(request)
+    # In a worker thread: a slow algorithm must not stall other clients or /healthz.
+    response = await app.runner.run(req.session_id, lambda: app.engine.decide(req))
     return Response(response.model_dump_json(), media_type="application/json")

@@ -26,5 +26,7 @@ async def healthz(request: Request) -> dict[str, object]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
     app = state(request)
-    text = app.metrics.render(len(app.engine.sessions), app.store.active_labels())
+    labels = app.store.active_labels()
+    with app.engine.lock:  # decisions update the metrics from worker threads
+        text = app.metrics.render(len(app.engine.sessions), labels)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

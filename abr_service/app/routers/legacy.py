@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
     response_class=PlainTextResponse,
     openapi_extra=body_schema(LegacyRequest),
     summary="Pensieve's ABR server protocol",
-    responses={422: {"description": "A field of Pensieve's body is missing or invalid."}},
+    responses={
+        422: {"description": "A field of Pensieve's body is missing or invalid."},
+        503: {"description": "Too many decisions running or queued; retry (Retry-After)."},
+    },
 )
 async def legacy(request: Request) -> PlainTextResponse:
     """The level index as text, ``REFRESH`` after the last chunk, empty for the end summary.
@@ -40,5 +43,6 @@ async def legacy(request: Request) -> PlainTextResponse:
     client = request.query_params.get("session") or (
         request.client.host if request.client else "unknown"
     )
-    text = state(request).engine.legacy(client, body)
+    app = state(request)
+    text = await app.runner.run(f"legacy-{client}", lambda: app.engine.legacy(client, body))
     return PlainTextResponse(text, headers=headers)
