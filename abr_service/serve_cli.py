@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from streambed.abr_service.app.main import create_app
-    from streambed.core.servers import run_server
+    from streambed.core.servers import check_bindable, run_server
 
     settings = settings_from_args(args)
+    check_bindable(settings.host, settings.port)
     torch.set_num_threads(1)  # one small forward pass per request: threads only add latency
     app = create_app(settings)
     log.info("listening on http://%s:%d (docs at /docs)", settings.host, settings.port)

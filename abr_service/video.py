@@ -140,7 +140,7 @@ def load_video(path: str | Path, bitrates_kbps: Sequence[int] | None = None) -> 
     if path.is_dir():
         if (path / VIDEO_JSON).is_file():
             return _load_json(path / VIDEO_JSON)
-        if (path / "video_size_0").is_file():
+        if any(path.glob("video_size_*")):
             return _load_pensieve_dir(path, bitrates_kbps)
         raise VideoError(
             f"{path}: not a video description (expected {VIDEO_JSON} or video_size_0..K files)"
@@ -194,6 +194,18 @@ def _load_pensieve_dir(directory: Path, bitrates_kbps: Sequence[int] | None) -> 
     while (directory / f"video_size_{level}").is_file():
         files.append(directory / f"video_size_{level}")
         level += 1
+    # A gap (video_size_2 missing beside video_size_3) must not pass as a shorter ladder.
+    found = sorted(
+        int(f.name.removeprefix("video_size_"))
+        for f in directory.glob("video_size_*")
+        if f.name.removeprefix("video_size_").isdigit()
+    )
+    missing = sorted(set(range(found[-1] + 1)) - set(found)) if found else []
+    if missing:
+        names = ", ".join(f"video_size_{n}" for n in missing)
+        raise VideoError(
+            f"{directory}: {names} missing (levels are video_size_0..{found[-1]}, one file each)"
+        )
     rows: list[list[int]] = []
     for file in files:
         row: list[int] = []

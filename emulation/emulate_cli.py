@@ -87,10 +87,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from streambed.abr_service.algorithms.registry import check_names, run_params
+    from streambed.cli import comma_list
     from streambed.emulation.orchestrate import EmulateConfig, emulate
 
-    algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
-    from streambed.abr_service.algorithms.registry import check_names, run_params
+    algorithms = tuple(comma_list(args.algorithms, "--algorithms"))
 
     if args.abr is None:  # the service this command starts knows this process's algorithms
         check_names(algorithms)

@@ -333,6 +333,8 @@ class _Runner:
             return "interrupted"
         status = session_status(log_dir / "session.json")
         if rc == 0 and status == "done":
+            for warning in _warnings(log_dir):  # e.g. the service's video is not the MPD's
+                log.warning("session %s/%s: %s", job.algorithm, job.label, warning)
             return None
         return f"exit status {rc}, session {status or 'without session.json'}: {_reason(log_dir)}"
 
@@ -351,6 +353,14 @@ class _Runner:
                     except subprocess.TimeoutExpired:
                         return -1  # closing the link kills it
                 time.sleep(_POLL_S)
+
+
+def _warnings(log_dir: Path) -> list[str]:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        found = json.loads((log_dir / "session.json").read_text()).get("warnings")
+        if isinstance(found, list):
+            return [str(w) for w in found]
+    return []
 
 
 def _reason(log_dir: Path) -> str:

@@ -67,6 +67,7 @@ from streambed.player.session import (
     EXIT_DONE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_NO_SERVICE,
     EXIT_ORIGIN,
     EXIT_TERMINATED,
     PENSIEVE_LOG,
@@ -398,6 +399,14 @@ class BrowserSession:
             return "interrupted", interrupted, why
         driver = self.driver_done or {}
         if self.done is not None and self.done.get("status") == "done":
+            if self.chunks and not any(a.get("ok") for a in self.answers.values()):
+                # As the headless player: played to the end, but never by the service.
+                return (
+                    "no_service",
+                    EXIT_NO_SERVICE,
+                    f"no decision came from the decision service at {self.config.abr_url}: "
+                    f"every chunk was decided by the rule's local BBA",
+                )
             return "done", EXIT_DONE, None
         if self.done is not None:
             return "failed", EXIT_ORIGIN, str(self.done.get("reason") or "the page failed")

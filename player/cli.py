@@ -2,8 +2,10 @@
 
 A thin layer over :func:`streambed.player.session.play_session` (which defines the semantics and the
 files). Exit status: 0 the session finished; 3 it gave up on the origin (the reason is in
-``session.json`` and on stderr); 2 a usage error; 130/143 interrupted by SIGINT/SIGTERM
-(files written). The decision service being down never fails a session.
+``session.json`` and on stderr); 4 it finished but not one decision came from the decision
+service (local BBA decided every chunk: a wrong ``--abr`` or a service down throughout); 2 a
+usage error; 130/143 interrupted by SIGINT/SIGTERM (files written). The decision service
+being down never stops a session.
 
 With ``--browser`` the session is played by dash.js in headless Chromium
 (:func:`streambed.player.browser.play_browser`; same files and exit statuses; ``PlayerConfig.player``
@@ -70,7 +72,9 @@ def register(subparsers: Any) -> None:
             "download it, keep a real-time playout buffer, and log every chunk. Writes "
             "LOG/chunks.jsonl (one JSON line per chunk, as it happens), LOG/pensieve.log "
             "(Pensieve's format) and LOG/session.json (outcome and totals). Exit status: 0 "
-            "done, 3 gave up on the origin, 2 usage error, 130/143 interrupted."
+            "done, 3 gave up on the origin, 4 played to the end but no decision ever came "
+            "from the service (every chunk local BBA: check --abr), 2 usage error, 130/143 "
+            "interrupted."
         ),
         epilog=(
             "example: streambed play --mpd http://127.0.0.1:8080/manifest.mpd "

@@ -15,7 +15,9 @@ The local fallback is BBA (the service's default fallback) fed every chunk the s
 so it decides on the session's full history; for chunk 0 it takes ``first_quality`` as the
 service does. The service is asked again for the next chunk: a session never stops because
 the service is down. When the service answers with its own fallback (its algorithm failed),
-the level is followed and recorded as a fallback with reason ``service: ...``.
+the level is followed and recorded as a fallback with reason ``service: ...``. An answer whose
+``bitrate_kbps`` is not the MPD's for that level (the service decides for another video) is
+followed, and warned about once (``Decider.warnings``, in ``session.json``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from streambed.abr_service.algorithms.base import ChunkFeedback, PlayerState
 from streambed.abr_service.algorithms.buffer_based import BBA
 from streambed.abr_service.app.schemas import MIN_DOWNLOAD_S
 from streambed.abr_service.video import Video
+from streambed.player.downloads import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class LocalFallback:
             "mpd", tuple(bitrates_kbps), chunk_s, np.maximum(sizes.round(), 1), max(num_chunks, 1)
         )
         self.algo = BBA(video)
+        self.bitrates_kbps = tuple(bitrates_kbps)
         self.num_levels = len(bitrates_kbps)
 
     def on_chunk(self, m: Measured) -> None:
@@ -178,6 +182,10 @@ class Decider:
         self.video = video
         self.params = params
         self.service_ok: bool | None = None  # None until the first request
+        self.answered = 0
+        """Decisions that came from the service (its own fallback's included)."""
+        self.first_failure: str | None = None
+        self.warnings: list[str] = []
 
     def on_chunk(self, measured: Measured) -> None:
         self.fallback.on_chunk(measured)
@@ -198,9 +206,11 @@ class Decider:
         except httpx.TimeoutException as exc:
             outcome = f"no answer within {self.timeout.read} s ({type(exc).__name__})"
         except httpx.RequestError as exc:  # down, refused, reset mid-answer
-            outcome = _short(f"{type(exc).__name__}: {exc or 'no detail'}")
+            outcome = _short(describe_error(exc))
         if isinstance(outcome, str):
             self._note(False, chunk_index, outcome)
+            if self.first_failure is None:
+                self.first_failure = outcome
             last_quality = last.quality if last is not None else self.first_quality
             quality = self.fallback.select(chunk_index, buffer_s, last_quality, self.first_quality)
             return Decision(
@@ -208,6 +218,8 @@ class Decider:
             )
         self._note(True, chunk_index, None)
         quality, answer = outcome
+        self.answered += 1
+        self._check_ladder(chunk_index, quality, answer.get("bitrate_kbps"))
         served_fallback = answer.get("fallback") is True
         reason = f"service: {answer.get('reason')}" if served_fallback else None
         algorithm = answer.get("algorithm")
@@ -219,6 +231,24 @@ class Decider:
             False,
             algorithm if isinstance(algorithm, str) else None,
         )
+
+    def _check_ladder(self, chunk_index: int, quality: int, service_kbps: object) -> None:
+        """Warn once when the service's ladder is not the MPD's: it decides for another video
+        (e.g. ``--video`` or the service's default), so its levels mean other bitrates."""
+        if self.warnings or isinstance(service_kbps, bool):
+            return
+        if not isinstance(service_kbps, int | float):
+            return
+        mpd_kbps = self.fallback.bitrates_kbps[quality]
+        if abs(service_kbps - mpd_kbps) <= max(1.0, 0.01 * mpd_kbps):
+            return
+        warning = (
+            f"the decision service's video differs from the MPD's: level {quality} is "
+            f"{service_kbps:g} kbps there but {mpd_kbps} kbps in the MPD (chunk {chunk_index}; "
+            "check the service's --video and the session's --video)"
+        )
+        log.warning("session %s: %s", self.session_id, warning)
+        self.warnings.append(warning)
 
     def _note(self, ok: bool, chunk_index: int, reason: str | None) -> None:
         """Log the service going away and coming back once each, not every chunk."""

@@ -15,6 +15,7 @@ Only the successful attempt is timed as the download; the time lost before it is
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +73,25 @@ def _attempt(client: httpx.Client, url: str, keep_body: bool) -> tuple[int, byte
                 return f"short body: {size} of {declared} bytes"
             return size, (b"".join(parts) if keep_body else None)
     except httpx.RequestError as exc:  # refused, reset, timeout, incomplete body
-        return f"{type(exc).__name__}: {exc or 'no detail'}"
+        return describe_error(exc)
+
+
+def describe_error(exc: httpx.RequestError) -> str:
+    """One line for a failed request; behind a netns or mahimahi link, a refused connection
+    says what is usually wrong: the host's server listens on 127.0.0.1 only."""
+    text = f"{type(exc).__name__}: {exc or 'no detail'}"
+    kind = os.environ.get("STREAMBED_LINK_KIND")
+    if (
+        isinstance(exc, httpx.ConnectError)
+        and "refused" in str(exc).lower()
+        and kind in ("netns", "mahimahi")
+    ):
+        host = os.environ.get("STREAMBED_HOST", "$STREAMBED_HOST")
+        text += (
+            f" (behind the {kind} link the host is {host}: its server must listen on 0.0.0.0 "
+            f"or on {host}, not on 127.0.0.1)"
+        )
+    return text
 
 
 def fetch(

@@ -33,8 +33,10 @@ with status ``running`` at the start and replaced at the end: see :meth:`_Player
 Outcomes (``SessionResult.status`` / ``exit_code``): ``done`` 0 (every chunk, or
 ``max_chunks``); ``failed`` 3 (the origin: MPD, init or a chunk could not be fetched after the
 retries, or the MPD is malformed); ``interrupted`` 130 (SIGINT) or 143 (SIGTERM, raised by
-the CLI as :class:`Terminated`), files written and the exception re-raised; ``error`` 1 (a
-bug), files written and the exception re-raised. Invalid configuration raises
+the CLI as :class:`Terminated`), files written and the exception re-raised; ``no_service`` 4
+(every chunk played, but not one decision came from the decision service: local BBA decided
+them all, so the session does not measure the algorithm asked; a wrong ``abr_url`` does
+this); ``error`` 1 (a bug), files written and the exception re-raised. Invalid configuration raises
 :class:`streambed.core.errors.ConfigError` before anything is fetched (the CLI's exit status 2).
 """
 
@@ -74,6 +76,7 @@ EXIT_DONE = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_ORIGIN = 3
+EXIT_NO_SERVICE = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -239,6 +242,7 @@ class _Player:
         self.records: list[ChunkRecord] = []
         self.facts: dict[str, Any] = {}  # MPD, init and start-up measurements for session.json
         self.manifest: Manifest | None = None
+        self.decider: Decider | None = None
         self.started_at = datetime.now(timezone.utc)
         self.t0 = time.monotonic()
         self.link = link_from_env(self.t0)
@@ -270,6 +274,15 @@ class _Player:
         except BaseException as exc:
             self._finish("error", EXIT_ERROR, f"{type(exc).__name__}: {exc}")
             raise
+        decider = self.decider
+        if self.records and decider is not None and decider.answered == 0:
+            # Never fatal mid-session (the service may come back); afterwards, loud.
+            reason = (
+                f"no decision came from the decision service at {self.config.abr_url}: all "
+                f"{len(self.records)} chunks were decided by local BBA ({decider.first_failure})"
+            )
+            log.error("session %s: %s", self.session_id, reason)
+            return self._finish("no_service", EXIT_NO_SERVICE, reason)
         return self._finish("done", EXIT_DONE, None)
 
     @contextmanager
@@ -333,6 +346,7 @@ class _Player:
             video=cfg.video,
             params=cfg.params,
         )
+        self.decider = decider
         buffer = PlaybackBuffer(self.clock())
         last: Measured | None = None
         for k in range(limit):
@@ -435,7 +449,8 @@ class _Player:
         ``init_download_s`` once fetched; ``startup_s`` the session clock when playback started;
         ``rebuffer_s_total`` the stall after start-up (chunks 1..N-1); ``fallbacks`` (of which
         ``fallbacks_local``: the player decided, ``fallbacks_service``: the service's own
-        fallback); ``download_retries``; ``metrics`` as :func:`streambed.reports.summary.session_metrics`
+        fallback); ``download_retries``; ``service_decisions`` (levels
+        the service gave); ``warnings`` (e.g. the service's ladder is not the MPD's); ``metrics`` as :func:`streambed.reports.summary.session_metrics`
         (chunks 2..N; null when undefined).
         """
         cfg = self.config
@@ -479,6 +494,8 @@ class _Player:
             "fallbacks_local": local,
             "fallbacks_service": sum(1 for r in records if r.fallback and _by_service(r)),
             "download_retries": sum(r.attempts - 1 for r in records),
+            "service_decisions": self.decider.answered if self.decider is not None else 0,
+            "warnings": list(self.decider.warnings) if self.decider is not None else [],
             "metrics": metrics,
             "files": {"chunks": CHUNKS_JSONL, "pensieve_log": PENSIEVE_LOG}
             if self.files is not None
@@ -555,6 +572,7 @@ __all__ = [
     "EXIT_DONE",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_SERVICE",
     "EXIT_ORIGIN",
     "EXIT_TERMINATED",
     "EXIT_USAGE",

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def _ladder(text: str) -> list[int]:
     try:
-        ladder = [int(part) for part in text.split(",") if part.strip()]
+        ladder = [int(part) for part in text.split(",")]  # int("") fails: no empty entries
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: want whole kbps separated by commas, e.g. 300,750,1200"
@@ -207,8 +207,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-
-    from streambed.core.servers import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_CONNECTIONS, run_server
+    from streambed.core.servers import (
+        BODY_TIMEOUT_S,
+        HEAD_TIMEOUT_S,
+        MAX_CONNECTIONS,
+        check_bindable,
+        run_server,
+    )
     from streambed.server.app import create_app
     from streambed.server.build import MPD_NAME, verify_content
 
@@ -225,7 +230,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError("origin: --content DIR is required (or use 'streambed origin build')")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be 0..65535")
-
+    check_bindable(args.host, args.port)
     app = create_app(args.content)
     try:
         manifest, video = verify_content(args.content)

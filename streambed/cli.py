@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from streambed import __version__
-from streambed.core.errors import StreambedError
+from streambed.core.errors import ConfigError, StreambedError
 
 # Subcommand -> the module whose ``register(subparsers)`` adds it, in the order --help lists
 # them. Imported only when needed: most pull in heavy libraries (torch, matplotlib), and a
@@ -33,6 +33,18 @@ COMMANDS: dict[str, str] = {
     "report": "streambed.reports.report_cli",
     "demo": "streambed.demo",
 }
+
+
+def comma_list(text: str, flag: str) -> list[str]:
+    """The names of a comma-separated flag value; ``ConfigError`` (one line) for an empty name
+    (``bba,,rb``, a comma at either end) or a name given twice."""
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"{flag} {text!r}: empty name (a doubled comma or one at either end)")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{flag} {text!r}: {', '.join(twice)} given more than once")
+    return names
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -358,7 +358,8 @@ def test_service_down_or_waited_for_synchronously(
         config(origin, dead, tmp_path / "down", max_chunks=3, session_id="down-1"),
         timeout_s=60,
     )
-    assert down.ok, down.reason
+    assert (down.status, down.exit_code) == ("no_service", 4), down.reason
+    assert f"no decision came from the decision service at {dead}" in (down.reason or "")
     assert [r.chunk_index for r in down.records] == [0, 1, 2]
     assert all(r.fallback and "Failed to fetch" in (r.fallback_reason or "") for r in down.records)
     assert down.records[0].quality == 1

@@ -146,8 +146,7 @@ def test_a_failing_session_is_retried_once_and_reported(
     write_trace(traces / "good", 8.0)
     (traces / "garbage").write_text("this is not a trace\n\x00\x01\n")
     out = tmp_path / "out"
-    # No service at --abr: the player decides itself (BBA).
-    code = emulate_netns(traces, video_json, out, "bba", "--abr", "http://127.0.0.1:9")
+    code = emulate_netns(traces, video_json, out, "bba")
     assert code == 1
     failed = json.loads((out / "failed.json").read_text())
     assert [(f["algorithm"], f["trace"], f["attempts"]) for f in failed] == [("bba", "garbage", 2)]
@@ -155,6 +154,23 @@ def test_a_failing_session_is_retried_once_and_reported(
     assert summary["algorithms"]["bba"]["traces"] == 1
     assert summary["sessions"] == {"planned": 2, "done": 1, "failed": 1}
     assert summary["complete"] is False
+
+
+def test_sessions_no_service_answered_are_failed(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    # No service at --abr: every chunk is played (local BBA decides), but such a session does
+    # not measure the algorithm asked, so it is failed, not in the report.
+    _, video_json = inputs
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    write_trace(traces / "good", 8.0)
+    out = tmp_path / "out"
+    code = emulate_netns(traces, video_json, out, "bba", "--abr", "http://127.0.0.1:9")
+    assert code == 1
+    [failed] = json.loads((out / "failed.json").read_text())
+    assert (failed["trace"], failed["attempts"]) == ("good", 2)
+    assert "no decision came from the decision service" in failed["reasons"][0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sessions"] == {"planned": 1, "done": 0, "failed": 1}
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:

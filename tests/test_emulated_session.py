@@ -15,20 +15,21 @@ sessions it started left no namespace or TUN device behind, also when it fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from link_helpers import remove_namespaces_of
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streambed.abr_service.app.main import create_app as create_service
 from streambed.abr_service.app.settings import Settings
@@ -39,7 +40,7 @@ from streambed.player.session import CHUNKS_JSONL, SESSION_JSON
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl
 from streambed.server.app import create_app as create_origin
 from streambed.server.build import build_encoded
-from streambed.server.mpd import MPD_NAME
+from streambed.server.mpd import MPD_NAME, parse_mpd
 from streambed.traces.formats import (
     detect_format,
     load_mahimahi,
@@ -316,18 +317,6 @@ def test_an_outage_stalls_the_session_which_then_finishes(
     assert summary["rebuffer_s_total"] == pytest.approx(rebuffer)
 
 
-def when_logged(
-    path: Path, done: Callable[[list[str]], bool], action: Callable[[], object], timeout_s: float
-) -> None:
-    """Run ``action`` as soon as ``done`` holds for the chunk log's lines at ``path``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and done(path.read_text().splitlines()):
-            break
-        time.sleep(0.005)
-    action()
-
-
 @contextmanager
 def service_process(content: Path, port: int, log_dir: Path, tmp: Path) -> Iterator[Any]:
     """``streambed serve`` on 0.0.0.0:port; yields its Popen once it answers."""
@@ -344,48 +333,70 @@ def service_process(content: Path, port: int, log_dir: Path, tmp: Path) -> Itera
         proc.wait()
 
 
+class ChunkGate:
+    """Wraps the origin: before it serves chunk ``k`` (any level) for the first time, runs
+    ``actions[k]`` in a worker thread and only then answers. The player is single-threaded and
+    fetches chunk k only after it has its level, so while an action runs no decision request is
+    in flight: a service killed there cannot have computed a decision it never delivered."""
+
+    def __init__(self, app: ASGIApp, content: Path, actions: dict[int, Callable[[], object]]):
+        manifest = parse_mpd((content / MPD_NAME).read_bytes(), f"http://origin/{MPD_NAME}")
+        self.app = app
+        self.pending = {
+            urlsplit(manifest.chunk_url(level, k)).path: k
+            for k in actions
+            for level in range(manifest.num_levels)
+        }
+        self.actions = dict(actions)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        k = self.pending.get(scope.get("path", ""))
+        action = self.actions.pop(k, None) if k is not None else None
+        if action is not None:
+            await asyncio.to_thread(action)
+        await self.app(scope, receive, send)
+
+
 def test_service_killed_mid_session_behind_the_link(
-    content: Path, video: Video, origin: str, tmp_path: Path, sessions: list[int]
+    content: Path, video: Video, tmp_path: Path, sessions: list[int]
 ) -> None:
-    """``streambed serve`` is killed (SIGKILL) once chunk 2 is logged, and a new one started
-    on its port once a chunk has been decided without it: the session decides locally
-    meanwhile (fallback, logged), asks the new service again once it answers, and finishes.
-    With a 4 s buffer cap the session paces itself at one chunk per 2 s, which leaves the new
-    service at least 8 s to start."""
+    """``streambed serve`` is killed (SIGKILL) while the player fetches chunk 3, whose level
+    it gave, and a new one is started on its port (and answers) before the player gets chunk
+    4, which it decided locally: the session decides locally for that chunk only (fallback,
+    logged), asks the new service again, and finishes.
+
+    The origin holds each of those two chunks until the kill or the start is done, so no
+    decision request is in flight then: earlier, a kill racing the answer for chunk 3 could
+    leave that decision in the old service's log but not in the player's."""
     trace = tmp_path / "flat.txt"
     trace.write_text("".join(f"{t}\t4.0\n" for t in range(61)))
     port = free_port()
     log_dir, first, second = tmp_path / "log", tmp_path / "dec1", tmp_path / "dec2"
-    chunks = log_dir / CHUNKS_JSONL
     with ExitStack() as stack:
         old = stack.enter_context(service_process(content, port, first, tmp_path))
 
-        def choreography() -> None:
-            when_logged(chunks, lambda lines: len(lines) >= 3, old.kill, 40)
-            when_logged(
-                chunks,
-                lambda lines: any('"fallback":true' in line for line in lines),
-                lambda: stack.enter_context(service_process(content, port, second, tmp_path)),
-                40,
-            )
+        def kill_old() -> None:
+            old.kill()
+            old.wait()
 
-        thread = threading.Thread(target=choreography, daemon=True)
-        thread.start()
-        try:
-            args = player_args(origin, f"http://127.0.0.1:{port}", trace, log_dir)
-            play([*args, "--buffer-cap-s", "4", "--session-id", "kill-1"], sessions)
-        finally:
-            thread.join(60)
+        def start_new() -> None:
+            stack.enter_context(service_process(content, port, second, tmp_path))
+
+        gate = ChunkGate(create_origin(content), content, {3: kill_old, 4: start_new})
+        origin = stack.enter_context(serve_in_thread(gate, host="0.0.0.0"))
+        origin = origin.replace("0.0.0.0", "127.0.0.1")
+        args = player_args(origin, f"http://127.0.0.1:{port}", trace, log_dir)
+        # Long limits: a slow answer on a loaded machine must not pass for the outage.
+        args += ["--decision-timeout-s", "10", "--origin-timeout-s", "90"]
+        play([*args, "--buffer-cap-s", "4", "--session-id", "kill-1"], sessions, 180)
+        assert not gate.actions, "the origin never saw chunk 3 or 4"
     records, summary = session_files(log_dir)
     assert (summary["status"], summary["exit_code"], summary["chunks"]) == ("done", 0, 10)
     check_records(records, video, NUM_CHUNKS, "flat")
     flags = [r.fallback for r in records]
-    middle = [k for k, f in enumerate(flags) if f]
-    assert flags[:3] == [False] * 3 and not flags[-1], flags  # the new service decides again
-    assert middle and middle == list(range(middle[0], middle[-1] + 1)), flags  # one outage
-    assert middle[0] in (3, 4), flags
-    assert all("Error" in (records[k].fallback_reason or "") for k in middle)
+    assert flags == [k == 4 for k in range(NUM_CHUNKS)], flags  # exactly the chunk it missed
+    assert "Error" in (records[4].fallback_reason or ""), records[4].fallback_reason
     # Each service logged exactly the chunks it decided, and those are the levels played.
-    decided = {**service_decisions(first, "kill-1"), **service_decisions(second, "kill-1")}
-    assert decided == {r.chunk_index: r.quality for r in records if not r.fallback}
-    assert summary["fallbacks_local"] == len(middle)
+    assert service_decisions(first, "kill-1") == {r.chunk_index: r.quality for r in records[:4]}
+    assert service_decisions(second, "kill-1") == {r.chunk_index: r.quality for r in records[5:]}
+    assert summary["fallbacks_local"] == 1 and summary["service_decisions"] == 9

@@ -277,3 +277,50 @@ def test_bba_on_norway_matches_pensieve_ppo(tmp_path: Path) -> None:
     assert bba["traces"] == len([p for p in NORWAY_TEST.iterdir() if not p.name.startswith(".")])
     # Pensieve-PPO's published BBA result on the Norway test set: 0.6392.
     assert bba["qoe_mean"] == pytest.approx(0.6392, abs=0.0005)
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "expected"),
+    [("bba,,robustmpc", "empty name"), ("bba,", "empty name"), ("bba,rb,bba", "bba given")],
+)
+def test_algorithm_list_refuses_empty_and_repeated_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithms: str, expected: str
+) -> None:
+    argv = ["eval", "--out", str(tmp_path / "o"), "--algorithms", algorithms, "--no-progress"]
+    line = run_error(capsys, argv)
+    assert f"--algorithms {algorithms!r}" in line
+    assert expected in line
+
+
+def test_error_mid_run_is_not_glued_onto_the_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bba runs (the bar is drawn), then the model fails to load: the bar is closed first, so
+    # the error starts its own line instead of continuing the bar's.
+    model = tmp_path / "five_levels.pth"
+    torch.save(PensievePPOActor(5).state_dict(), model)
+    argv = ["eval", "--out", str(tmp_path / "o"), "--algorithms", "bba,ppo", "--model", str(model)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "eval:" in err  # the bar was drawn
+    last = err.rstrip("\n").split("\n")[-1]
+    assert last.split("\r")[-1].startswith("streambed eval: error: "), repr(last)
+    assert "session/s]streambed" not in err and "|streambed" not in err
+
+
+def test_optimal_plans_move_the_bar_as_they_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The planner yields each plan (in trace order) as it finishes, from worker processes too,
+    # rather than all of them at once at the end.
+    import streambed.trainer.evaluate as evaluate_module
+    from streambed.abr_service.qoe import make_qoe
+    from streambed.defaults import default_traces, default_video
+    from streambed.trainer.simulator import SimConfig
+
+    traces, video = default_traces()[:3], default_video()
+    qoe = make_qoe("lin", video.bitrates_kbps)
+    got = evaluate_module._optimal_plans(traces, video, qoe, SimConfig(), workers=2)
+    assert iter(got) is got  # an iterator, not a finished list
+    plans = list(got)
+    expected = [evaluate_module.plan_optimal(t, video, qoe, SimConfig()) for t in traces]
+    assert plans == expected

@@ -286,7 +286,10 @@ def test_a_kept_alive_connection_closed_under_the_request_is_asked_again(
 def test_service_down_from_the_start_bba_decides(origin: str, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     result = play_session(make_config(origin, dead, tmp_path, algorithm="robustmpc"))
-    assert (result.status, result.exit_code) == ("done", 0)
+    # Played to the end, yet not one decision came from the service: not a success (status 4).
+    assert (result.status, result.exit_code) == ("no_service", 4)
+    assert f"no decision came from the decision service at {dead}" in (result.reason or "")
+    assert "all 12 chunks were decided by local BBA (ConnectError" in (result.reason or "")
     records = result.records
     assert len(records) == NUM_CHUNKS
     check_records(records, 60.0)
@@ -300,6 +303,7 @@ def test_service_down_from_the_start_bba_decides(origin: str, tmp_path: Path) ->
     assert {r.algorithm for r in records} == {"robustmpc"}
     summary = check_files(result, tmp_path)
     assert summary["fallbacks_local"] == NUM_CHUNKS and summary["fallbacks_service"] == 0
+    assert summary["service_decisions"] == 0 and summary["status"] == "no_service"
 
 
 @pytest.mark.slow
@@ -453,7 +457,8 @@ def test_origin_failures_are_retried(content: Path, tmp_path: Path) -> None:
     )
     with serve_in_thread(flaky) as url:
         result = play_session(make_config(url, f"http://127.0.0.1:{free_port()}", tmp_path))
-    assert result.ok
+    # Every chunk played; no service was asked (local BBA), which the status says.
+    assert (result.status, result.exit_code) == ("no_service", 4)
     check_records(result.records, 60.0)
     r = result.records[3]
     assert r.attempts == 3 and r.retry_s >= 0.05 + 0.1  # two failures, backoff 0.05 then 0.1
@@ -505,7 +510,7 @@ def test_stall_is_measured_in_real_time(content: Path, tmp_path: Path) -> None:
     with serve_in_thread(Flaky(create_origin(content), slow, delay_s=delay_s)) as url:
         dead_abr = f"http://127.0.0.1:{free_port()}"
         result = play_session(make_config(url, dead_abr, tmp_path, buffer_cap_s=CAP_S))
-    assert result.ok
+    assert (result.status, result.exit_code) == ("no_service", 4)  # played to the end, BBA
     records = result.records
     check_records(records, CAP_S)
     r = records[stalled]
@@ -704,3 +709,50 @@ def test_trace_without_the_emulation_package_is_a_usage_error(
     argv = ["play", "--mpd", f"{url}/m.mpd", "--abr", url, "--log", str(tmp_path)]
     assert main([*argv, "--trace", str(tmp_path / "t.txt")]) == 2
     assert "--trace needs the emulation package" in capsys.readouterr().err
+
+
+def test_cli_says_loudly_when_no_decision_came_from_the_service(
+    origin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A typo in --abr used to exit 0 with every chunk decided by local BBA.
+    from streambed.cli import main
+
+    typo = f"http://127.0.0.1:{free_port()}"
+    argv = ["play", "--mpd", f"{origin}/{MPD_NAME}", "--abr", typo, "--max-chunks", "3"]
+    assert main([*argv, "--log", str(tmp_path)]) == 4
+    err = capsys.readouterr().err
+    assert f"streambed play: no decision came from the decision service at {typo}" in err
+    summary = json.loads((tmp_path / SESSION_JSON).read_text())
+    assert (summary["status"], summary["exit_code"], summary["chunks"]) == ("no_service", 4, 3)
+    assert "4 played to the end but no decision" in " ".join(run_cli("--help").stdout.split())
+
+
+def test_service_with_another_video_is_a_warning(origin: str, tmp_path: Path) -> None:
+    other = generate_video(
+        seed=7,
+        num_chunks=NUM_CHUNKS,
+        chunk_s=CHUNK_S,
+        name="other",
+        bitrates_kbps=(200, 500, 900, 1500, 2500, 4000),
+    )
+    app = create_service(Settings(models_dir=tmp_path / "models"), videos=[other])
+    with serve_in_thread(app) as abr:
+        result = play_session(make_config(origin, abr, tmp_path, max_chunks=4))
+    assert (result.status, result.exit_code) == ("done", 0)  # followed, but flagged
+    summary = check_files(result, tmp_path)
+    assert summary["service_decisions"] == 4
+    [warning] = summary["warnings"]
+    assert "the decision service's video differs from the MPD's" in warning
+
+
+def test_refused_behind_a_netns_link_names_the_listening_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind a netns link, servers bound to 127.0.0.1 refuse: say where they must listen.
+    monkeypatch.setenv("STREAMBED_LINK_KIND", "netns")
+    monkeypatch.setenv("STREAMBED_HOST", "10.64.0.1")
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = play_session(make_config(dead, dead, tmp_path, download_attempts=1))
+    assert result.exit_code == 3
+    assert "ConnectError" in (result.reason or "")
+    assert "must listen on 0.0.0.0 or on 10.64.0.1" in (result.reason or "")

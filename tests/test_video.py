@@ -293,3 +293,17 @@ def test_video_validation() -> None:
         Video("v", (100, 200), 4.0, sizes, 3)
     with pytest.raises(VideoError, match="expected \\(3, chunks\\)"):
         Video("v", (100, 200, 300), 4.0, sizes, 1)
+
+
+@pytest.mark.parametrize("gone", [0, 2, 4])
+def test_missing_level_is_named(tmp_path: Path, gone: int) -> None:
+    # A hole in video_size_0..5 used to load as a shorter ladder ("3 levels; ... give
+    # bitrates_kbps") or as no video at all: the message must name the file that is missing.
+    directory = write_levels(tmp_path / "holey", ladder_rows(levels=6))
+    (directory / f"video_size_{gone}").unlink()
+    with pytest.raises(VideoError) as info:
+        load_video(directory)
+    message = str(info.value)
+    assert f"video_size_{gone} missing" in message
+    assert str(directory) in message
+    assert "give bitrates_kbps" not in message

@@ -178,8 +178,10 @@ def run_convert(args: argparse.Namespace) -> int:
         if dst.exists() and not dst.is_dir():
             raise TraceError(f"{dst}: SRC is a directory, so DST must be a directory too")
         dst.mkdir(parents=True, exist_ok=True)
-        for path in tqdm(files, desc="convert", unit="trace", disable=None):
-            _convert_file(path, dst / path.name, args.to, args.bin_s)
+        # Closed before an error propagates: its line must not continue the bar's.
+        with tqdm(files, desc="convert", unit="trace", disable=None) as bar:
+            for path in bar:
+                _convert_file(path, dst / path.name, args.to, args.bin_s)
         logger.info("converted %d traces from %s to %s (%s format)", len(files), src, dst, args.to)
         return 0
     target = dst / src.name if dst.is_dir() else dst

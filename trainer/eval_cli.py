@@ -13,6 +13,7 @@ from streambed.abr_service.algorithms.registry import check_names, run_params
 from streambed.abr_service.algorithms.registry import parse_param_args as parse_param_args
 from streambed.abr_service.qoe import QOE_NAMES
 from streambed.abr_service.video import Video, load_video
+from streambed.cli import comma_list
 from streambed.core.errors import ConfigError
 from streambed.defaults import default_traces, default_video
 from streambed.traces import Trace, load_traceset
@@ -76,7 +77,7 @@ def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[
 
 
 def run(args: argparse.Namespace) -> int:
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    algorithms = comma_list(args.algorithms, "--algorithms")
     check_names(algorithms, "optimal")
     params = run_params(args.param, algorithms, skip=("optimal",))
     if "ppo" in algorithms:

@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,30 +144,37 @@ def evaluate(
     sessions: dict[tuple[str, str], list[ChunkRecord]] = {}
     timings: dict[str, float] = {}
     total = len(traces) * len(algorithms)
-    bar = tqdm(total=total, desc="eval", unit="session", disable=not progress, leave=False)
-    for name in algorithms:
-        started = time.perf_counter()
-        algo_params = dict(params.get(name, {}))
-        if name in ("ppo",) and "seed" not in algo_params:
-            algo_params["seed"] = seed
-        plans = _optimal_plans(traces, video, qoe, config, workers) if name == "optimal" else []
-        for index, trace in enumerate(traces):
-            if name == "optimal":
-                algorithm: ABRAlgorithm = FixedPlan(video, plans[index])
-            elif classes is not None and name in classes:
-                algorithm = build_algorithm(name, classes[name], video, algo_params)
-            else:
-                algorithm = make_algorithm(name, video, algo_params)
-            records = run_session(algorithm, sim, index, qoe, run_id)
-            sessions[(name, trace.name)] = records
-            metrics.append(session_metrics(records, video.chunk_s))
-            bar.update(1)
-        timings[name] = time.perf_counter() - started
-        mean = np.mean([m.qoe for m in metrics if m.algorithm == name])
-        log.info(
-            "%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name]
-        )
-    bar.close()
+    # Closed before any error propagates, so the error's line is not glued onto the bar.
+    with tqdm(total=total, desc="eval", unit="session", disable=not progress, leave=False) as bar:
+        for name in algorithms:
+            started = time.perf_counter()
+            algo_params = dict(params.get(name, {}))
+            if name in ("ppo",) and "seed" not in algo_params:
+                algo_params["seed"] = seed
+            # The optimum's plans arrive in trace order as they finish: the bar moves with them.
+            plans = (
+                _optimal_plans(traces, video, qoe, config, workers) if name == "optimal" else None
+            )
+            try:
+                for index, trace in enumerate(traces):
+                    if plans is not None:
+                        algorithm: ABRAlgorithm = FixedPlan(video, next(plans))
+                    elif classes is not None and name in classes:
+                        algorithm = build_algorithm(name, classes[name], video, algo_params)
+                    else:
+                        algorithm = make_algorithm(name, video, algo_params)
+                    records = run_session(algorithm, sim, index, qoe, run_id)
+                    sessions[(name, trace.name)] = records
+                    metrics.append(session_metrics(records, video.chunk_s))
+                    bar.update(1)
+            finally:
+                if plans is not None:
+                    plans.close()  # stops the planner's pool now, also on an error
+            timings[name] = time.perf_counter() - started
+            mean = np.mean([m.qoe for m in metrics if m.algorithm == name])
+            log.info(
+                "%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name]
+            )
     extra = {
         "qoe": qoe_name,
         "video": video.name,
@@ -190,14 +197,16 @@ def _plan_one(job: tuple[Trace, Video, QoEMetric, SimConfig]) -> list[int]:
 
 def _optimal_plans(
     traces: Sequence[Trace], video: Video, qoe: QoEMetric, config: SimConfig, workers: int | None
-) -> list[list[int]]:
-    """Plan every trace, in worker processes when there are several cores."""
+) -> Generator[list[int], None, None]:
+    """Every trace's plan in trace order, each as soon as it (and those before it) is done;
+    in worker processes when there are several cores."""
     jobs = [(trace, video, qoe, config) for trace in traces]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
-        return [_plan_one(job) for job in jobs]
+        yield from map(_plan_one, jobs)
+        return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(_plan_one, jobs, chunksize=1)
+        yield from pool.imap(_plan_one, jobs, chunksize=1)
 
 
 def write_outputs(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import subprocess
@@ -21,6 +22,8 @@ import h11
 import httpx
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +267,29 @@ def serve_in_thread(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Raise ConfigError (one line) unless a server could listen on ``host:port`` now: checked
+    before a command logs "listening" or loads anything, rather than uvicorn failing later
+    with a traceback-like report. Port 0 (any free port) always can."""
+    if port == 0:
+        return
+    if not 0 < port <= 65535:
+        raise ConfigError(f"port {port}: must be 0..65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: unknown address ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
