@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from streambed.abr_service.app.deps import state
+from streambed.abr_service.app.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
@@ -26,5 +27,5 @@ async def healthz(request: Request) -> dict[str, object]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
     app = state(request)
-    text = app.metrics.render(len(app.engine.sessions), app.store.active_labels())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    body = app.metrics.render(len(app.engine.sessions), app.store.active_labels())
+    return PlainTextResponse(body, media_type=CONTENT_TYPE)
