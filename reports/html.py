@@ -188,19 +188,23 @@ def render_page(
 ) -> str:
     series = build_series(sources)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    return _environment().get_template(TEMPLATE).render(
-        title=", ".join(input_names(sources)),
-        generated=now,
-        version=__version__,
-        seed=seed,
-        resamples=resamples,
-        inputs=_inputs(sources),
-        summary=_summary(series, seed=seed, resamples=resamples),
-        has_optimum=any(s.algorithm == OPTIMAL for s in series),
-        paired=_paired(series, seed=seed, resamples=resamples),
-        plots=_plots(series),
-        fidelity=_fidelity(sources),
-        timelines=_timelines(series, max_timelines),
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=", ".join(input_names(sources)),
+            generated=now,
+            version=__version__,
+            seed=seed,
+            resamples=resamples,
+            inputs=_inputs(sources),
+            summary=_summary(series, seed=seed, resamples=resamples),
+            has_optimum=any(s.algorithm == OPTIMAL for s in series),
+            paired=_paired(series, seed=seed, resamples=resamples),
+            plots=_plots(series),
+            fidelity=_fidelity(sources),
+            timelines=_timelines(series, max_timelines),
+        )
     )
 
 

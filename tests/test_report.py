@@ -385,12 +385,17 @@ def test_names_from_files_cannot_inject_markup(tmp_path: Path) -> None:
     bad_algorithm = "<script>alert(1)</script>"
     quoted = 'a"b onmouseover="x'
     bad_trace = "<script>t</script>"
-    (out / "summary.json").write_text(json.dumps({"mode": "<script>m</script>", "video": "<i>v</i>"}))
+    (out / "summary.json").write_text(
+        json.dumps({"mode": "<script>m</script>", "video": "<i>v</i>"})
+    )
     (out / "failed.json").write_text(
         json.dumps([{"algorithm": bad_algorithm, "trace": bad_trace, "reasons": ["<script>"]}])
     )
     head = "algorithm,trace,qoe,bitrate_mean_kbps,rebuffer_s,rebuffer_ratio,switches_per_chunk,chunks\n"
-    rows = [f'"{a.replace(chr(34), chr(34) * 2)}",{bad_trace},1.0,300,0,0,0,48\n' for a in (bad_algorithm, quoted)]
+    rows = [
+        f'"{a.replace(chr(34), chr(34) * 2)}",{bad_trace},1.0,300,0,0,0,48\n'
+        for a in (bad_algorithm, quoted)
+    ]
     (out / "per_trace.csv").write_text(head + "".join(rows))
     page = write_html_report([out], tmp_path / "hostile.html").read_text()
     assert "<script" not in page and "<i>" not in page

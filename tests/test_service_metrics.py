@@ -32,16 +32,38 @@ def test_render_parses_and_escapes_labels() -> None:
     body = metrics.render(5, {"ppo": "pensieve@v2"})
     text = body.decode("utf-8")
     found = samples(text)
-    assert found[("streambed_decisions_total", frozenset({("algorithm", odd), ("fallback", "false")}))] == 1
-    assert found[("streambed_decisions_total", frozenset({("algorithm", odd), ("fallback", "true")}))] == 1
-    assert found[("streambed_decision_seconds_bucket", frozenset({("algorithm", odd), ("le", "0.0005")}))] == 1
-    assert found[("streambed_decision_seconds_bucket", frozenset({("algorithm", odd), ("le", "+Inf")}))] == 2
+    assert (
+        found[("streambed_decisions_total", frozenset({("algorithm", odd), ("fallback", "false")}))]
+        == 1
+    )
+    assert (
+        found[("streambed_decisions_total", frozenset({("algorithm", odd), ("fallback", "true")}))]
+        == 1
+    )
+    assert (
+        found[
+            ("streambed_decision_seconds_bucket", frozenset({("algorithm", odd), ("le", "0.0005")}))
+        ]
+        == 1
+    )
+    assert (
+        found[
+            ("streambed_decision_seconds_bucket", frozenset({("algorithm", odd), ("le", "+Inf")}))
+        ]
+        == 2
+    )
     assert found[("streambed_decision_seconds_count", frozenset({("algorithm", odd)}))] == 2
-    assert found[("streambed_fallbacks_total", frozenset({("algorithm", odd), ("reason", "timeout")}))] == 1
+    assert (
+        found[("streambed_fallbacks_total", frozenset({("algorithm", odd), ("reason", "timeout")}))]
+        == 1
+    )
     assert found[("streambed_sessions_evicted_total", frozenset({("reason", "idle")}))] == 2
     assert found[("streambed_model_uploads_total", frozenset({("outcome", "stored")}))] == 1
     assert found[("streambed_active_sessions", frozenset())] == 5
-    info = ("streambed_active_model_info", frozenset({("algorithm", "ppo"), ("version", "pensieve@v2")}))
+    info = (
+        "streambed_active_model_info",
+        frozenset({("algorithm", "ppo"), ("version", "pensieve@v2")}),
+    )
     assert found[info] == 1
     assert "# TYPE streambed_active_model_info gauge" in text
     assert "streambed_active_model{" not in text  # renamed: an info metric ends in _info
@@ -64,7 +86,10 @@ def test_each_app_counts_alone(tmp_path: Path) -> None:
         reply = httpx.get(f"{a}/metrics")
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/plain; version=")
-        key = ("streambed_decisions_total", frozenset({("algorithm", "bba"), ("fallback", "false")}))
+        key = (
+            "streambed_decisions_total",
+            frozenset({("algorithm", "bba"), ("fallback", "false")}),
+        )
         assert samples(reply.text)[key] == 1
         assert samples(reply.text)[("streambed_active_sessions", frozenset())] == 1
         other = samples(httpx.get(f"{b}/metrics").text)
