@@ -1,7 +1,8 @@
 """The HTML report: one self-contained page over one or more report directories.
 
 The page needs nothing but itself: the plots are PNGs inlined as ``data:`` URIs, the style is
-inline, and there is no script. Every string read from a file is escaped.
+inline, and there is no script. The page's structure is the Jinja2 template
+``templates/report.html.j2``, which escapes every value (autoescape).
 
 Contents: the inputs (mode, link or simulator constants, sessions), a summary table per
 algorithm (QoE mean with a percentile-bootstrap 95% interval over traces), paired per-trace
@@ -13,15 +14,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from html import escape
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from streambed import __version__
@@ -35,6 +37,7 @@ from streambed.traces import Trace
 OPTIMAL = "optimal"
 MAX_FAILED_LISTED = 50
 CONFIDENCE = 0.95
+TEMPLATE = "report.html.j2"
 
 
 @dataclass(frozen=True)
@@ -163,35 +166,21 @@ def select_timelines(series: Sequence[Series], limit: int) -> tuple[list[Timelin
 
 # ---------------------------------------------------------------------------------------------
 # The page
+#
+# The structure is the template ``templates/report.html.j2``; the functions below compute what
+# it shows (formatted numbers, PNGs as data URIs, notes) and leave every escape to it.
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto;
-  max-width: 1180px; padding: 0 16px; color: #1d1d1f; background: #fff; line-height: 1.4; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
-th, td { border: 1px solid #d0d0d0; padding: 4px 8px; vertical-align: top; }
-th { background: #f2f4f7; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.optimum td { background: #fbf7e8; }
-.tag { display: inline-block; font-size: 0.78em; padding: 0 5px; margin-left: 4px;
-  border-radius: 3px; background: #e9dca6; color: #5a4a00; }
-td.better { background: #e3f4e3; }
-td.worse { background: #f9e3e3; }
-td.diag { background: #f4f4f4; }
-.meta, .note, figcaption { color: #555; font-size: 0.88em; }
-.plots { display: flex; flex-wrap: wrap; gap: 16px; }
-.plots figure { flex: 1 1 480px; max-width: 570px; }
-figure { margin: 10px 0; }
-.timelines h3 { font-size: 1.05em; margin: 1.2em 0 0.1em; }
-.timelines .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr));
-  gap: 4px 16px; }
-.timelines figure { margin: 4px 0 8px; }
-img { max-width: 100%; height: auto; }
-code, pre { font-size: 0.9em; }
-pre { background: #f6f8fa; padding: 8px; overflow-x: auto; }
-"""
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("streambed.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def render_page(
@@ -199,23 +188,24 @@ def render_page(
 ) -> str:
     series = build_series(sources)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Streambed report: {escape(', '.join(input_names(sources)))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Streambed report</h1>",
-        f'<p class="meta">Generated {escape(now)} by streambed {escape(__version__)}.</p>',
-        _inputs_section(sources),
-        _summary_section(series, seed=seed, resamples=resamples),
-        _paired_section(series, seed=seed, resamples=resamples),
-        _plots_section(series),
-        _fidelity_section(sources),
-        _timelines_section(series, max_timelines),
-        "</body></html>",
-    ]
-    return "\n".join(parts) + "\n"
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=", ".join(input_names(sources)),
+            generated=now,
+            version=__version__,
+            seed=seed,
+            resamples=resamples,
+            inputs=_inputs(sources),
+            summary=_summary(series, seed=seed, resamples=resamples),
+            has_optimum=any(s.algorithm == OPTIMAL for s in series),
+            paired=_paired(series, seed=seed, resamples=resamples),
+            plots=_plots(series),
+            fidelity=_fidelity(sources),
+            timelines=_timelines(series, max_timelines),
+        )
+    )
 
 
 def _fmt(value: float, spec: str = ".4f", signed: bool = False) -> str:
@@ -224,10 +214,8 @@ def _fmt(value: float, spec: str = ".4f", signed: bool = False) -> str:
     return format(value, ("+" if signed else "") + spec)
 
 
-def _img(png: bytes, alt: str, element_id: str | None = None) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    ident = f' id="{escape(element_id)}"' if element_id else ""
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}"{ident}>'
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _scalar(value: Any) -> str:
@@ -283,43 +271,29 @@ def _sessions_line(source: ReportDir) -> str:
     return f"{len(source.metrics)} (rows of per_trace.csv)"
 
 
-def _inputs_section(sources: Sequence[ReportDir]) -> str:
-    rows = []
+def _inputs(sources: Sequence[ReportDir]) -> list[dict[str, Any]]:
+    out = []
     for source, name in zip(sources, input_names(sources), strict=True):
-        settings = "<br>".join(f"{escape(k)}: {escape(v)}" for k, v in _settings(source))
-        failed = ""
-        if source.failed:
-            items = []
-            for f in source.failed[:MAX_FAILED_LISTED]:
-                reasons = f.get("reasons") or []
-                last = reasons[-1] if isinstance(reasons, list) and reasons else ""
-                items.append(
-                    f"<li>{escape(str(f.get('algorithm', '?')))} / "
-                    f"{escape(str(f.get('trace', '?')))}: {escape(str(last))}</li>"
-                )
-            more = len(source.failed) - MAX_FAILED_LISTED
-            if more > 0:
-                items.append(f"<li>… and {more} more (see failed.json)</li>")
-            failed = (
-                f"<details><summary>{len(source.failed)} failed session(s)</summary>"
-                f"<ul>{''.join(items)}</ul></details>"
-            )
+        failed = []
+        for f in source.failed[:MAX_FAILED_LISTED]:
+            reasons = f.get("reasons") or []
+            last = reasons[-1] if isinstance(reasons, list) and reasons else ""
+            failed.append((str(f.get("algorithm", "?")), str(f.get("trace", "?")), str(last)))
         summary = {k: v for k, v in source.summary.items() if k != "algorithms"}
-        raw = (
-            "<details><summary>summary.json</summary>"
-            f"<pre>{escape(json.dumps(summary, indent=1, sort_keys=True, default=str))}</pre>"
-            "</details>"
+        out.append(
+            {
+                "name": name,
+                "path": str(source.path),
+                "mode": source.mode,
+                "settings": _settings(source),
+                "summary_json": json.dumps(summary, indent=1, sort_keys=True, default=str),
+                "sessions": _sessions_line(source),
+                "failed": failed,
+                "failed_count": len(source.failed),
+                "failed_more": len(source.failed) - MAX_FAILED_LISTED,
+            }
         )
-        rows.append(
-            f"<tr><td><b>{escape(name)}</b><br><code>{escape(str(source.path))}</code></td>"
-            f"<td>{escape(source.mode)}</td><td>{settings}{raw}</td>"
-            f"<td>{escape(_sessions_line(source))}{failed}</td></tr>"
-        )
-    return (
-        "<h2>Inputs</h2>"
-        '<table id="inputs"><thead><tr><th>Input</th><th>Mode</th><th>Settings</th>'
-        "<th>Sessions</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-    )
+    return out
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -331,9 +305,8 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(kept)) if kept else math.nan
 
 
-def _summary_section(series: Sequence[Series], *, seed: int, resamples: int) -> str:
-    if not series:
-        return '<h2>Summary</h2><p class="note">No sessions in per_trace.csv.</p>'
+def _summary(series: Sequence[Series], *, seed: int, resamples: int) -> list[dict[str, Any]]:
+    """The summary table's rows (none: no sessions)."""
     rows = []
     for s in series:
         qoe = _finite([m.qoe for m in s.metrics])
@@ -343,112 +316,85 @@ def _summary_section(series: Sequence[Series], *, seed: int, resamples: int) -> 
             else (math.nan,) * 3
         )
         undefined = len(s.metrics) - len(qoe)
-        traces = f"{len(s.metrics)}" + (f" ({undefined} without QoE)" if undefined else "")
-        optimum = s.algorithm == OPTIMAL
-        tag = '<span class="tag">offline optimum</span>' if optimum else ""
-        css = ' class="optimum"' if optimum else ""
         rows.append(
-            f'<tr{css} data-label="{escape(s.label)}">'
-            f"<td>{escape(s.label)}{tag}</td>"
-            f'<td class="num">{escape(traces)}</td>'
-            f'<td class="num qoe">{_fmt(mean)}</td>'
-            f'<td class="num ci">[{_fmt(low)}, {_fmt(high)}]</td>'
-            f'<td class="num">{_fmt(_mean([m.bitrate_mean_kbps for m in s.metrics]), ".0f")}</td>'
-            f'<td class="num">{_fmt(_mean([m.rebuffer_ratio for m in s.metrics]) * 100, ".3f")}%</td>'
-            f'<td class="num">{_fmt(_mean([m.switches_per_chunk for m in s.metrics]), ".3f")}</td>'
-            "</tr>"
+            {
+                "label": s.label,
+                "optimum": s.algorithm == OPTIMAL,
+                "traces": f"{len(s.metrics)}"
+                + (f" ({undefined} without QoE)" if undefined else ""),
+                "qoe": _fmt(mean),
+                "low": _fmt(low),
+                "high": _fmt(high),
+                "bitrate": _fmt(_mean([m.bitrate_mean_kbps for m in s.metrics]), ".0f"),
+                "rebuffer_pct": _fmt(_mean([m.rebuffer_ratio for m in s.metrics]) * 100, ".3f"),
+                "switches": _fmt(_mean([m.switches_per_chunk for m in s.metrics]), ".3f"),
+            }
         )
-    note = (
-        f"QoE: each trace's mean per-chunk QoE over chunks 2..N, averaged over traces; 95% CI: "
-        f"percentile bootstrap of that mean over traces ({resamples} resamples, seed {seed}). "
-        "Bitrate, rebuffer ratio (stall / (stall + content played)) and switches per chunk: "
-        "means over traces, from per_trace.csv."
-    )
-    if any(s.algorithm == OPTIMAL for s in series):
-        note += (
-            " <b>optimal</b> is the offline optimum: planned per trace knowing the whole "
-            "future bandwidth, an upper reference no real player can reach."
-        )
-    return (
-        "<h2>Summary</h2>"
-        '<table id="summary"><thead><tr><th>Algorithm</th><th>Traces</th><th>QoE mean</th>'
-        "<th>QoE 95% CI</th><th>Bitrate (kbps)</th><th>Rebuffer ratio</th>"
-        "<th>Switches / chunk</th></tr></thead><tbody>"
-        + "".join(rows)
-        + f'</tbody></table><p class="note">{note}</p>'
-    )
+    return rows
 
 
-def _paired_cell(c: PairedComparison) -> str:
-    if c.traces == 0:
-        return '<td class="none" title="no common traces">—</td>'
-    css = "better" if c.low > 0 else "worse" if c.high < 0 else "even"
-    return (
-        f'<td class="{css}" data-traces="{c.traces}" data-wins="{c.wins}" data-ties="{c.ties}" '
-        f'data-losses="{c.losses}">'
-        f"<b>{c.win_fraction * 100:.0f}%</b> better, {c.tie_fraction * 100:.0f}% tied "
-        f"<small>({c.wins}/{c.traces} better, {c.ties} tied)</small><br>"
-        f"Δ {_fmt(c.mean_diff, signed=True)} [{_fmt(c.low, signed=True)}, "
-        f"{_fmt(c.high, signed=True)}]</td>"
-    )
+def _paired_cell(c: PairedComparison) -> dict[str, Any]:
+    return {
+        "css": "better" if c.low > 0 else "worse" if c.high < 0 else "even",
+        "traces": c.traces,
+        "wins": c.wins,
+        "ties": c.ties,
+        "losses": c.losses,
+        "win_pct": f"{c.win_fraction * 100:.0f}",
+        "tie_pct": f"{c.tie_fraction * 100:.0f}",
+        "diff": _fmt(c.mean_diff, signed=True),
+        "low": _fmt(c.low, signed=True),
+        "high": _fmt(c.high, signed=True),
+    }
 
 
-def _paired_section(series: Sequence[Series], *, seed: int, resamples: int) -> str:
+def _paired(series: Sequence[Series], *, seed: int, resamples: int) -> dict[str, Any] | None:
+    """Row A against column B; a cell is None on the diagonal."""
     if len(series) < 2:
-        return ""
+        return None
     qoe = [s.qoe_by_trace() for s in series]
-    head = "".join(f"<th>vs {escape(s.label)}</th>" for s in series)
     rows = []
     for i, a in enumerate(series):
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for j in range(len(series)):
             if i == j:
-                cells.append('<td class="diag"></td>')
+                cells.append(None)
                 continue
             c = paired_comparison(qoe[i], qoe[j], resamples=resamples, seed=seed)
             cells.append(_paired_cell(c))
-        rows.append(f"<tr><th>{escape(a.label)}</th>{''.join(cells)}</tr>")
-    note = (
-        "Row A against column B over the traces both played (with a defined QoE): the share "
-        "of traces where A's QoE is higher, and where the two are equal (within 1e-9); Δ is "
-        f"the mean over those traces of QoE(A) − QoE(B) with its 95% percentile-bootstrap "
-        f"interval ({resamples} resamples, seed {seed}). Green: the interval is above 0; red: "
-        "below 0."
-    )
-    return (
-        "<h2>Paired per-trace comparisons</h2>"
-        f'<table id="paired"><thead><tr><th>A \\ B</th>{head}</tr></thead><tbody>'
-        + "".join(rows)
-        + f'</tbody></table><p class="note">{note}</p>'
-    )
+        rows.append((a.label, cells))
+    return {"labels": [s.label for s in series], "rows": rows}
 
 
-def _plots_section(series: Sequence[Series]) -> str:
+def _plots(series: Sequence[Series]) -> dict[str, str] | None:
     from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 
     labelled = [replace(m, algorithm=s.label) for s in series for m in s.metrics]
     if not labelled:
-        return ""
-    cdf = _img(plot_qoe_cdf(labelled), "QoE CDF per algorithm", "qoe-cdf")
-    scatter = _img(
-        plot_bitrate_rebuffer(labelled), "mean bitrate against rebuffer ratio", "bitrate-rebuffer"
-    )
-    return (
-        '<h2>Plots</h2><div class="plots">'
-        f"<figure>{cdf}<figcaption>QoE per trace: CDF over traces.</figcaption></figure>"
-        f"<figure>{scatter}<figcaption>Mean bitrate against rebuffer ratio.</figcaption>"
-        "</figure></div>"
-    )
+        return None
+    return {
+        "cdf": _png_uri(plot_qoe_cdf(labelled)),
+        "scatter": _png_uri(plot_bitrate_rebuffer(labelled)),
+    }
 
 
-def _fidelity_section(sources: Sequence[ReportDir]) -> str:
+_FIDELITY_COLUMNS = (
+    ("sessions", "count", "d"),
+    ("sim QoE", "sim_qoe_mean", ".4f"),
+    ("emu QoE", "emu_qoe_mean", ".4f"),
+    ("mean |QoE gap|", "qoe_gap_mean_abs", ".4f"),
+    ("mean QoE gap", "qoe_gap_mean", ".4f"),
+    ("mean |bitrate gap| kbps", "bitrate_gap_mean_abs_kbps", ".0f"),
+    ("mean |rebuffer ratio gap|", "rebuffer_ratio_gap_mean_abs", ".4f"),
+)
+
+
+def _fidelity(sources: Sequence[ReportDir]) -> list[dict[str, Any]]:
     """Each input's ``sim_vs_emu.json`` and plot (``streambed emulate --compare-sim``,
     ``streambed report --sim --emu``, the demo), when it has them."""
-    import json
-
     from streambed.reports.fidelity import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
 
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for source in sources:
         path = source.path / SIM_VS_EMU_JSON
         if not path.is_file():
@@ -457,42 +403,30 @@ def _fidelity_section(sources: Sequence[ReportDir]) -> str:
             found = json.loads(path.read_text())
             groups = {"all": found["overall"], **found.get("algorithms", {})}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            blocks.append(
-                f'<p class="note">{escape(str(path))}: unreadable ({escape(str(exc))})</p>'
-            )
+            blocks.append({"path": str(path), "error": str(exc)})
             continue
-        columns = (
-            ("sessions", "count", "d"),
-            ("sim QoE", "sim_qoe_mean", ".4f"),
-            ("emu QoE", "emu_qoe_mean", ".4f"),
-            ("mean |QoE gap|", "qoe_gap_mean_abs", ".4f"),
-            ("mean QoE gap", "qoe_gap_mean", ".4f"),
-            ("mean |bitrate gap| kbps", "bitrate_gap_mean_abs_kbps", ".0f"),
-            ("mean |rebuffer ratio gap|", "rebuffer_ratio_gap_mean_abs", ".4f"),
-        )
-        head = "".join(f"<th>{escape(c[0])}</th>" for c in columns)
         rows = []
         for name, stats in groups.items():
             cells = []
-            for _, key, spec in columns:
+            for _, key, spec in _FIDELITY_COLUMNS:
                 value = stats.get(key) if isinstance(stats, dict) else None
-                cells.append(f"<td>{'—' if value is None else format(value, spec)}</td>")
-            rows.append(f"<tr><th>{escape(str(name))}</th>{''.join(cells)}</tr>")
+                cells.append("—" if value is None else format(value, spec))
+            rows.append((str(name), cells))
         png = source.path / SIM_VS_EMU_PNG
-        plot = _img(png.read_bytes(), "emulated against simulated QoE") if png.is_file() else ""
         constants = found.get("sim_config") or {}
         blocks.append(
-            f"<h3>{escape(source.name)}</h3>"
-            f'<p class="note">Simulated: {escape(str(found.get("simulation", "?")))} with '
-            f"rtt_s {escape(str(constants.get('rtt_s', '?')))}, payload_factor "
-            f"{escape(str(constants.get('payload_factor', '?')))}. Gap = emulated minus "
-            "simulated, per trace; negative means the simulator is optimistic.</p>"
-            f"<table><tr><th>algorithm</th>{head}</tr>{''.join(rows)}</table>"
-            f"<figure>{plot}</figure>"
+            {
+                "error": None,
+                "name": source.name,
+                "simulation": str(found.get("simulation", "?")),
+                "rtt_s": str(constants.get("rtt_s", "?")),
+                "payload_factor": str(constants.get("payload_factor", "?")),
+                "columns": [c[0] for c in _FIDELITY_COLUMNS],
+                "rows": rows,
+                "plot": _png_uri(png.read_bytes()) if png.is_file() else None,
+            }
         )
-    if not blocks:
-        return ""
-    return '<h2 id="sim-vs-emu">Simulation versus emulation</h2>' + "".join(blocks)
+    return blocks
 
 
 def _trace_for(source: ReportDir, trace_name: str) -> tuple[Trace | None, str]:
@@ -509,12 +443,12 @@ def _trace_for(source: ReportDir, trace_name: str) -> tuple[Trace | None, str]:
     return None, f"No trace file for {trace_name} in {source.traces_dir}, no bandwidth drawn."
 
 
-def _timelines_section(series: Sequence[Series], max_timelines: int) -> str:
+def _timelines(series: Sequence[Series], max_timelines: int) -> dict[str, Any] | None:
     from streambed.reports.plots import plot_timeline
 
     sessions = sum(len(s.metrics) for s in series)
     if sessions == 0:
-        return ""
+        return None
     picks, available = select_timelines(series, max_timelines)
     omitted = sessions - len(picks)
     why = []
@@ -528,41 +462,30 @@ def _timelines_section(series: Sequence[Series], max_timelines: int) -> str:
         + ". Chosen: each algorithm's worst, median and best QoE trace, the same traces for "
         "the other algorithms, then the rest in order."
     )
-    groups: dict[tuple[int, str], list[str]] = {}
-    headings: dict[tuple[int, str], str] = {}
+    groups: dict[tuple[int, str], dict[str, Any]] = {}
     several = len({id(s.source) for s in series}) > 1
     for pick in picks:
         source, trace_name = pick.series.source, pick.metrics.trace
         key = (id(source), trace_name)
         trace, trace_note = _trace_for(source, trace_name)
-        if key not in headings:
-            where = f" ({source.name})" if several else ""
-            headings[key] = (
-                f"<h3>Trace {escape(trace_name)}{escape(where)}</h3>"
-                f'<p class="note">{escape(trace_note)}</p>'
-            )
+        group = groups.setdefault(
+            key,
+            {
+                "trace": trace_name,
+                "where": source.name if several else "",
+                "note": trace_note,
+                "figures": [],
+            },
+        )
         png = plot_timeline(source.records(pick.series.algorithm, trace_name), trace)
-        caption = (
-            f"<b>{escape(pick.series.label)}</b> on {escape(trace_name)}: QoE "
-            f"{_fmt(pick.metrics.qoe, '.3f')} ({escape(pick.role)})"
+        group["figures"].append(
+            {
+                "uri": _png_uri(png),
+                "alt": f"timeline of {pick.series.label} on {trace_name}",
+                "label": pick.series.label,
+                "trace": trace_name,
+                "qoe": _fmt(pick.metrics.qoe, ".3f"),
+                "role": pick.role,
+            }
         )
-        alt = f"timeline of {pick.series.label} on {trace_name}"
-        groups.setdefault(key, []).append(
-            f'<figure class="timeline">{_img(png, alt)}<figcaption>{caption}</figcaption></figure>'
-        )
-    figures = [
-        f'{headings[key]}<div class="grid">{"".join(items)}</div>' for key, items in groups.items()
-    ]
-    legend = (
-        "Each timeline: the bitrate chosen per chunk (blue step), each chunk's measured "
-        "throughput at its last byte (orange dots; triangles at the top edge are off the scale), "
-        "the trace's bandwidth from session second 0, looped (grey), and the buffer level "
-        "(green, right axis); stalls shaded red, the first chunk's start-up wait grey."
-    )
-    return (
-        '<h2>Session timelines</h2><div class="timelines">'
-        f'<p class="note" id="timelines-note">{escape(lead)}</p>'
-        + (f'<p class="note">{legend}</p>' if figures else "")
-        + "".join(figures)
-        + "</div>"
-    )
+    return {"lead": lead, "groups": list(groups.values())}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import math
 import re
 from itertools import permutations
@@ -374,3 +375,33 @@ def test_sim_without_emu_is_a_usage_error(
 ) -> None:
     assert main(["report", "--sim", str(tmp_path)]) == 2
     assert "--sim and --emu go together" in capsys.readouterr().err
+
+
+def test_names_from_files_cannot_inject_markup(tmp_path: Path) -> None:
+    """Algorithm, trace and failure text from the files land escaped (the template's
+    autoescape), in text and in attributes alike."""
+    out = tmp_path / "hostile"
+    out.mkdir()
+    bad_algorithm = "<script>alert(1)</script>"
+    quoted = 'a"b onmouseover="x'
+    bad_trace = "<script>t</script>"
+    (out / "summary.json").write_text(
+        json.dumps({"mode": "<script>m</script>", "video": "<i>v</i>"})
+    )
+    (out / "failed.json").write_text(
+        json.dumps([{"algorithm": bad_algorithm, "trace": bad_trace, "reasons": ["<script>"]}])
+    )
+    head = "algorithm,trace,qoe,bitrate_mean_kbps,rebuffer_s,rebuffer_ratio,switches_per_chunk,chunks\n"
+    rows = [
+        f'"{a.replace(chr(34), chr(34) * 2)}",{bad_trace},1.0,300,0,0,0,48\n'
+        for a in (bad_algorithm, quoted)
+    ]
+    (out / "per_trace.csv").write_text(head + "".join(rows))
+    page = write_html_report([out], tmp_path / "hostile.html").read_text()
+    assert "<script" not in page and "<i>" not in page
+    assert html.escape(bad_algorithm, quote=False) in page
+    assert html.escape(bad_trace, quote=False) in page
+    assert 'onmouseover="x' not in page
+    assert re.search(r'data-label="&lt;script&gt;alert\(1\)&lt;/script&gt;"', page)
+    assert re.search(r'data-label="a&(quot|#34);b onmouseover=&(quot|#34);x"', page)
+    assert '<table id="paired">' in page and page.count("<tr><th>") >= 2

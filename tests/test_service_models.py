@@ -86,7 +86,7 @@ def test_upload_list_activate_rollback_restart(tmp_path: Path) -> None:
         names = {a["name"]: a["kind"] for a in client.get("/algorithms").json()}
         assert names["ppo-b"] == "learned" and names["bba"] == "classic"
         metrics = client.get("/metrics").text
-        assert 'streambed_active_model{algorithm="ppo",version="pensieve@v1"} 1' in metrics
+        assert 'streambed_active_model_info{algorithm="ppo",version="pensieve@v1"} 1.0' in metrics
     # a restart on the same directory serves what was active
     with running_service(tmp_path) as url, httpx.Client(base_url=url) as client:
         assert client.get("/models").json()["active"] == {

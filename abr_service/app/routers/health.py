@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from streambed.abr_service.app.deps import state
+from streambed.abr_service.app.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
@@ -27,6 +28,6 @@ async def healthz(request: Request) -> dict[str, object]:
 async def metrics(request: Request) -> PlainTextResponse:
     app = state(request)
     labels = app.store.active_labels()
-    with app.engine.lock:  # decisions update the metrics from worker threads
-        text = app.metrics.render(len(app.engine.sessions), labels)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    with app.engine.lock:  # the session table changes under worker threads
+        body = app.metrics.render(len(app.engine.sessions), labels)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE)
