@@ -13,6 +13,7 @@ dependency, so ``require_mahimahi`` says clearly when it is absent.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 
@@ -34,8 +35,15 @@ def require_mahimahi() -> None:
     if missing:
         raise ConfigError(
             f"the mahimahi link needs {' and '.join(missing)} on PATH, not found; install "
-            "Mahimahi (Ubuntu: apt-get install mahimahi) or use --kind netns (root) or "
-            "--kind proxy"
+            "Mahimahi (Ubuntu: apt-get install mahimahi; else scripts/install-mahimahi.sh) or "
+            "use --kind netns (root) or --kind proxy"
+        )
+    if os.geteuid() == 0:
+        # mm-delay checks the real uid and exits ("please run as non-root"): say it up front,
+        # so that "auto" moves on to a kind that runs here.
+        raise ConfigError(
+            "the mahimahi link cannot run as root (Mahimahi's tools refuse it): run streambed "
+            "as an unprivileged user, or use --kind netns (root) or --kind proxy"
         )
 
 
