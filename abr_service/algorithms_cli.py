@@ -71,7 +71,11 @@ def _format(info: AlgorithmInfo) -> list[str]:
         lines.append(f"    observation: {info.observation}")
     for p in info.params:
         doc = f"  {p.doc.splitlines()[0]}" if p.doc else ""
-        lines.append(f"    {p.name}: {p.type} = {p.default!r}{doc}")
+        bounds = p.range
+        valid = f"  {list(bounds)}" if bounds is not None else ""
+        if p.choices is not None:
+            valid = f"  {{{', '.join(p.choices)}}}"
+        lines.append(f"    {p.name}: {p.type} = {p.default!r}{valid}{doc}")
     if not info.params:
         lines.append("    (no parameters)")
     return lines

@@ -36,6 +36,7 @@ FLAGS: dict[str, str] = {
     "max_connections": "max_connections",
     "decision_threads": "decision_threads",
     "max_pending_decisions": "max_pending_decisions",
+    "max_mpc_horizon": "max_mpc_horizon",
 }
 
 
@@ -89,6 +90,12 @@ def register(subparsers: Any) -> None:
         "--max-pending-decisions",
         type=int,
         help="decisions running or queued at once, 503 beyond (default 256)",
+    )
+    p.add_argument(
+        "--max-mpc-horizon",
+        type=int,
+        help="longest MPC horizon a session may ask for (default 5, at most 8; each more chunk "
+        "costs 6 times the time and memory of a decision)",
     )
     p.set_defaults(func=run)
 

@@ -62,6 +62,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from streambed.abr_service.qoe import make_qoe
 from streambed.core.errors import ConfigError
+from streambed.player.decisions import json_params
 from streambed.player.session import (
     CHUNKS_JSONL,
     EXIT_DONE,
@@ -188,7 +189,7 @@ def page_url(
     if config.video is not None:
         query["video"] = config.video
     if config.params:
-        query["params"] = json.dumps(config.params, separators=(",", ":"))
+        query["params"] = json.dumps(json_params(config.params), separators=(",", ":"))
     if config.max_chunks is not None:
         query["max"] = str(config.max_chunks)
     query.update(extra or {})

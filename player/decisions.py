@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -125,8 +126,26 @@ def decide_body(
     if video is not None:
         body["video"] = video
     if params:
-        body["params"] = params
+        body["params"] = json_params(params)
     return body
+
+
+def json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``--param`` values as the JSON the service wants: numbers and booleans typed (it coerces
+    no strings: ``"8"`` is not 8), anything else a string."""
+    return {key: _typed(value) for key, value in params.items()}
+
+
+def _typed(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        return value  # not JSON: the service refuses the string, naming it
+    return parsed if isinstance(parsed, (bool, int, float)) else value
 
 
 def _short(text: str) -> str:

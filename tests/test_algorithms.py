@@ -13,11 +13,13 @@ from streambed.abr_service.algorithms import (
     ALGORITHMS,
     ChunkFeedback,
     PlayerState,
+    algorithm_info,
     make_algorithm,
 )
-from streambed.abr_service.algorithms.base import parse_params
+from streambed.abr_service.algorithms.base import ParamError, parse_params
 from streambed.abr_service.algorithms.bola import BOLAParams
 from streambed.abr_service.algorithms.buffer_based import BBAParams
+from streambed.abr_service.algorithms.learned import LearnedParams
 from streambed.abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
 from streambed.abr_service.algorithms.rate_based import RateBasedParams
 from streambed.abr_service.qoe import make_qoe
@@ -326,3 +328,87 @@ def test_parse_params() -> None:
     assert "'ten'" in str(info.value)
     with pytest.raises(ConfigError, match="horizon"):
         make_algorithm("robustmpc", generate_video(seed=0), {"horizon": "2.5"})
+
+
+@pytest.mark.parametrize(
+    ("cls", "key", "raw", "valid"),
+    [
+        (MPCParams, "horizon", 50, "an integer in [1, 5]"),  # 6^50 plans: the 23 GB request
+        (MPCParams, "horizon", "8", "an integer in [1, 5]"),
+        (MPCParams, "horizon", 0, "an integer in [1, 5]"),
+        (MPCParams, "qoe", "lol", "one of lin, log, hd"),
+        (RateBasedParams, "safety", "inf", "a number in [0.1, 10.0]"),
+        (RateBasedParams, "safety", "nan", "a number in [0.1, 10.0]"),
+        (RateBasedParams, "safety", "1e309", "a number in [0.1, 10.0]"),
+        (BBAParams, "reservoir_s", "-100", "a number in [0.0, 3600.0]"),
+        (BOLAParams, "use_chunk_sizes", "maybe", "a boolean (true or false)"),
+    ],
+)
+def test_param_out_of_range_named(cls: type, key: str, raw: object, valid: str) -> None:
+    with pytest.raises(ParamError) as info:
+        parse_params(cls, {key: raw}, owner="algo")
+    assert (info.value.param, info.value.value, info.value.valid) == (key, raw, valid)
+    message = str(info.value)
+    assert message.startswith(f"parameter algo.{key}={raw!r}: ") and "\n" not in message
+    assert message.endswith(f"valid: {valid}")
+
+
+def test_json_params_are_not_coerced() -> None:
+    strict = {"from_text": False}
+    assert parse_params(MPCParams, {"horizon": 3}, **strict).horizon == 3
+    assert parse_params(MPCParams, {"horizon": 3.0}, **strict).horizon == 3  # integral: an int
+    assert parse_params(BBAParams, {"reservoir_s": 8}, **strict).reservoir_s == 8.0
+    for cls, key, raw in [
+        (MPCParams, "horizon", "3"),  # a string is not a number in JSON
+        (MPCParams, "horizon", True),  # nor a boolean
+        (MPCParams, "horizon", 2.5),
+        (BBAParams, "reservoir_s", "8"),
+        (BBAParams, "reservoir_s", False),
+        (BBAParams, "reservoir_s", float("nan")),
+        (BBAParams, "reservoir_s", 10**400),  # beyond a float
+        (BOLAParams, "use_chunk_sizes", 1),
+        (BOLAParams, "use_chunk_sizes", "true"),
+        (MPCParams, "qoe", 1),
+    ]:
+        with pytest.raises(ParamError) as info:
+            parse_params(cls, {key: raw}, **strict)
+        assert info.value.param == key
+
+
+def test_param_combination_and_huge_values_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="must exceed"):
+        parse_params(BOLAParams, {"min_buffer_s": "30"})  # above the default target
+    assert parse_params(BOLAParams, {"min_buffer_s": "30", "buffer_target_s": "40"})
+    with pytest.raises(ParamError) as info:
+        parse_params(MPCParams, {"window": 10**5000}, from_text=False)  # no str() of it
+    assert "<int of 16610 bits>" in str(info.value)
+    with pytest.raises(ParamError) as info:
+        parse_params(MPCParams, {"x" * 10_000: 1})
+    assert len(str(info.value)) < 200
+
+
+def test_mpc_horizon_limit_is_the_operators() -> None:
+    from streambed.abr_service.algorithms import mpc
+
+    video = generate_video(seed=0)
+    try:
+        mpc.set_max_horizon(6)
+        assert parse_params(MPCParams, {"horizon": 6}).horizon == 6
+        assert algorithm_info("robustmpc").params[0].range == (1, 6)
+        algo = make_algorithm("robustmpc", video, {"horizon": "6"})
+        algo.on_chunk(feedback(0, 300_000))
+        assert 0 <= algo.select(state(1, 8.0)) < video.num_levels
+        with pytest.raises(ConfigError, match="must be in"):
+            mpc.set_max_horizon(9)
+    finally:
+        mpc.set_max_horizon(mpc.DEFAULT_MAX_HORIZON)
+    with pytest.raises(ParamError, match=r"\[1, 5\]"):
+        parse_params(MPCParams, {"horizon": 6})
+    with pytest.raises(ConfigError, match="beyond the limit"):  # the plan cache stays bounded
+        mpc._plans(6, 6)
+
+
+def test_ppo_seed_range() -> None:
+    with pytest.raises(ParamError, match=r"seed=-1: out of range"):
+        parse_params(LearnedParams, {"seed": -1}, from_text=False)
+    assert parse_params(LearnedParams, {"seed": 2**32 - 1}, from_text=False).seed == 2**32 - 1

@@ -48,7 +48,7 @@ EXAMPLE = ROOT / "examples" / "streambed-example"
 VIDEO = generate_video(num_chunks=5, chunk_s=1.0, bitrates_kbps=(300, 750, 1850))
 
 PLUGIN_MODULE = '''
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
 
@@ -82,6 +82,15 @@ class NeedsX(ABRAlgorithm):
 
     def select(self, state: PlayerState) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class BadRangeParams:
+    level: int = field(default=1, metadata={"range": ("low", "high")})
+
+
+class BadRange(NeedsX):
+    Params = BadRangeParams
 '''
 
 ENTRY_POINTS = {
@@ -90,6 +99,7 @@ ENTRY_POINTS = {
         "broken": "tp_plugin_missing:Whatever",
         "notsub": "tp_plugin_mod:NotAnAlgorithm",
         "needsx": "tp_plugin_mod:NeedsX",
+        "badrange": "tp_plugin_mod:BadRange",
         "bba": "tp_plugin_mod:Fixed",
     }
 }
@@ -119,7 +129,8 @@ def test_good_plugin_registered_broken_ones_named_and_skipped(
     ]
     assert infos["bba"].builtin  # the clash did not replace the built-in
     errors = registry.load_errors()
-    assert set(errors) == {"broken", "notsub", "needsx", "bba"}
+    assert set(errors) == {"broken", "notsub", "needsx", "badrange", "bba"}
+    assert "BadRange.Params.level: range ('low', 'high') is not two numbers" in errors["badrange"]
     assert "ModuleNotFoundError" in errors["broken"]
     assert "not an ABRAlgorithm subclass" in errors["notsub"]
     assert "cannot be built with defaults" in errors["needsx"]
@@ -179,6 +190,14 @@ def test_decide_and_catalog_in_service(plugins: Path, tmp_path: Path) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "params", "level"]
         r = httpx.post(f"{url}/decide", json={**body, "session_id": "u", "params": {"nope": 1}})
         assert r.status_code == 422 and "'nope'" in r.text
+        # no declared range: still strict types, finite and 64-bit
+        for i, bad in enumerate([True, 1.5, 10**30, "2"]):
+            r = httpx.post(
+                f"{url}/decide", json={**body, "session_id": f"w{i}", "params": {"level": bad}}
+            )
+            assert r.status_code == 422, (bad, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "params", "level"]
+            assert "valid: an integer (64-bit)" in r.text
         r = httpx.post(f"{url}/decide", json={**body, "session_id": "v", "algorithm": "broken"})
         assert r.status_code == 404 and "plug-in" not in r.text
 
@@ -188,7 +207,8 @@ def test_algorithms_command(plugins: Path, capsys: pytest.CaptureFixture[str]) -
     text = capsys.readouterr().out
     assert "fixed  [plugin tp-plugins 1.0 (tp_plugin_mod:Fixed)]" in text
     assert "    level: int = 1  The level always chosen." in text
-    assert "    reservoir_s: float = 5.0" in text
+    assert "    reservoir_s: float = 5.0  [0.0, 3600.0]  Buffer below which" in text
+    assert "    qoe: str = 'lin'  {lin, log, hd}  QoE metric" in text
     assert "plug-ins not loaded (streambed.algorithms):" in text and "  notsub: " in text
     assert main(["algorithms", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
@@ -204,9 +224,13 @@ def test_algorithms_command(plugins: Path, capsys: pytest.CaptureFixture[str]) -
         "type": "int",
         "default": 1,
         "doc": "The level always chosen.",
+        "range": None,  # undeclared: still finite, 64-bit, strictly typed
+        "choices": None,
+        "valid": "an integer (64-bit)",
     }
+    assert by_name["robustmpc"]["params"][0]["range"] == [1, 5]
     assert by_name["bba"]["source"] == "built-in"
-    assert set(found["errors"]) == {"broken", "notsub", "needsx", "bba"}
+    assert set(found["errors"]) == {"broken", "notsub", "needsx", "badrange", "bba"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,7 +285,7 @@ def test_example_listed_and_evaluates_like_in_process(example_venv: Path, tmp_pa
         "harmonic  [plugin streambed-example 0.1.0 (streambed_example.harmonic:HarmonicRate)]"
         in text
     )
-    assert "    window: int = 5  Number of past chunks in the harmonic mean." in text
+    assert "    window: int = 5  [1, 100]  Number of past chunks in the harmonic mean." in text
     assert "    safety: float = 0.9" in text
     assert "  tiny-mlp-throughput  reads example-throughput/1  " in text
     assert "  example-throughput/1  shape (3, 8)  streambed_example." in text
@@ -340,7 +364,9 @@ def test_example_served_by_a_real_service(example_venv: Path, tmp_path: Path) ->
                 "params": {"safety": 0},
             },
         )
-        assert r.status_code == 422 and "safety" in r.text, r.text
+        assert r.status_code == 422 and "safety=0" in r.text and "[0.05, 1.0]" in r.text, r.text
+        params = {a["name"]: a for a in algos["harmonic"]["parameters"]}
+        assert params["window"]["range"] == [1, 100] and params["safety"]["range"] == [0.05, 1.0]
     assert "algorithm plug-in 'harmonic' from plugin streambed-example 0.1.0" in output[0]
 
 

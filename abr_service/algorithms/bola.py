@@ -8,21 +8,28 @@ and the highest reached at Q_T.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import RANGE, ABRAlgorithm, PlayerState
 
 
 @dataclass(frozen=True)
 class BOLAParams:
-    min_buffer_s: float = 10.0
+    min_buffer_s: float = field(default=10.0, metadata={RANGE: (0.1, 3600.0)})
     """Buffer up to which the lowest level is chosen (dash.js MINIMUM_BUFFER_S), seconds."""
-    buffer_target_s: float = 22.0
+    buffer_target_s: float = field(default=22.0, metadata={RANGE: (0.1, 3600.0)})
     """Buffer at which the top level is reached (dash.js: 10 s + 2 s per level), seconds."""
     use_chunk_sizes: bool = False
     """Use the next chunk's real sizes instead of the ladder bitrates in the score."""
+
+    def __post_init__(self) -> None:
+        if self.buffer_target_s <= self.min_buffer_s:  # gp would divide by zero or flip sign
+            raise ValueError(
+                f"buffer_target_s ({self.buffer_target_s}) must exceed "
+                f"min_buffer_s ({self.min_buffer_s})"
+            )
 
 
 class BOLA(ABRAlgorithm):

@@ -6,16 +6,16 @@ linear map of the buffer onto the ladder, rounded down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import RANGE, ABRAlgorithm, PlayerState
 
 
 @dataclass(frozen=True)
 class BBAParams:
-    reservoir_s: float = 5.0
+    reservoir_s: float = field(default=5.0, metadata={RANGE: (0.0, 3600.0)})
     """Buffer below which the lowest level is chosen, seconds."""
-    cushion_s: float = 10.0
+    cushion_s: float = field(default=10.0, metadata={RANGE: (0.0, 3600.0)})  # 0: a step
     """Width of the linear region above the reservoir, seconds."""
 
 

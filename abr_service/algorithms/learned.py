@@ -9,14 +9,14 @@ with its own seeded generator, as Pensieve-PPO's published test run did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import RANGE, ABRAlgorithm, PlayerState
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError, ModelError
 
@@ -30,7 +30,7 @@ class LearnedParams:
     """Checkpoint path (``--model``)."""
     sample: bool = False
     """Sample the level from the policy instead of taking the most likely one."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={RANGE: (0, 2**32 - 1)})
     """Seed of the sampling generator."""
 
 

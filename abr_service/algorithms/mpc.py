@@ -14,33 +14,74 @@ original FastMPC replaces the search by a precomputed table of it.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, ChunkFeedback, PlayerState
+from streambed.abr_service.algorithms.base import (
+    CHOICES,
+    RANGE,
+    ABRAlgorithm,
+    Bounds,
+    ChunkFeedback,
+    PlayerState,
+)
 from streambed.abr_service.algorithms.rate_based import harmonic_mean
-from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.qoe import QOE_NAMES, make_qoe
 from streambed.abr_service.video import Video
+from streambed.core.errors import ConfigError
+
+DEFAULT_MAX_HORIZON = 5
+"""Longest horizon a client may ask for: 6^5 = 7,776 plans keep a decision under a millisecond
+(horizon 6 takes about 6 times as long, and the plan set grows 6-fold per chunk)."""
+HARD_MAX_HORIZON = 8
+"""Longest an operator may allow (``streambed serve --max-mpc-horizon``): 6^8 = 1.7 M plans,
+seconds a decision and hundreds of MB of cached plans."""
+
+_max_horizon = DEFAULT_MAX_HORIZON
+
+
+def max_horizon() -> int:
+    """The longest horizon this process accepts."""
+    return _max_horizon
+
+
+def set_max_horizon(horizon: int) -> None:
+    """Let this process accept horizons up to ``horizon`` (an operator's choice, not a
+    client's); ``ConfigError`` beyond :data:`HARD_MAX_HORIZON`."""
+    global _max_horizon
+    if not 1 <= horizon <= HARD_MAX_HORIZON:
+        raise ConfigError(f"max MPC horizon {horizon}: must be in [1, {HARD_MAX_HORIZON}]")
+    _max_horizon = horizon
+    _plans.cache_clear()
+    _plan_terms.cache_clear()
+
+
+def horizon_range() -> Bounds:
+    return (1, _max_horizon)
 
 
 @dataclass(frozen=True)
 class MPCParams:
-    horizon: int = 5
+    horizon: int = field(default=5, metadata={RANGE: horizon_range})
     """Chunks planned ahead."""
-    window: int = 5
+    window: int = field(default=5, metadata={RANGE: (1, 1000)})
     """Past throughputs in the harmonic mean, and past errors in the robust bound."""
-    qoe: str = "lin"
+    qoe: str = field(default="lin", metadata={CHOICES: QOE_NAMES})
     """QoE metric the plans are scored with (lin, log, hd)."""
 
 
-@lru_cache(maxsize=64)
+# Bounded twice: horizons up to max_horizon() (so each entry's size), and few entries (a
+# session near the end of a video asks for every shorter horizon, per ladder and metric).
+@lru_cache(maxsize=32)
 def _plans(num_levels: int, horizon: int) -> np.ndarray:
+    if horizon > _max_horizon:  # Params refuse it already; this keeps the cache bounded
+        raise ConfigError(f"MPC horizon {horizon} beyond the limit {_max_horizon}")
     return np.asarray(list(itertools.product(range(num_levels), repeat=horizon)), dtype=np.int64)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)
 def _plan_terms(
     utility: tuple[float, ...], horizon: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

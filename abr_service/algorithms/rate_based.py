@@ -6,18 +6,18 @@ over request-to-last-byte time), times a safety factor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import RANGE, ABRAlgorithm, PlayerState
 
 
 @dataclass(frozen=True)
 class RateBasedParams:
-    window: int = 5
+    window: int = field(default=5, metadata={RANGE: (1, 1000)})
     """Number of past chunks in the harmonic mean."""
-    safety: float = 1.0
+    safety: float = field(default=1.0, metadata={RANGE: (0.1, 10.0)})
     """Multiplier on the prediction (below 1 is more conservative)."""
 
 

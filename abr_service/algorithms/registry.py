@@ -13,8 +13,26 @@ The contract:
   over the class's ``name`` attribute; when the two differ, every instance made through the
   registry carries the registered name (session logs and reports are keyed by it).
 * ``Params`` is a dataclass whose every field has a default: ``Params()`` must build.
-  Per-run values (``--param NAME.KEY=VALUE``, ``/decide``'s ``params``) are converted to each
-  field's default's type by :func:`~streambed.abr_service.algorithms.base.parse_params`.
+  Per-run values (``--param NAME.KEY=VALUE``, ``/decide``'s ``params``) are checked and
+  converted to each field's default's type (bool, int, float or str) by
+  :func:`~streambed.abr_service.algorithms.base.parse_params`, the one validation of parameters.
+* **Ranges**: declare each numeric field's valid range, both ends inclusive (None: unbounded),
+  and each string field's valid values, in the field's metadata::
+
+      from dataclasses import field
+      from streambed.abr_service.algorithms.base import CHOICES, RANGE
+
+      window: int = field(default=5, metadata={RANGE: (1, 1000)})
+      qoe: str = field(default="lin", metadata={CHOICES: ("lin", "log")})
+
+  ``RANGE`` may also be a zero-argument callable returning the pair (a limit the operator
+  sets, as MPC's horizon). A value outside is refused, naming the parameter, the value and the
+  range (a 422 from ``/decide``, exit status 2 from the CLI). Without a declaration a number is
+  still refused when it is not finite (NaN, inf) or, an integer, beyond 64 bits; types are
+  strict either way: a JSON value must have the field's type (no ``true`` for 1, no ``"5"``
+  for 5; an integral float is an int), and a command-line string is parsed by it. A range keeps
+  a client from making a decision slow or large: declare one for anything that sizes work.
+  ``__post_init__`` may refuse combinations (``ValueError``, named in the message).
 * The class is built as ``cls(video, params)`` once per session.
 * ``observation`` (optional): the version of a registered observation
   (:mod:`streambed.abr_service.observation`) the base class keeps in ``self.obs``.
@@ -31,12 +49,20 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, fields, is_dataclass
+from dataclasses import field as dataclass_field
 from functools import cache
 from importlib import metadata
 from typing import Any
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, parse_params
+from streambed.abr_service.algorithms.base import (
+    ABRAlgorithm,
+    Bounds,
+    describe_valid,
+    param_choices,
+    param_range,
+    parse_params,
+)
 from streambed.abr_service.algorithms.bola import BOLA
 from streambed.abr_service.algorithms.buffer_based import BBA
 from streambed.abr_service.algorithms.learned import LearnedPolicy
@@ -70,6 +96,33 @@ class ParamInfo:
     default: Any
     doc: str = ""
     """The field's docstring (the string literal under it), if any."""
+    field: Field[Any] | None = dataclass_field(default=None, repr=False, compare=False)
+
+    @property
+    def range(self) -> Bounds | None:
+        """The declared range (resolved now: an operator's limit may change it)."""
+        return param_range(self.field) if self.field is not None else None
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return param_choices(self.field) if self.field is not None else None
+
+    @property
+    def valid(self) -> str:
+        """What the parameter accepts, in words (``an integer in [1, 5]``)."""
+        return describe_valid(self.field, self.default) if self.field is not None else ""
+
+    def to_json(self) -> dict[str, Any]:
+        bounds = self.range
+        return {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "doc": self.doc,
+            "range": list(bounds) if bounds is not None else None,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "valid": self.valid,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,10 +158,7 @@ class AlgorithmInfo:
             "class": f"{self.cls.__module__}:{self.cls.__qualname__}",
             "source": self.source,
             "observation": self.observation,
-            "params": [
-                {"name": p.name, "type": p.type, "default": p.default, "doc": p.doc}
-                for p in self.params
-            ],
+            "params": [p.to_json() for p in self.params],
         }
 
 
@@ -130,11 +180,29 @@ def describe_params(cls: type[ABRAlgorithm]) -> tuple[ParamInfo, ...]:
     docs = field_docs(params_cls)
     out = []
     for f in fields(params_cls):
+        _check_declaration(cls, f)
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", repr(f.type))
         has_default = f.default is not MISSING or f.default_factory is not MISSING
         default = getattr(defaults, f.name) if has_default else None
-        out.append(ParamInfo(f.name, kind, default, docs.get(f.name, "")))
+        out.append(ParamInfo(f.name, kind, default, docs.get(f.name, ""), f))
     return tuple(out)
+
+
+def _check_declaration(cls: type[ABRAlgorithm], f: Field[Any]) -> None:
+    """``ConfigError`` unless field ``f``'s declared range is two numbers (or None) and its
+    choices strings: a bad declaration skips the plug-in, it never fails a request."""
+    where = f"{cls.__qualname__}.Params.{f.name}"
+    try:
+        bounds = param_range(f)
+        choices = param_choices(f)
+    except Exception as exc:  # a plug-in's callable range, or a malformed pair
+        raise ConfigError(f"{where}: bad range or choices: {type(exc).__name__}: {exc}") from exc
+    if bounds is not None and not all(
+        b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in bounds
+    ):
+        raise ConfigError(f"{where}: range {bounds!r} is not two numbers (or None)")
+    if choices is not None and not all(isinstance(c, str) for c in choices):
+        raise ConfigError(f"{where}: choices {choices!r} are not strings")
 
 
 def _entry_point_source(ep: metadata.EntryPoint) -> str:
@@ -278,12 +346,13 @@ def run_params(
     stray = sorted(set(params) - set(algorithms))
     if stray:
         raise ConfigError(
-            f"--param for {', '.join(stray)}, which {flag} does not run ({', '.join(algorithms)})"
+            f"--param for {', '.join(map(repr, stray))}, which {flag} does not run "
+            f"({', '.join(algorithms)})"
         )
     if validate:
         for name, values in params.items():
             if name not in skip:
-                parse_params(algorithm_info(name).cls.Params, values)
+                parse_params(algorithm_info(name).cls.Params, values, owner=name)
     return params
 
 
@@ -292,7 +361,7 @@ def build_algorithm(
 ) -> ABRAlgorithm:
     """An instance of ``cls`` for one session, its parameters parsed from ``params``, carrying
     the name ``name`` (also for classes that are not registered, e.g. in tests)."""
-    parsed = parse_params(cls.Params, params)
+    parsed = parse_params(cls.Params, params, owner=name)
     try:
         algo = cls(video, parsed)
     except StreambedError:  # already names what is wrong (a bad checkpoint: ModelError)

@@ -38,6 +38,7 @@ from streambed.abr_service.algorithms import (
     parse_params,
     rule_names,
 )
+from streambed.abr_service.algorithms.base import ParamError
 from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
 from streambed.abr_service.app.decision_log import DecisionLog
 from streambed.abr_service.app.metrics import Metrics
@@ -149,10 +150,7 @@ class DecisionEngine:
     def _make(self, name: str, video: Video, params: dict[str, Any]) -> ABRAlgorithm:
         active = self.store.active.get(name)
         if active is not None:
-            try:
-                learned = parse_params(LearnedParams, params)
-            except ConfigError as exc:
-                raise field_error(("params",), str(exc)) from None
+            learned = self._params(LearnedParams, params, name)
             if learned.model:
                 raise field_error(
                     ("params", "model"),
@@ -161,12 +159,7 @@ class DecisionEngine:
             self._check_ladder(name, active, video)
             return LearnedPolicy(video, learned, policy=active.policy)
         if name in rule_names():  # built-in or plug-in
-            cls = algorithm_info(name).cls
-            for key, value in params.items():  # one at a time: the 422 names the parameter
-                try:
-                    parse_params(cls.Params, {key: value})
-                except ConfigError as exc:
-                    raise field_error(("params", key), str(exc)) from None
+            self._params(algorithm_info(name).cls.Params, params, name)
             try:
                 return make_algorithm(name, video, params)
             except ConfigError as exc:
@@ -180,6 +173,17 @@ class DecisionEngine:
         raise ServiceError(
             404, f"unknown algorithm {name!r}; valid: {', '.join(self.algorithm_names())}"
         )
+
+    @staticmethod
+    def _params(cls: type, params: dict[str, Any], name: str) -> Any:
+        """``params`` (JSON values: no coercion) checked against ``cls``'s declared types and
+        ranges; a 422 naming the parameter, its value and its range."""
+        try:
+            return parse_params(cls, params, from_text=False, owner=name)
+        except ParamError as exc:
+            raise field_error(("params", exc.param), str(exc)) from None
+        except ConfigError as exc:
+            raise field_error(("params",), str(exc)) from None
 
     @staticmethod
     def _check_ladder(name: str, active: ActiveModel, video: Video) -> None:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streambed import __version__
 from streambed.abr_service.algorithms import available_algorithms, rule_names
+from streambed.abr_service.algorithms.mpc import set_max_horizon
 from streambed.abr_service.app.decisions import DecisionRunner
 from streambed.abr_service.app.deps import AppState
 from streambed.abr_service.app.engine import DecisionEngine, ServiceError
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, videos: list[Video] | None = No
         models_dir = Path(tempfile.mkdtemp(prefix="streambed-models-"))
         atexit.register(shutil.rmtree, models_dir, ignore_errors=True)
         log.warning("models are kept in %s until exit; give --models-dir to keep them", models_dir)
+    set_max_horizon(settings.max_mpc_horizon)  # before the engine warms MPC's plan cache
     ladder = videos[0].num_levels
     # Plug-ins are discovered here, once: a broken one is logged as a warning and skipped.
     plugins = [i for i in available_algorithms().values() if not i.builtin]

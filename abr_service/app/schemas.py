@@ -197,6 +197,11 @@ class ParamOut(BaseModel):
     type: str = Field(description="The parameter's type as its Params dataclass declares it.")
     default: Any = None
     doc: str = ""
+    range: list[int | float | None] | None = Field(
+        None, description="Valid range [lo, hi], both inclusive (null: unbounded)."
+    )
+    choices: list[str] | None = Field(None, description="Valid values of a string parameter.")
+    valid: str = Field("", description="What the parameter accepts, in words.")
 
 
 class AlgorithmOut(BaseModel):

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     order, one at a time)."""
     max_pending_decisions: int = Field(default=256, ge=1)
     """Decisions running or waiting at once; beyond it /decide and POST / answer 503."""
+    max_mpc_horizon: int = Field(default=5, ge=1, le=8)
+    """Longest MPC horizon a session's ``params`` may ask for: 6^horizon plans are scored per
+    decision (5: under a millisecond; each more chunk costs 6 times the time and memory)."""
 
     def read_token(self) -> str | None:
         """The configured upload token, or None when uploads are disabled."""

@@ -21,21 +21,14 @@ async def list_algorithms(request: Request) -> list[AlgorithmOut]:
             kind="classic" if info.builtin else "plugin",
             source=info.source,
             params=info.defaults(),
-            parameters=[
-                ParamOut(name=p.name, type=p.type, default=p.default, doc=p.doc)
-                for p in info.params
-            ],
+            parameters=[ParamOut(**p.to_json()) for p in info.params],
         )
         for info in sorted(infos.values(), key=lambda i: (not i.builtin, i.name))
         if not info.learned
     ]
     learned_info = infos["ppo"]
     learned = {k: v for k, v in learned_info.defaults().items() if k != "model"}
-    learned_params = [
-        ParamOut(name=p.name, type=p.type, default=p.default, doc=p.doc)
-        for p in learned_info.params
-        if p.name != "model"
-    ]
+    learned_params = [ParamOut(**p.to_json()) for p in learned_info.params if p.name != "model"]
     for name, active in sorted(app.store.active.items()):
         out.append(
             AlgorithmOut(

@@ -7,26 +7,22 @@ A throughput rule like Streambed's ``rb``, written only against the public algor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from streambed.abr_service.algorithms.base import ABRAlgorithm, PlayerState
+from streambed.abr_service.algorithms.base import RANGE, ABRAlgorithm, PlayerState
 
 
+# Each field declares its valid range (both ends inclusive): a value outside is refused before
+# the algorithm is built, naming the parameter, the value and the range (a 422 in /decide, exit
+# status 2 from --param), and GET /algorithms and `streambed algorithms` show it.
 @dataclass(frozen=True)
 class HarmonicParams:
-    window: int = 5
+    window: int = field(default=5, metadata={RANGE: (1, 100)})
     """Number of past chunks in the harmonic mean."""
-    safety: float = 0.9
+    safety: float = field(default=0.9, metadata={RANGE: (0.05, 1.0)})
     """Fraction of the predicted throughput a level's bitrate may use."""
-
-    def __post_init__(self) -> None:
-        # Refused here, a bad value becomes a ConfigError (a 422 in /decide) naming it.
-        if self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
-        if not 0 < self.safety <= 1:
-            raise ValueError(f"safety must be in (0, 1], got {self.safety}")
 
 
 class HarmonicRate(ABRAlgorithm):
