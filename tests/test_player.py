@@ -666,7 +666,7 @@ def test_a_player_process_stays_light(tmp_path: Path) -> None:
         "from streambed.cli import main\n"
         f"played = main({[*argv, str(tmp_path / 'a')]!r})\n"
         f"linked = main({[*argv, str(tmp_path / 'b'), '--trace', str(tmp_path / 'none.txt')]!r})\n"
-        "heavy = ('torch', 'matplotlib', 'fastapi', 'uvicorn', 'gymnasium', 'trainer')\n"
+        "heavy = ('torch', 'matplotlib', 'fastapi', 'uvicorn', 'gymnasium', 'streambed.trainer')\n"
         "print(played, linked, sorted(set(heavy) & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
