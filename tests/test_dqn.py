@@ -196,5 +196,7 @@ def test_demonstration_teacher_errors_name_the_flag(tmp_path: Path) -> None:
         DQN(replace(FAST, out=str(tmp_path / "a"), demo_teacher="nope"), DATA)
     with pytest.raises(ConfigError, match="--param is for --demo-teacher"):
         DQN(replace(FAST, out=str(tmp_path / "b"), param=["bba.reservoir_s=5"]), DATA)
-    with pytest.raises(ConfigError, match="--demo-ratio"):
+    with pytest.raises(ConfigError, match="--demo-ratio must be in \\[0, 1\\), got 1.5"):
         DQN(replace(FAST, out=str(tmp_path / "c"), demo_teacher="bba", demo_ratio=1.5), DATA)
+    with pytest.raises(ConfigError, match="--learning-starts 1000 exceeds --buffer-size 500"):
+        DQN(replace(FAST, out=str(tmp_path / "d"), buffer_size=500), DATA)

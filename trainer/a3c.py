@@ -13,12 +13,21 @@ logged as ``charts/entropy_weight``. Learning rates as in the paper: actor 1e-4,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from streambed.trainer.common import CommonArgs, Data, Trainer, decisions, gae
+from streambed.trainer.common import (
+    POSITIVE,
+    UNIT,
+    Bound,
+    CommonArgs,
+    Data,
+    Trainer,
+    decisions,
+    gae,
+)
 from streambed.trainer.distributed import Group
 from streambed.trainer.schedules import Schedule
 
@@ -46,6 +55,15 @@ class A3CArgs(CommonArgs):
     """Rewards are multiplied by this before returns are computed. 1: QoE units, as Pensieve,
     so the entropy weights of its schedules keep their meaning (0.1 made every weight ten times
     stronger: 0.62 on norway-test after 6 minutes, against 0.91 with 1)."""
+
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "actor_lr": POSITIVE,
+        "critic_lr": POSITIVE,
+        "gamma": UNIT,
+        "gae_lambda": UNIT,
+        "max_grad_norm": POSITIVE,
+        "reward_scale": POSITIVE,
+    }
 
 
 class A3C(Trainer):

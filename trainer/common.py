@@ -19,12 +19,15 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
+import shutil
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -36,7 +39,7 @@ from streambed.abr_service.observation import OBS_VERSION, Observation, get_obse
 from streambed.abr_service.policies import CHECKPOINT_FORMAT, load_policy
 from streambed.abr_service.qoe import QoEMetric, make_qoe
 from streambed.abr_service.video import Video, load_video
-from streambed.core.errors import ConfigError
+from streambed.core.errors import ConfigError, ModelError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.defaults import default_traces, default_video
 from streambed.traces import Trace, load_traceset
@@ -48,6 +51,49 @@ from streambed.trainer.simulator import SimConfig
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_FORMAT = "streambed-train-state/1"
+
+RUN_OUTPUTS = (
+    "args.json",
+    "best.pt",
+    "last.pt",
+    "final.pt",
+    "averaged.pt",
+    "metrics.csv",
+    "tb",
+    "snapshots",
+)
+"""What a run writes in its directory (``--force`` deletes these, and nothing else)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The valid values of a numeric argument: ``low`` to ``high``, each end open or closed."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    unset: float | None = None
+    """A default outside the range that means "not given": accepted unless given as a flag."""
+
+    def allows(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            if self.low == 0 and self.low_open:
+                return "positive"
+            return f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Bound(0, low_open=True)
+NON_NEGATIVE = Bound(0)
+AT_LEAST_ONE = Bound(1)
+UNIT = Bound(0, 1)
 
 
 @dataclass
@@ -73,13 +119,16 @@ class CommonArgs:
     out: str = "runs/train"
     """Run directory: args.json, best.pt, last.pt, metrics.csv, TensorBoard events."""
     minutes: float = 0.0
-    """Wall-clock budget in minutes (0: use --steps)."""
+    """Wall-clock budget in minutes (when not given, --steps is the budget)."""
     steps: int = 1_000_000
     """Budget in environment steps (chunk decisions) when --minutes is 0."""
     seed: int = 1
     """Seed of the simulator, the network initialisation and the sampling."""
     resume: bool = False
     """Continue the run in --out from its last.pt."""
+    force: bool = False
+    """Start afresh in an --out that holds a previous run, deleting that run's outputs. Without
+    --force or --resume, an --out that exists and is not empty is refused."""
     num_envs: int = 256
     """Simulated sessions stepped together."""
     rollout_steps: int = 48
@@ -123,6 +172,44 @@ class CommonArgs:
     snapshots' (needs --snapshot-minutes), validated like best.pt; its validation QoE is in its
     meta. 4 snapshots 4 minutes apart steadied 60-minute PPO runs (benchmarks/RESULTS.md). A
     finished run gains one with --resume --average-last K. 0: none."""
+
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "val_fraction": Bound(0, 1, low_open=True, high_open=True),
+        "minutes": Bound(0, low_open=True, unset=0.0),
+        "steps": AT_LEAST_ONE,
+        "seed": NON_NEGATIVE,
+        "num_envs": AT_LEAST_ONE,
+        "rollout_steps": AT_LEAST_ONE,
+        "val_every": AT_LEAST_ONE,
+        "val_starts": AT_LEAST_ONE,
+        "workers": AT_LEAST_ONE,
+        "threads": NON_NEGATIVE,
+        "snapshot_minutes": NON_NEGATIVE,
+        "average_last": NON_NEGATIVE,
+    }
+    """Valid values of the numeric arguments; subclasses add theirs (see :func:`check_args`)."""
+
+
+def check_args(args: CommonArgs, given: Collection[str] = ()) -> None:
+    """Every numeric argument of ``args`` in its range (the ``BOUNDS`` of its class and their
+    bases), or a ConfigError naming the flag. ``given``: the fields given on the command line,
+    where a Bound's ``unset`` default is an error too (``--minutes 0``)."""
+    bounds: dict[str, Bound] = {}
+    for klass in reversed(type(args).__mro__):
+        bounds.update(vars(klass).get("BOUNDS", {}))
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
+        bound = bounds[f.name]  # every numeric argument has one (a test checks)
+        if bound.allows(value) or (
+            bound.unset is not None and value == bound.unset and f.name not in given
+        ):
+            continue
+        raise ConfigError(f"{flag} must be {bound.describe()}, got {value}")
 
 
 def args_from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -169,8 +256,6 @@ def load_data(args: CommonArgs) -> Data:
         val = load_traceset(args.val_traces)
         train = traces
     else:
-        if not 0 < args.val_fraction < 1:
-            raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
         # A fixed split (independent of the seed, so runs are comparable), stratified by mean
         # throughput: evenly spaced through the sorted traces, so the held-out share spans the
         # training set's range instead of landing, by chance, on its hardest traces.
@@ -254,15 +339,44 @@ class Collector:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a ValueError (or KeyError) if it does not fit these sessions."""
         sim = self.sim
-        sim.rng.bit_generator.state = json.loads(state["rng"])
-        for key, value in state["sim"].items():
-            setattr(sim, key, value.numpy().copy())
+        saved = len(state["prev_quality"])
+        if saved != self.n:
+            raise ValueError(
+                f"it holds {saved} sessions per worker where this run has {self.n} "
+                "(resume with the run's --num-envs and --workers)"
+            )
+
+        def fitting(value: torch.Tensor, like: np.ndarray, key: str) -> np.ndarray:
+            array = value.numpy()
+            if array.shape != like.shape:
+                raise ValueError(f"{key} has shape {array.shape}, not {like.shape}")
+            return array.astype(like.dtype, copy=True)
+
+        arrays = {
+            key: fitting(state["sim"][key], getattr(sim, key), key)
+            for key in ("trace", "tau", "line", "buffer_s", "chunk")
+        }
+        books = {
+            key: fitting(state[key], getattr(self, key), key)
+            for key in ("prev_quality", "session_qoe", "session_chunks")
+        }
+        obs = None
         if state["obs"] is not None and sim.obs is not None:
-            sim.obs[...] = state["obs"].numpy()
-        self.prev_quality = state["prev_quality"].numpy().copy()
-        self.session_qoe = state["session_qoe"].numpy().copy()
-        self.session_chunks = state["session_chunks"].numpy().copy()
+            obs = fitting(state["obs"], sim.obs, "obs")
+        trace, line = arrays["trace"], arrays["line"]
+        inside = (trace >= 0) & (trace < len(sim.bank)) & (line >= 0) & (line < len(sim.bank.time))
+        if not inside.all():
+            raise ValueError("its sessions play traces this run does not have")
+        sim.rng.bit_generator.state = json.loads(state["rng"])
+        for key, array in arrays.items():
+            setattr(sim, key, array)
+        if obs is not None and sim.obs is not None:
+            sim.obs[...] = obs
+        self.prev_quality = books["prev_quality"]
+        self.session_qoe = books["session_qoe"]
+        self.session_chunks = books["session_chunks"]
         self.env_steps = int(state["env_steps"])
 
     def advance(
@@ -491,16 +605,59 @@ def atomic_save(obj: Any, path: Path) -> bytes:
     return data
 
 
-def load_train_state(path: Path) -> dict[str, Any]:
+def _reason(exc: BaseException) -> str:
+    """``exc`` as a short phrase on one line (torch's messages span lines, or are empty)."""
+    if isinstance(exc, KeyError):
+        return f"it has no {exc.args[0]!r} entry"
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def load_train_state(path: Path, algorithm: str | None = None) -> dict[str, Any]:
+    """The training state in ``path`` (a ModelError naming the file if it is not one)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file: the run saved no state to resume from yet")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: cannot resume from it: the file is empty")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # untrusted or damaged file
-        raise ConfigError(
-            f"{path}: cannot resume from it ({str(exc).splitlines()[0][:200]})"
-        ) from exc
+    except Exception as exc:  # untrusted or damaged file: truncated, not a checkpoint
+        detail = f"KeyError: {exc}" if isinstance(exc, KeyError) else _reason(exc)
+        raise ModelError(
+            f"{path}: cannot resume from it: not a readable checkpoint, truncated or another "
+            f"kind of file ({detail})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise ConfigError(f"{path}: not a Streambed training state ({TRAIN_STATE_FORMAT})")
+        raise ModelError(f"{path}: not a Streambed training state ({TRAIN_STATE_FORMAT})")
+    if algorithm is not None and state.get("algorithm") != algorithm:
+        raise ModelError(
+            f"{path}: the state of a {state.get('algorithm')} run, not {algorithm}; "
+            f"resume it with streambed train {state.get('algorithm')}"
+        )
     return state
+
+
+def restore_train_state(trainer: Trainer, path: Path) -> tuple[int, float, float]:
+    """Load ``path`` into ``trainer`` (this worker's share); returns the iteration, elapsed
+    seconds and best validation QoE it was saved at. A state that does not fit (missing
+    entries, other shapes, another --num-envs) is a ModelError naming the file."""
+    group = trainer.group
+    state = load_train_state(path, trainer.algorithm)
+    try:
+        collectors = state.get("collectors") or [state["collector"]]
+        if len(collectors) != group.world:
+            raise ConfigError(
+                f"{path} was written by {len(collectors)} worker(s); "
+                f"resume it with --workers {len(collectors)}"
+            )
+        for key, module in trainer.modules().items():
+            module.load_state_dict(state["modules"][key])
+        trainer.collector.load_state(collectors[group.rank])
+        trainer.load_extra_state(state["extra"])
+        torch.set_rng_state((state.get("torch_rngs") or [state["torch_rng"]])[group.rank])
+        return int(state["iteration"]), float(state["elapsed_s"]), float(state["best_val"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ModelError(f"{path}: cannot resume from it: {_reason(exc)}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -508,14 +665,40 @@ def load_train_state(path: Path) -> dict[str, Any]:
 
 
 class RunLog:
-    def __init__(self, out: Path, resume: bool) -> None:
+    """metrics.csv and TensorBoard events. ``resumed_at`` (the env steps and elapsed seconds of
+    the last.pt a run resumes from) drops what was logged after that state was saved: the
+    resumed run logs those iterations again."""
+
+    def __init__(self, out: Path, resumed_at: tuple[int, float] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(out / "tb"))
         self.csv_path = out / "metrics.csv"
-        if not resume and self.csv_path.exists():
-            self.csv_path.unlink()
-        self.rows: list[dict[str, Any]] = []
+        if resumed_at is None:
+            self.csv_path.unlink(missing_ok=True)
+            self.writer = SummaryWriter(str(out / "tb"))
+        else:
+            steps, elapsed = resumed_at
+            self._truncate_csv(float(f"{elapsed:.3f}"))
+            # TensorBoard hides the earlier files' events from this step on.
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=steps + 1)
+
+    def _truncate_csv(self, until_s: float) -> None:
+        """Keep the header and the rows logged up to ``until_s`` (their wall_s column)."""
+        if not self.csv_path.is_file():
+            return
+        lines = self.csv_path.read_text().splitlines(keepends=True)
+        keep = len(lines)
+        for i, row in enumerate(csv.reader(lines)):
+            try:
+                later = i > 0 and float(row[1]) > until_s
+            except (IndexError, ValueError):
+                later = False  # a damaged row stays where it is
+            if later:
+                keep = i
+                break
+        if keep < len(lines):
+            atomic_write_bytes(self.csv_path, "".join(lines[:keep]).encode())
+            log.info("metrics.csv: dropped %d row(s) logged after last.pt", len(lines) - keep)
 
     def scalars(self, step: int, wall_s: float, values: dict[str, float]) -> None:
         for key, value in values.items():
@@ -586,6 +769,7 @@ class Trainer:
     algorithm = "base"
 
     def __init__(self, args: CommonArgs, data: Data, group: Group | None = None) -> None:
+        check_args(args)
         self.args = args
         self.data = data
         self.group = group or Group()
@@ -666,8 +850,44 @@ def write_averaged(trainer: Trainer, out: Path, meta: dict[str, Any]) -> float |
     return val
 
 
+def check_out(args: CommonArgs) -> None:
+    """Refuse an ``--out`` that holds a previous run (or anything) unless ``--resume`` continues
+    it or ``--force`` replaces it: a new run must never silently overwrite an old best.pt."""
+    out = Path(args.out)
+    if args.resume and args.force:
+        raise ConfigError("--resume continues the run in --out and --force replaces it: give one")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if args.resume or args.force or not out.is_dir() or not any(out.iterdir()):
+        return
+    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    what = f"holds a previous run ({', '.join(found)})" if found else "exists and is not empty"
+    raise ConfigError(
+        f"--out {out} {what}: give --resume to continue it, --force to replace it, or another --out"
+    )
+
+
+def clear_run(out: Path) -> None:
+    """Delete a previous run's outputs in ``out`` (:data:`RUN_OUTPUTS` only: ``--out`` may be a
+    directory that holds other things too)."""
+    removed = []
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    if removed:
+        log.info("--force: removed the previous run's %s in %s", ", ".join(removed), out)
+
+
 def train(cls: type[Trainer], args: CommonArgs) -> dict[str, Any]:
     """Load the data, build ``cls`` and run it to its budget, in ``args.workers`` processes."""
+    check_args(args)
+    check_out(args)  # before any worker starts
     if args.workers > 1:
         load_data(args)  # a bad trace or video fails here, before any worker starts
     return run_workers(args.workers, functools.partial(_train_worker, cls, args))
@@ -690,6 +910,16 @@ def _budget_done(args: CommonArgs, env_steps: int, elapsed_s: float) -> bool:
     return env_steps >= args.steps
 
 
+def _postfix(steps_per_s: float, last_val: float, best: float) -> str:
+    """The progress bar's figures: throughput, and validation QoEs once there are any."""
+    parts = [f"{steps_per_s:,.0f} steps/s"]
+    if math.isfinite(last_val):
+        parts.append(f"val_qoe={last_val:.3f}")
+    if math.isfinite(best):
+        parts.append(f"best={best:.3f}")
+    return ", ".join(parts)
+
+
 def train_loop(trainer: Trainer) -> dict[str, Any]:
     """Run ``trainer`` to its budget; returns a summary (best validation QoE, paths, steps).
 
@@ -702,55 +932,45 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
     group = trainer.group
     main = group.is_main
     out = Path(args.out)
-    if args.average_last < 0:
-        raise ConfigError(f"--average-last must be 0 or more, got {args.average_last}")
     if args.average_last and args.snapshot_minutes <= 0:
         raise ConfigError("--average-last averages snapshots: give --snapshot-minutes too")
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        check_out(args)
     iteration, elapsed, best = 0, 0.0, -float("inf")
     if args.resume:
-        state = load_train_state(out / "last.pt")
-        collectors = state.get("collectors") or [state["collector"]]
-        if len(collectors) != group.world:
-            raise ConfigError(
-                f"{out / 'last.pt'} was written by {len(collectors)} worker(s); "
-                f"resume it with --workers {len(collectors)}"
-            )
-        for key, module in trainer.modules().items():
-            module.load_state_dict(state["modules"][key])
-        trainer.collector.load_state(collectors[group.rank])
-        trainer.load_extra_state(state["extra"])
-        torch.set_rng_state((state.get("torch_rngs") or [state["torch_rng"]])[group.rank])
-        iteration, elapsed, best = (
-            int(state["iteration"]),
-            float(state["elapsed_s"]),
-            float(state["best_val"]),
-        )
+        iteration, elapsed, best = restore_train_state(trainer, out / "last.pt")
     env_steps = int(group.sum(trainer.collector.env_steps))
     if args.resume:
         log.info("resumed %s at iteration %d (%d env steps)", out, iteration, env_steps)
-    if main and not args.resume:  # a fresh run replaces a previous run's outputs, as metrics.csv
-        stale = snapshot_paths(out)
-        for path in stale:
-            path.unlink()
-        if stale:
-            log.info("removed %d snapshot(s) of a previous run in %s", len(stale), out)
+    elif main:  # check_out refused a previous run here unless --force replaces it
+        clear_run(out)
     if main:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(
             json.dumps({"algorithm": trainer.algorithm, **asdict(args)}, indent=2) + "\n"
         )
-    runlog = RunLog(out, args.resume) if main else None
+    runlog = RunLog(out, (env_steps, elapsed) if args.resume else None) if main else None
     num_levels = trainer.data.video.num_levels
-    total = args.minutes * 60 if args.minutes > 0 else args.steps
+    # Whole seconds with --minutes, steps otherwise; the throughput is in the postfix.
+    by_time = args.minutes > 0
+    unit = "s" if by_time else "steps"
     bar = tqdm(
-        total=total,
+        total=max(round(args.minutes * 60), 1) if by_time else args.steps,
         desc=f"{trainer.algorithm} {out.name}",
         disable=not (args.progress and main),
-        unit="s" if args.minutes > 0 else "step",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+        + unit
+        + " [{elapsed}<{remaining}{postfix}]",
         dynamic_ncols=True,
     )
-    bar.update(elapsed if args.minutes > 0 else env_steps)
+
+    def show(steps_per_s: float) -> None:
+        if steps_per_s >= 0:
+            bar.set_postfix_str(_postfix(steps_per_s, last_val, best), refresh=False)
+        bar.update(min(int(elapsed) if by_time else env_steps, bar.total) - bar.n)
+
     last_val = float("nan")
+    show(-1)
     next_snapshot = (
         (int(elapsed / 60 / args.snapshot_minutes) + 1) * args.snapshot_minutes
         if args.snapshot_minutes > 0
@@ -815,8 +1035,7 @@ def train_loop(trainer: Trainer) -> dict[str, Any]:
                 next_snapshot += args.snapshot_minutes
             if runlog is not None:
                 runlog.scalars(env_steps, elapsed, metrics)
-            bar.update(spent if args.minutes > 0 else env_steps - steps_before)
-            bar.set_postfix(val_qoe=f"{last_val:.3f}", best=f"{best:.3f}", refresh=False)
+            show(metrics["charts/steps_per_s"])
     except KeyboardInterrupt:
         if group.world == 1:
             log.warning("interrupted: saving %s", out / "last.pt")

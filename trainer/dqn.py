@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -44,7 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from streambed.core.errors import ConfigError
-from streambed.trainer.common import CommonArgs, Data, Trainer
+from streambed.trainer.common import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Bound,
+    CommonArgs,
+    Data,
+    Trainer,
+)
 from streambed.trainer.distributed import Group
 from streambed.trainer.teachers import RuleSessions, rule_factory
 
@@ -115,6 +124,30 @@ class DQNArgs(CommonArgs):
     margin_weight: float = 1.0
     """Weight of the large-margin loss against the TD loss."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "learning_rate": POSITIVE,
+        "gamma": UNIT,
+        "n_step": AT_LEAST_ONE,
+        "buffer_size": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "learning_starts": NON_NEGATIVE,
+        "updates_per_iteration": AT_LEAST_ONE,
+        "target_every": AT_LEAST_ONE,
+        "tau": Bound(0, 1, low_open=True),
+        "epsilon_start": UNIT,
+        "epsilon_end": UNIT,
+        "exploration_steps": NON_NEGATIVE,
+        "huber_delta": POSITIVE,
+        "max_grad_norm": POSITIVE,
+        "reward_scale": POSITIVE,
+        "critic_warmup": NON_NEGATIVE,
+        "demo_transitions": AT_LEAST_ONE,
+        "demo_updates": NON_NEGATIVE,
+        "demo_ratio": Bound(0, 1, high_open=True),
+        "margin": NON_NEGATIVE,
+        "margin_weight": NON_NEGATIVE,
+    }
+
 
 class Replay:
     """Transitions ``(obs, action, n-step return, next obs, discount)`` in a numpy ring buffer.
@@ -176,9 +209,18 @@ class Replay:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a ValueError if it does not fit this buffer."""
         n = int(state["size"])
+        if not 0 <= n <= self.capacity or not 0 <= int(state["pos"]) < max(self.capacity, 1):
+            raise ValueError(
+                f"its replay ({n} transitions) does not fit --buffer-size {self.capacity} "
+                "(resume with the run's --buffer-size)"
+            )
         for key in self.ARRAYS:
-            getattr(self, key)[:n] = state[key].numpy()
+            target, saved = getattr(self, key)[:n], state[key].numpy()
+            if saved.shape != target.shape:
+                raise ValueError(f"its replay's {key} has shape {saved.shape}, not {target.shape}")
+            target[...] = saved
         self.pos, self.size = int(state["pos"]), n
         self.rng.bit_generator.state = json.loads(state["rng"])
 
@@ -222,6 +264,11 @@ class DQN(Trainer):
         self.online = [self.actor, self.critic] if args.dueling else [self.actor]
         params = [p for net in self.online for p in net.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=args.learning_rate)
+        if args.learning_starts > args.buffer_size:
+            raise ConfigError(
+                f"--learning-starts {args.learning_starts} exceeds --buffer-size "
+                f"{args.buffer_size}: the replay would never hold enough to learn from"
+            )
         sim = self.collector.sim
         assert sim.obs is not None
         self.replay = Replay(
@@ -233,8 +280,6 @@ class DQN(Trainer):
         self.demos: Replay | None = None
         self.teacher: RuleSessions | None = None
         if args.demo_teacher:
-            if not 0 <= args.demo_ratio < 1:
-                raise ConfigError(f"--demo-ratio must be in [0, 1), got {args.demo_ratio}")
             make = rule_factory(
                 args.demo_teacher, data.video, args.qoe, args.param, "--demo-teacher"
             )

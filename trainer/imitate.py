@@ -23,7 +23,7 @@ behaviour cloning on teacher trajectories). Use the result as PPO's warm start w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +34,15 @@ from streambed.abr_service.qoe import QoEMetric
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 from streambed.trainer.batched import BatchedSimulator
-from streambed.trainer.common import CommonArgs, Data, Trainer
+from streambed.trainer.common import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Bound,
+    CommonArgs,
+    Data,
+    Trainer,
+)
 from streambed.trainer.distributed import Group
 from streambed.trainer.simulator import SimConfig, buffer_after_download
 from streambed.trainer.teachers import RuleSessions, rule_factory
@@ -119,6 +127,23 @@ class ImitateArgs(CommonArgs):
     """Entropy bonus of the expected-regret loss (keeps gradients alive on near-ties)."""
     val_every: int = 2
     """Validate every this many iterations."""
+
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "beta_iterations": NON_NEGATIVE,
+        "learning_rate": POSITIVE,
+        "buffer_size": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "grad_steps": AT_LEAST_ONE,
+        "horizon": AT_LEAST_ONE,
+        "beam_width": AT_LEAST_ONE,
+        "bandwidth_discount": POSITIVE,
+        "huber_delta": POSITIVE,
+        "regret_scale": POSITIVE,
+        "terminal_weight": NON_NEGATIVE,
+        "terminal_buffer_s": NON_NEGATIVE,
+        "temperature": POSITIVE,
+        "entropy_coef": NON_NEGATIVE,
+    }
 
 
 def oracle_levels(
@@ -230,20 +255,6 @@ class Imitate(Trainer):
         if args.loss not in LOSSES:
             raise ConfigError(f"unknown imitation loss {args.loss!r}; choose {', '.join(LOSSES)}")
         self.loss = args.loss if args.teacher == "oracle" else "ce"
-        if args.plans == "beam" and args.beam_width < 1:
-            raise ConfigError(f"--beam-width must be 1 or more, got {args.beam_width}")
-        for flag, value in (
-            ("--huber-delta", args.huber_delta),
-            ("--regret-scale", args.regret_scale),
-            ("--bandwidth-discount", args.bandwidth_discount),
-        ):
-            if value <= 0:
-                raise ConfigError(f"{flag} must be positive, got {value}")
-        if args.terminal_weight < 0 or args.terminal_buffer_s < 0:
-            raise ConfigError(
-                "--terminal-weight and --terminal-buffer-s must be 0 or more, got "
-                f"{args.terminal_weight} and {args.terminal_buffer_s}"
-            )
         self.buf_len = 0
         self.buf_pos = 0
         if args.plans not in PLANS:

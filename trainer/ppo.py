@@ -10,13 +10,24 @@ returns (``gae_lambda`` = 1). Each iteration collects ``rollout_steps`` chunks f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from streambed.trainer.common import CommonArgs, Data, Trainer, decisions, gae
+from streambed.trainer.common import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Bound,
+    CommonArgs,
+    Data,
+    Trainer,
+    decisions,
+    gae,
+)
 from streambed.trainer.distributed import Group
 from streambed.trainer.schedules import Schedule
 
@@ -62,6 +73,23 @@ class PPOArgs(CommonArgs):
     reward_scale: float = 0.1
     """Rewards are multiplied by this for the critic and the advantages (QoE units are large:
     one second of stall costs 4.3)."""
+
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "learning_rate": POSITIVE,
+        "gamma": UNIT,
+        "gae_lambda": UNIT,
+        "update_epochs": AT_LEAST_ONE,
+        "minibatches": AT_LEAST_ONE,
+        "clip_coef": POSITIVE,
+        "dual_clip": NON_NEGATIVE,
+        "vf_coef": NON_NEGATIVE,
+        "max_grad_norm": POSITIVE,
+        "target_entropy": NON_NEGATIVE,
+        "entropy_lr": NON_NEGATIVE,
+        "initial_entropy_weight": NON_NEGATIVE,
+        "critic_warmup": NON_NEGATIVE,
+        "reward_scale": POSITIVE,
+    }
 
 
 class PPO(Trainer):

@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a policy (ppo, a3c, dqn, imitate) on the batched simulator",
         description="Train an ABR policy offline; runs live under --out (args.json, best.pt, "
-        "last.pt, metrics.csv, TensorBoard events in tb/).",
+        "last.pt, metrics.csv, TensorBoard events in tb/). An --out that holds a previous run "
+        "is refused unless --resume continues it or --force replaces it.",
     )
     sub = p.add_subparsers(dest="algorithm", metavar="ALGORITHM", required=True)
     for name, cls, text in (
@@ -76,24 +77,50 @@ def register(subparsers: Any) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from streambed.trainer.common import train
+    from streambed.trainer.common import check_args, train
 
     cls = ns.args_cls
     given = {
         f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None
     }
     if given.get("resume"):
-        saved = Path(given.get("out") or cls().out) / "args.json"
-        if not saved.is_file():
-            raise ConfigError(f"--resume: {saved} does not exist")
-        previous = json.loads(saved.read_text())
-        previous.pop("algorithm", None)
+        previous = saved_args(Path(given.get("out") or cls().out) / "args.json", ns.algorithm, cls)
         values = {**previous, **given}  # flags given now (e.g. a longer budget) win
     else:
         values = {**arch_suggestions(cls, given.get("arch") or cls().arch, given), **given}
-    summary = train(_trainer_class(ns.algorithm), cls(**values))
+    args = cls(**values)
+    check_args(args, given)
+    summary = train(_trainer_class(ns.algorithm), args)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def saved_args(path: Path, algorithm: str, cls: type) -> dict[str, Any]:
+    """The arguments a run saved in ``path`` (its args.json), for ``--resume``."""
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} does not exist")
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--resume: {path} is not readable JSON ({exc})") from None
+    if not isinstance(previous, dict):
+        raise ConfigError(f"--resume: {path} is not a JSON object")
+    saved_algorithm = previous.pop("algorithm", algorithm)
+    if saved_algorithm != algorithm:
+        raise ConfigError(
+            f"--resume: {path} is a {saved_algorithm} run; resume it with "
+            f"streambed train {saved_algorithm}"
+        )
+    defaults = cls()
+    names = {f.name for f in fields(cls)}
+    for key, value in previous.items():
+        if key not in names:
+            raise ConfigError(f"--resume: {path} has an unknown argument {key!r}")
+        kind = type(getattr(defaults, key))
+        fits = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not (fits or (kind is float and type(value) is int)):
+            raise ConfigError(f"--resume: {path}: {key} is {value!r}, not a {kind.__name__}")
+    return previous
 
 
 def arch_suggestions(cls: type, arch: str, given: dict[str, Any]) -> dict[str, Any]:
