@@ -102,7 +102,7 @@ def test_compose_services_and_privileges() -> None:
     assert services["abr"]["depends_on"]["origin"]["condition"] == "service_healthy"
     assert services["trainer"]["profiles"] == ["trainer"]
     assert services["tensorboard"]["profiles"] == ["tensorboard"]
-    assert "--push" in services["trainer"]["command"]
+    assert "--push" in " ".join(services["trainer"]["command"])
     for name in ("origin", "abr"):
         assert "healthz" in " ".join(services[name]["healthcheck"]["test"])
     for name in ("origin", "abr", "trainer", "tensorboard"):  # only the emulator is root
