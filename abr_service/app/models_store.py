@@ -8,7 +8,9 @@ Layout under ``root``::
     .incoming/               uploads being validated; emptied at start-up
 
 Every file is written to a temporary name and renamed into place, so a crash mid-upload leaves
-no half file where a reader would find it. An uploaded checkpoint must load with
+no half file where a reader would find it. A version is its pair of files: the ``.json`` goes
+into place first and the ``.pt`` last, so a version is listed only once both are there; a half
+pair (a crash between the two renames) is never listed and is removed at start-up. An uploaded checkpoint must load with
 ``weights_only=True``, match an architecture for the ladder, and give a finite output on a zero
 observation (:func:`streambed.abr_service.policies.policy_from_checkpoint`) before it is stored.
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_SLOT = "ppo"
+MAX_INFO_BYTES = 1024 * 1024
+"""A ``v<N>.json`` larger than this is not read (the metadata of an upload is bounded far
+below it: :data:`streambed.abr_service.policies.MAX_META_JSON_BYTES`)."""
 
 
 class StoreError(Exception):
@@ -103,6 +108,7 @@ class ModelStore:
         self._lock = threading.RLock()  # writers run in worker threads; readers need no lock
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(root / ".incoming", ignore_errors=True)
+        self._remove_half_pairs()
         self._load_state()
 
     # --- reading ---------------------------------------------------------------------------
@@ -112,11 +118,14 @@ class ModelStore:
         infos = []
         for meta in sorted(directory.glob("v*.json")):
             try:
+                size = meta.stat().st_size
+                if size > MAX_INFO_BYTES:
+                    raise ValueError(f"{size} bytes, more than the limit {MAX_INFO_BYTES}")
                 info = ModelInfo(**json.loads(meta.read_text()))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("skipping unreadable model metadata %s: %s", meta, exc)
                 continue
-            if (directory / f"v{info.version}.pt").is_file():
+            if meta.stem == f"v{info.version}" and meta.with_suffix(".pt").is_file():
                 infos.append(info)
         return sorted(infos, key=lambda i: i.version)
 
@@ -200,10 +209,15 @@ class ModelStore:
                 source_format=policy.source_format,
                 meta=_jsonable(policy.meta),
             )
-            os.replace(tmp, directory / f"v{version}.pt")
-            atomic_write_bytes(
-                directory / f"v{version}.json", info.model_dump_json(indent=2).encode()
-            )
+            record = info.model_dump_json(indent=2).encode()
+            meta_path, pt_path = directory / f"v{version}.json", directory / f"v{version}.pt"
+            try:
+                atomic_write_bytes(meta_path, record)
+                os.replace(tmp, pt_path)  # last: the version exists from here on
+            except OSError as exc:
+                meta_path.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
+                raise StoreError(507, f"cannot store {info.label}: {exc.strerror}") from exc
             log.info("stored model %s (sha256 %s, %d bytes)", info.label, sha256[:12], size)
             return info, True
 
@@ -259,6 +273,17 @@ class ModelStore:
             raise StoreError(409, f"algorithm {target!r} has no earlier model to roll back to")
 
     # --- persistence -----------------------------------------------------------------------
+
+    def _remove_half_pairs(self) -> None:
+        """Delete a ``.pt`` without its ``.json`` and the reverse (left by a crash mid-commit)."""
+        for directory in (p for p in self.root.iterdir() if p.is_dir()):
+            if not NAME_RE.match(directory.name):
+                continue
+            for path in list(directory.glob("v*.pt")) + list(directory.glob("v*.json")):
+                other = path.with_suffix(".json" if path.suffix == ".pt" else ".pt")
+                if path.stem[1:].isdigit() and not other.exists():
+                    log.warning("removing %s: its %s is missing", path, other.name)
+                    path.unlink(missing_ok=True)
 
     def _load(self, info: ModelInfo) -> LoadedPolicy:
         from streambed.abr_service.policies import load_policy

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from streambed.abr_service.app.deps import body_schema, parse_body, require_token, state
-from streambed.abr_service.app.models_store import ActiveModel, StoreError, check_name
+from streambed.abr_service.app.models_store import ActiveModel, ModelStore, StoreError, check_name
 from streambed.abr_service.app.schemas import (
     ActivateRequest,
     ActivationOut,
@@ -31,9 +31,7 @@ def _http(exc: StoreError) -> HTTPException:
     return HTTPException(exc.status, exc.detail)
 
 
-@router.get("", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
-    store = state(request).store
+def _listing(store: ModelStore) -> ModelList:
     serving: dict[str, list[str]] = {}
     for algorithm, active in store.active.items():
         serving.setdefault(active.info.label, []).append(algorithm)
@@ -44,6 +42,12 @@ async def list_models(request: Request) -> ModelList:
         ],
         active=store.active_labels(),
     )
+
+
+@router.get("", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    # reads every version's file: in a worker thread, so /decide and /healthz never wait on it
+    return await run_in_threadpool(_listing, state(request).store)
 
 
 @router.put(
