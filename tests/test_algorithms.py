@@ -412,3 +412,26 @@ def test_ppo_seed_range() -> None:
     with pytest.raises(ParamError, match=r"seed=-1: out of range"):
         parse_params(LearnedParams, {"seed": -1}, from_text=False)
     assert parse_params(LearnedParams, {"seed": 2**32 - 1}, from_text=False).seed == 2**32 - 1
+
+
+def test_robustmpc_history_carried_across_sessions_as_pensieve(video: Video) -> None:
+    """``history=process``: the error history and the last estimate carry from one session to
+    the next (Pensieve's module globals); the default keeps each session's own."""
+    from streambed.abr_service.algorithms import mpc
+
+    mpc._process_histories.clear()
+    first = make_mpc("robustmpc", video, {"history": "process"})
+    for i, rate in enumerate([100_000, 400_000]):  # est 1e5, then 160000 (err 0.75)
+        first.on_chunk(feedback(i, rate))
+    carried = make_mpc("robustmpc", video, {"history": "process"})
+    fresh = make_mpc("robustmpc", video)
+    carried.on_chunk(feedback(0, 200_000))
+    fresh.on_chunk(feedback(0, 200_000))
+    # fresh: est 2e5, no error yet -> 2e5. carried: error of 160000 against 2e5 = 0.2, with
+    # the earlier 0.75 still in the window -> 2e5 / 1.75.
+    assert fresh.predicted_bps() == pytest.approx(200_000.0)
+    assert carried.predicted_bps() == pytest.approx(200_000 / 1.75)
+    for i in range(1, 50):  # the shared history stays bounded by the window
+        carried.on_chunk(feedback(i, 200_000))
+    assert len(mpc._process_histories[("robustmpc", 5)].errors) == 5
+    mpc._process_histories.clear()

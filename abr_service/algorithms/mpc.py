@@ -62,6 +62,9 @@ def horizon_range() -> Bounds:
     return (1, _max_horizon)
 
 
+HISTORY_SCOPES = ("session", "process")
+
+
 @dataclass(frozen=True)
 class MPCParams:
     horizon: int = field(default=5, metadata={RANGE: horizon_range})
@@ -70,6 +73,24 @@ class MPCParams:
     """Past throughputs in the harmonic mean, and past errors in the robust bound."""
     qoe: str = field(default="lin", metadata={CHOICES: QOE_NAMES})
     """QoE metric the plans are scored with (lin, log, hd)."""
+    history: str = field(default="session", metadata={CHOICES: HISTORY_SCOPES})
+    """Where the prediction-error history lives: ``session`` (each session its own), or
+    ``process``: carried from one session to the next in this process, as Pensieve's mpc.py does
+    with module globals (its published 0.925 on norway-test comes from that; sessions must then
+    run one after another, as ``streambed eval`` runs them, and in the service every session
+    that asks for it shares one history)."""
+
+
+@dataclass
+class _History:
+    """Relative prediction errors (the last ``window`` kept) and the last estimate, bits/s."""
+
+    errors: list[float] = field(default_factory=list)
+    estimate_bps: float | None = None
+
+
+_process_histories: dict[tuple[str, int], _History] = {}
+"""``history=process``: one per (algorithm, window), shared by every session of the process."""
 
 
 # Bounded twice: horizons up to max_horizon() (so each entry's size), and few entries (a
@@ -106,22 +127,27 @@ class MPC(ABRAlgorithm):
         self._utility = np.asarray(metric.utilities)
         self._rebuffer_penalty = metric.rebuffer_penalty
         self._smooth_penalty = metric.smooth_penalty
-        self._errors: list[float] = []
-        self._estimate_bps: float | None = None
+        if self.params.history == "process":
+            key = (self.name, self.params.window)
+            self._history = _process_histories.setdefault(key, _History())
+        else:
+            self._history = _History()
 
     def on_chunk(self, feedback: ChunkFeedback) -> None:
         super().on_chunk(feedback)
         measured = feedback.throughput_bps
+        history = self._history
         error = 0.0
-        if self._estimate_bps is not None:
-            error = abs(self._estimate_bps - measured) / measured
-        self._errors.append(error)
-        self._estimate_bps = harmonic_mean(self.throughputs_bps(self.params.window))
+        if history.estimate_bps is not None:
+            error = abs(history.estimate_bps - measured) / measured
+        history.errors.append(error)
+        del history.errors[: -self.params.window]  # only the last window is ever read
+        history.estimate_bps = harmonic_mean(self.throughputs_bps(self.params.window))
 
     def predicted_bps(self) -> float:
-        estimate = self._estimate_bps or 0.0
-        if self.robust and self._errors:
-            estimate /= 1.0 + max(self._errors[-self.params.window :])
+        estimate = self._history.estimate_bps or 0.0
+        if self.robust and self._history.errors:
+            estimate /= 1.0 + max(self._history.errors)
         return estimate
 
     def select(self, state: PlayerState) -> int:
