@@ -675,7 +675,8 @@ def test_a_player_process_stays_light(tmp_path: Path) -> None:
 
 def test_play_argv_round_trips_a_config(tmp_path: Path) -> None:
     from streambed.cli import build_parser
-    from streambed.player.cli import config_from_args, play_argv
+    from streambed.commands.play import config_from_args
+    from streambed.player.argv import play_argv
 
     config = PlayerConfig(
         mpd_url="http://127.0.0.1:8080/manifest.mpd",
