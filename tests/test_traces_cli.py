@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streambed.core.errors import TraceError
 from streambed.commands import traces as cli
+from streambed.core.errors import TraceError
 from streambed.traces import detect_format, load_mahimahi, load_pensieve, load_trace
 
 

@@ -115,4 +115,3 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s (%.1f s)", args.out, time.perf_counter() - started)
     print(f"report: {args.out / 'summary.json'}")
     return 0
-
