@@ -283,7 +283,7 @@ class _Runner:
         return {"attempts": len(reasons), "reasons": reasons}
 
     def _attempt(self, job: SessionJob, attempt: int) -> str | None:
-        from streambed.player.cli import play_argv
+        from streambed.player.argv import play_argv
         from streambed.player.session import PlayerConfig
 
         cfg = self.config

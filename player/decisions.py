@@ -34,8 +34,8 @@ import numpy as np
 
 from streambed.abr_service.algorithms.base import ChunkFeedback, PlayerState
 from streambed.abr_service.algorithms.buffer_based import BBA
-from streambed.abr_service.app.schemas import MIN_DOWNLOAD_S
 from streambed.abr_service.video import Video
+from streambed.abr_service.wire import MIN_DOWNLOAD_S
 from streambed.player.downloads import describe_error
 
 log = logging.getLogger(__name__)

@@ -59,8 +59,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from streambed.abr_service.app.schemas import SESSION_ID_PATTERN
 from streambed.abr_service.qoe import QOE_NAMES, make_qoe
+from streambed.abr_service.wire import SESSION_ID_PATTERN
 from streambed.core.errors import ConfigError, ContentError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.player.buffer import PlaybackBuffer

@@ -3,8 +3,8 @@
 One import package. Its subpackages keep the repository's top-level folders (``traces/`` is
 :mod:`streambed.traces`, ``abr_service/`` is :mod:`streambed.abr_service`, ...); the folder
 ``streambed/`` itself holds the ground floor (:mod:`streambed.core`) and the command line on top
-(:mod:`streambed.cli`, :mod:`streambed.demo`). README's "Architecture" says which way imports
-point.
+(:mod:`streambed.cli`, and one module per command in :mod:`streambed.commands`). README's
+"Architecture" says which way imports point.
 
 ``import streambed`` is enough to make the Gymnasium env ``streambed/ABR-v0``::
 

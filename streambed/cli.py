@@ -1,7 +1,9 @@
 """The ``streambed`` console script: one parser, one subcommand per capability.
 
-Each capability module exposes ``register(subparsers)``, which adds its parser and sets
-``func`` to the callable that runs it. User errors (``StreambedError``) become one line on
+Each command has its module in :mod:`streambed.commands` (the top floor), which exposes
+``register(subparsers)``: it adds the command's parser and sets ``func`` to the callable that
+runs it. A command module imports argparse-level things only; heavy libraries (torch,
+matplotlib, FastAPI, pydantic) are imported by the run functions. User errors (``StreambedError``) become one line on
 stderr and exit status 2.
 """
 
@@ -16,22 +18,60 @@ from collections.abc import Sequence
 from streambed import __version__
 from streambed.core.errors import ConfigError, StreambedError
 
-# Subcommand -> the module whose ``register(subparsers)`` adds it, in the order --help lists
-# them. Imported only when needed: most pull in heavy libraries (torch, matplotlib), and a
-# command such as ``streambed play``, run once per emulated session, must start and exit fast.
-COMMANDS: dict[str, str] = {
-    "eval": "streambed.trainer.eval_cli",
-    "algorithms": "streambed.abr_service.algorithms_cli",
-    "train": "streambed.trainer.train_cli",
-    "serve": "streambed.abr_service.serve_cli",
-    "origin": "streambed.server.cli",
-    "play": "streambed.player.cli",
-    "traces": "streambed.traces.cli",
-    "link": "streambed.emulation.link_cli",
-    "emulate": "streambed.emulation.emulate_cli",
-    "calibrate": "streambed.emulation.calibrate_cli",
-    "report": "streambed.reports.report_cli",
-    "demo": "streambed.demo",
+# Subcommand -> (the module whose ``register(subparsers)`` adds it, its one-line help), in the
+# order --help lists them. ``streambed --help`` is built from this table alone, and
+# ``streambed X ...`` imports only X's module: a command such as ``streambed play``, run once per
+# emulated session, must start and exit fast. The helps must match the modules' own
+# (tests/test_cli_start.py checks).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": (
+        "streambed.commands.eval",
+        "evaluate ABR algorithms on a trace set in the simulator",
+    ),
+    "algorithms": (
+        "streambed.commands.algorithms",
+        "list the ABR algorithms (built-in and plug-ins) and their parameters",
+    ),
+    "train": (
+        "streambed.commands.train",
+        "train a policy (ppo, a3c, dqn, imitate) on the batched simulator",
+    ),
+    "serve": (
+        "streambed.commands.serve",
+        "run the ABR decision service (POST /decide, Pensieve's POST /, models)",
+    ),
+    "origin": (
+        "streambed.commands.origin",
+        "serve DASH content over HTTP (and build it: 'origin build')",
+    ),
+    "play": (
+        "streambed.commands.play",
+        "play a DASH session headlessly, asking the decision service for every chunk",
+    ),
+    "traces": (
+        "streambed.commands.traces",
+        "convert, generate and summarise network traces",
+    ),
+    "link": (
+        "streambed.commands.link",
+        "run a command behind a trace-driven network link (like mm-link)",
+    ),
+    "emulate": (
+        "streambed.commands.emulate",
+        "run real sessions of ABR algorithms over a trace set behind emulated links",
+    ),
+    "calibrate": (
+        "streambed.commands.calibrate",
+        "fit the simulator's rtt and payload factor to an emulation; report the QoE gap",
+    ),
+    "report": (
+        "streambed.commands.report",
+        "write a self-contained HTML report of eval/emulate output directories",
+    ),
+    "demo": (
+        "streambed.commands.demo",
+        "generate traces and real content, emulate BBA, RobustMPC and PPO, write a report",
+    ),
 }
 
 
@@ -47,9 +87,11 @@ def comma_list(text: str, flag: str) -> list[str]:
     return names
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, listing: bool = False) -> argparse.ArgumentParser:
     """The whole CLI's parser; with ``command`` (a subcommand's name), only that subcommand is
-    registered, so only its module is imported."""
+    registered, so only its module is imported. With ``listing``, every subcommand is named with
+    its help from :data:`COMMANDS` and no module is imported: enough for ``streambed --help``,
+    ``--version`` and an unknown command's error."""
     parser = argparse.ArgumentParser(
         prog="streambed",
         description="Trace-driven ABR streaming testbed (simulation, algorithms, reports).",
@@ -57,9 +99,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streambed {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if listing:
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+        return parser
     names = [command] if command is not None and command in COMMANDS else list(COMMANDS)
     for name in names:
-        importlib.import_module(COMMANDS[name]).register(sub)
+        importlib.import_module(COMMANDS[name][0]).register(sub)
     return parser
 
 
@@ -71,7 +117,8 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(words))
+    command = _command_of(words)
+    parser = build_parser(command, listing=command not in COMMANDS)
     args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

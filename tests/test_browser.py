@@ -228,7 +228,8 @@ def test_missing_parts_are_named_with_the_fix() -> None:
 
 def test_play_argv_round_trips_the_browser_flag(tmp_path: Path) -> None:
     from streambed.cli import build_parser
-    from streambed.player.cli import config_from_args, play_argv
+    from streambed.commands.play import config_from_args
+    from streambed.player.argv import play_argv
 
     cfg = config("http://127.0.0.1:8080", "http://127.0.0.1:8333", tmp_path, algorithm="bba")
     argv = play_argv(cfg, via_link=False)

@@ -82,7 +82,7 @@ def test_emulate_refuses_an_empty_algorithm_name(
 
 
 def test_origin_ladder_refuses_an_empty_entry() -> None:
-    from streambed.server.cli import _ladder
+    from streambed.commands.origin import _ladder
 
     with pytest.raises(argparse.ArgumentTypeError, match="300,,750"):
         _ladder("300,,750,1200")

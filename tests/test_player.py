@@ -654,7 +654,8 @@ def test_trace_flags_run_the_session_behind_a_link(origin: str, tmp_path: Path) 
 
 def test_a_player_process_stays_light(tmp_path: Path) -> None:
     """``streambed play`` is one process per session, two with ``--trace`` (the command and its
-    re-run behind the link), so neither may import torch, matplotlib or the service's stack:
+    re-run behind the link), so neither may import torch, matplotlib or the service's stack
+    (pydantic included: the service's request models, about 0.5 s of start-up alone):
     they cost over 2 s of CPU per process to import and to tear down. With them, the test
     above ran past its 60 s timeout on a busy 2-core machine, right after the session behind
     the link had printed "done": two interpreters starting and exiting at a few percent of a
@@ -666,7 +667,8 @@ def test_a_player_process_stays_light(tmp_path: Path) -> None:
         "from streambed.cli import main\n"
         f"played = main({[*argv, str(tmp_path / 'a')]!r})\n"
         f"linked = main({[*argv, str(tmp_path / 'b'), '--trace', str(tmp_path / 'none.txt')]!r})\n"
-        "heavy = ('torch', 'matplotlib', 'fastapi', 'uvicorn', 'gymnasium', 'streambed.trainer')\n"
+        "heavy = ('torch', 'matplotlib', 'fastapi', 'uvicorn', 'gymnasium', 'pydantic', 'pandas',"
+        " 'streambed.trainer', 'streambed.abr_service.app.schemas')\n"
         "print(played, linked, sorted(set(heavy) & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -675,7 +677,8 @@ def test_a_player_process_stays_light(tmp_path: Path) -> None:
 
 def test_play_argv_round_trips_a_config(tmp_path: Path) -> None:
     from streambed.cli import build_parser
-    from streambed.player.cli import config_from_args, play_argv
+    from streambed.commands.play import config_from_args
+    from streambed.player.argv import play_argv
 
     config = PlayerConfig(
         mpd_url="http://127.0.0.1:8080/manifest.mpd",

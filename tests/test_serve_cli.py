@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from streambed.abr_service.app.settings import Settings
-from streambed.abr_service.serve_cli import settings_from_args
 from streambed.cli import build_parser, main
+from streambed.commands.serve import settings_from_args
 from streambed.core.errors import ConfigError
 from streambed.core.servers import free_port, wait_healthy
 

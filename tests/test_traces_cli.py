@@ -1,4 +1,4 @@
-"""Tests of ``streambed traces`` run in-process through ``streambed.traces.cli.register``."""
+"""Tests of ``streambed traces`` run in-process through ``streambed.commands.traces.register``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streambed.commands import traces as cli
 from streambed.core.errors import TraceError
-from streambed.traces import cli, detect_format, load_mahimahi, load_pensieve, load_trace
+from streambed.traces import detect_format, load_mahimahi, load_pensieve, load_trace
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def test_generate_info_convert_both_ways(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     synth = tmp_path / "synth"
-    with caplog.at_level(logging.INFO, logger="streambed.traces.cli"):
+    with caplog.at_level(logging.INFO, logger="streambed.commands.traces"):
         assert (
             run(
                 "generate",
@@ -67,7 +68,7 @@ def test_generate_info_convert_both_ways(
     assert "traces" in out and "3" in out and "p10 / p50 / p90" in out
 
     mm = tmp_path / "mm"
-    with caplog.at_level(logging.INFO, logger="streambed.traces.cli"):
+    with caplog.at_level(logging.INFO, logger="streambed.commands.traces"):
         assert run("convert", str(synth), str(mm), "--to", "mahimahi") == 0
     assert f"converted 3 traces from {synth} to {mm}" in caplog.text
     assert sorted(p.name for p in mm.iterdir()) == names

@@ -116,6 +116,19 @@ class EvalResult:
     summary: dict[str, Any]
 
 
+def format_table(result: EvalResult) -> str:
+    """One line per algorithm: mean QoE, bitrate, rebuffer ratio and switches per chunk."""
+    rows = [
+        f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"
+    ]
+    for name, s in result.summary["algorithms"].items():
+        rows.append(
+            f"{name:<12}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
+            f"{s['rebuffer_ratio']:>13.4f}{s['switches_per_chunk']:>10.3f}"
+        )
+    return "\n".join(rows)
+
+
 def evaluate(
     traces: Sequence[Trace],
     video: Video,

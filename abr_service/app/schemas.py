@@ -10,17 +10,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streambed.abr_service.app.models_store import ModelInfo
+from streambed.abr_service.wire import (
+    MAX_CUMULATIVE_REBUFFER_MS as MAX_CUMULATIVE_REBUFFER_MS,
+)
+from streambed.abr_service.wire import MAX_DOWNLOAD_S as MAX_DOWNLOAD_S
+from streambed.abr_service.wire import MAX_TIMESTAMP_MS as MAX_TIMESTAMP_MS
+from streambed.abr_service.wire import MIN_DOWNLOAD_S as MIN_DOWNLOAD_S
+from streambed.abr_service.wire import SESSION_ID_PATTERN as SESSION_ID_PATTERN
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 ParamValue = str | int | float | bool
-MIN_DOWNLOAD_S = 1e-4
-"""Shortest download time accepted: keeps every throughput finite."""
-MAX_DOWNLOAD_S = 86_400.0
-"""Longest download time accepted, given or derived from the chunk's timestamps."""
-MAX_TIMESTAMP_MS = 1e13
-"""Largest timestamp accepted, ms (any epoch: Unix milliseconds reach it in the year 2286)."""
-MAX_CUMULATIVE_REBUFFER_MS = 1e10
-"""Largest cumulative stall accepted from Pensieve's player, ms (about 115 days)."""
 _FIRST_MEASUREMENTS = ("last_chunk_bytes", "last_chunk_download_s")
 
 DECIDE_EXAMPLE_FIRST: dict[str, Any] = {

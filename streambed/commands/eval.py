@@ -6,19 +6,16 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streambed.abr_service.algorithms import CLASSIC
-from streambed.abr_service.algorithms.registry import check_names, run_params
-from streambed.abr_service.algorithms.registry import parse_param_args as parse_param_args
 from streambed.abr_service.qoe import QOE_NAMES
-from streambed.abr_service.video import Video, load_video
 from streambed.cli import comma_list
 from streambed.core.errors import ConfigError
-from streambed.defaults import default_traces, default_video
-from streambed.traces import Trace, load_traceset
-from streambed.trainer.evaluate import EvalResult, evaluate
-from streambed.trainer.simulator import SimConfig
+
+if TYPE_CHECKING:
+    from streambed.abr_service.video import Video
+    from streambed.traces import Trace
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +60,10 @@ def register(subparsers: Any) -> None:
 
 
 def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[Trace], Video]:
+    from streambed.abr_service.video import load_video
+    from streambed.defaults import default_traces, default_video
+    from streambed.traces import load_traceset
+
     if traces_dir is None:
         traces = default_traces()
         log.info("no --traces: using %d generated traces", len(traces))
@@ -77,6 +78,10 @@ def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[
 
 
 def run(args: argparse.Namespace) -> int:
+    from streambed.abr_service.algorithms.registry import check_names, run_params
+    from streambed.trainer.evaluate import evaluate, format_table
+    from streambed.trainer.simulator import SimConfig
+
     algorithms = comma_list(args.algorithms, "--algorithms")
     check_names(algorithms, "optimal")
     params = run_params(args.param, algorithms, skip=("optimal",))
@@ -110,15 +115,3 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s (%.1f s)", args.out, time.perf_counter() - started)
     print(f"report: {args.out / 'summary.json'}")
     return 0
-
-
-def format_table(result: EvalResult) -> str:
-    rows = [
-        f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"
-    ]
-    for name, s in result.summary["algorithms"].items():
-        rows.append(
-            f"{name:<12}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
-            f"{s['rebuffer_ratio']:>13.4f}{s['switches_per_chunk']:>10.3f}"
-        )
-    return "\n".join(rows)

@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_sim_only(args: argparse.Namespace) -> int:
     from streambed.abr_service.algorithms import CLASSIC
-    from streambed.trainer.eval_cli import format_table
-    from streambed.trainer.evaluate import evaluate
+    from streambed.trainer.evaluate import evaluate, format_table
 
     out: Path = args.out
     traces = default_traces(args.traces or DEFAULT_TRACE_COUNT, args.seed)
@@ -122,8 +121,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     from streambed.reports.fidelity import write_comparison
     from streambed.reports.html import write_html_report
     from streambed.server.build import build_encoded
-    from streambed.trainer.eval_cli import format_table
-    from streambed.trainer.evaluate import evaluate
+    from streambed.trainer.evaluate import evaluate, format_table
 
     out: Path = args.out
     count = args.traces or DEMO_TRACES

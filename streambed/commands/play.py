@@ -9,14 +9,14 @@ being down never stops a session.
 
 With ``--browser`` the session is played by dash.js in headless Chromium
 (:func:`streambed.player.browser.play_browser`; same files and exit statuses; ``PlayerConfig.player``
-``dashjs``, which :func:`play_argv` passes on). With ``--trace``, the same command is re-run
+``dashjs``, which ``play_argv`` passes on). With ``--trace``, the same command is re-run
 behind an emulated link replaying the trace (:func:`streambed.emulation.link.run_behind_link`; Chromium
 then runs behind it too, in the netns kind inside the namespace); inside, ``--via-link``
 re-points the URLs at the host as seen through the link (``$STREAMBED_HOST`` and
 ``$STREAMBED_PORT_<P>``), so the origin and the decision service must run on this host (on
 0.0.0.0 for the netns and mahimahi kinds).
-:func:`play_argv` gives that command line for any ``PlayerConfig`` (for an orchestrator that
-starts many sessions behind links itself).
+:func:`streambed.player.argv.play_argv` gives that command line for any ``PlayerConfig`` (for an
+orchestrator that starts many sessions behind links itself).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from streambed.core.errors import ConfigError
+from streambed.player.argv import FLAGS, play_argv
 
 if TYPE_CHECKING:
     from streambed.player.session import PlayerConfig
@@ -39,27 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
-# flag -> PlayerConfig field, for the flags that pass straight through (also to a re-run
-# behind a link).
-FLAGS: dict[str, str] = {
-    "mpd": "mpd_url",
-    "abr": "abr_url",
-    "algorithm": "algorithm",
-    "video": "video",
-    "session_id": "session_id",
-    "run_id": "run_id",
-    "trace_name": "trace",
-    "buffer_cap_s": "buffer_cap_s",
-    "sleep_step_s": "sleep_step_s",
-    "decision_timeout_s": "decision_timeout_s",
-    "first_quality": "first_quality",
-    "max_chunks": "max_chunks",
-    "qoe": "qoe",
-    "attempts": "download_attempts",
-    "retry_backoff_s": "retry_backoff_s",
-    "origin_timeout_s": "origin_timeout_s",
-    "log": "log_dir",
-}
 
 
 def register(subparsers: Any) -> None:
@@ -218,25 +198,6 @@ def config_from_args(args: argparse.Namespace) -> PlayerConfig:
         values["abr_url"] = via_link_url(values["abr_url"])
     player = "dashjs" if args.browser else "streambed"
     return PlayerConfig(**values, params=_params(args.param), player=player)
-
-
-def play_argv(
-    config: PlayerConfig, *, via_link: bool = True, python: str = sys.executable
-) -> list[str]:
-    """The command line that plays ``config`` (a ``PlayerConfig`` with a ``log_dir``) in a new
-    process, e.g. behind a link (``via_link``: re-point the URLs there)."""
-    if config.log_dir is None:
-        raise ConfigError("a session run as a command needs a log directory (log_dir)")
-    argv = [python, "-m", "streambed", "play"] + (["--via-link"] if via_link else [])
-    for flag, field in FLAGS.items():
-        value = getattr(config, field)
-        if value is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(value)]
-    for key, value in (config.params or {}).items():
-        argv += ["--param", f"{key}={value}"]
-    if config.player == "dashjs":
-        argv.append("--browser")
-    return argv
 
 
 def _run_behind_link(args: argparse.Namespace) -> int:

@@ -10,9 +10,9 @@ line did not give (see :mod:`streambed.abr_service.architectures`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
-import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,50 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             )
 
 
-def register(subparsers: Any) -> None:
-    from streambed.trainer.a3c import A3CArgs
-    from streambed.trainer.dqn import DQNArgs
-    from streambed.trainer.imitate import ImitateArgs
-    from streambed.trainer.ppo import PPOArgs
+# algorithm -> (module of its arguments dataclass, the dataclass, one-line help)
+ALGORITHMS: dict[str, tuple[str, str, str]] = {
+    "ppo": (
+        "streambed.trainer.ppo",
+        "PPOArgs",
+        "PPO with dual clip and adaptive or scheduled entropy",
+    ),
+    "a3c": (
+        "streambed.trainer.a3c",
+        "A3CArgs",
+        "synchronous advantage actor-critic with an entropy schedule (Pensieve)",
+    ),
+    "dqn": (
+        "streambed.trainer.dqn",
+        "DQNArgs",
+        "double DQN with a target network, replay and an epsilon schedule",
+    ),
+    "imitate": (
+        "streambed.trainer.imitate",
+        "ImitateArgs",
+        "behaviour cloning and DAgger from a teacher (Comyco-style)",
+    ),
+}
 
+
+class _AlgorithmParser(argparse.ArgumentParser):
+    """An algorithm's parser, which adds its flags when it is first used: they are the fields of
+    the trainer's dataclass, whose module imports torch; ``streambed train --help`` must not."""
+
+    algorithm: str | None = None
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self.algorithm is not None:
+            module_name, cls_name, _ = ALGORITHMS[self.algorithm]
+            self.algorithm = None
+            module = importlib.import_module(module_name)
+            cls = getattr(module, cls_name)
+            self.description = module.__doc__
+            add_dataclass_args(self, cls)
+            self.set_defaults(func=run, args_cls=cls)
+        return super().parse_known_args(args, namespace)
+
+
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a policy (ppo, a3c, dqn, imitate) on the batched simulator",
@@ -59,21 +97,12 @@ def register(subparsers: Any) -> None:
         "last.pt, metrics.csv, TensorBoard events in tb/). An --out that holds a previous run "
         "is refused unless --resume continues it or --force replaces it.",
     )
-    sub = p.add_subparsers(dest="algorithm", metavar="ALGORITHM", required=True)
-    for name, cls, text in (
-        ("ppo", PPOArgs, "PPO with dual clip and adaptive or scheduled entropy"),
-        ("a3c", A3CArgs, "synchronous advantage actor-critic with an entropy schedule (Pensieve)"),
-        ("dqn", DQNArgs, "double DQN with a target network, replay and an epsilon schedule"),
-        ("imitate", ImitateArgs, "behaviour cloning and DAgger from a teacher (Comyco-style)"),
-    ):
-        q = sub.add_parser(
-            name,
-            help=text,
-            description=sys.modules[cls.__module__].__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        add_dataclass_args(q, cls)
-        q.set_defaults(func=run, args_cls=cls)
+    sub = p.add_subparsers(
+        dest="algorithm", metavar="ALGORITHM", required=True, parser_class=_AlgorithmParser
+    )
+    for name, (_, _, text) in ALGORITHMS.items():
+        q = sub.add_parser(name, help=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.algorithm = name
 
 
 def run(ns: argparse.Namespace) -> int:

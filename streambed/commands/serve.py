@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,6 +99,8 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
     from streambed.abr_service.app.settings import Settings
 
     given = {field: getattr(args, flag) for flag, field in FLAGS.items()}
