@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.done) - result.skipped} run, {len(result.failed)} failed"
         + (", interrupted" if result.interrupted else "")
     )
+    from streambed.reports.rundir import RunDir
+
     if args.compare_sim and result.done and not result.interrupted:
         from streambed.trainer.replay import sim_vs_emu
 
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "
             + ("n/a" if gap is None else f"{gap:.4f}")
-            + f" ({args.out / 'sim_vs_emu.csv'})"
+            + f" ({RunDir(args.out).sim_vs_emu_csv})"
         )
-    print(f"report: {args.out / 'summary.json'}")
+    print(f"report: {RunDir(args.out).summary_json}")
     return 143 if terminated and result.interrupted else result.exit_code

@@ -81,6 +81,7 @@ from streambed.player.session import (
     link_from_env,
     new_session_id,
 )
+from streambed.reports.rundir import BROWSER_EVENTS_JSONL
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
 
@@ -93,7 +94,7 @@ DRIVER = "drive.mjs"
 NODE_PACKAGES = ("dashjs", "playwright-core")
 SETUP = "scripts/setup.sh"
 PAGE_PATH = "/player.html"
-EVENTS_JSONL = "browser.jsonl"
+EVENTS_JSONL = BROWSER_EVENTS_JSONL
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 DEFAULT_TIMEOUT_S = 3600.0
 """Limit on a whole browser session, seconds (beyond it: status error)."""

@@ -66,6 +66,7 @@ from streambed.core.fileio import atomic_write_bytes
 from streambed.player.buffer import PlaybackBuffer
 from streambed.player.decisions import Decider, LocalFallback, Measured
 from streambed.player.downloads import DownloadFailed, fetch
+from streambed.reports.rundir import CHUNKS_JSONL, PENSIEVE_LOG, SESSION_JSON
 from streambed.reports.sessionlog import ChunkRecord, write_pensieve_log
 from streambed.reports.summary import session_metrics
 from streambed.server.mpd import Manifest, parse_mpd
@@ -80,9 +81,6 @@ EXIT_NO_SERVICE = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
-CHUNKS_JSONL = "chunks.jsonl"
-PENSIEVE_LOG = "pensieve.log"
-SESSION_JSON = "session.json"
 SESSION_FORMAT = "streambed-play/1"
 CLIENT_KEEP_ALIVE_S = 60.0
 """Seconds the player keeps an idle connection (below the servers' 75 s keep-alive)."""

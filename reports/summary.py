@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord
 
 
@@ -76,8 +77,9 @@ def write_report(
     """Write ``summary.json`` and ``per_trace.csv``; return the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"algorithms": summarize(metrics), **(extra or {})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out / "per_trace.csv", "w", newline="") as fh:
+    run = RunDir(out)
+    run.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    with open(run.per_trace_csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(SessionMetrics.__dataclass_fields__))
         writer.writeheader()
         for m in metrics:

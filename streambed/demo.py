@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_sim_only(args: argparse.Namespace) -> int:
     from streambed.abr_service.algorithms import CLASSIC
+    from streambed.reports.rundir import RunDir
     from streambed.trainer.eval_cli import format_table
     from streambed.trainer.evaluate import evaluate
 
@@ -111,8 +112,9 @@ def run_sim_only(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(format_table(result))
-    print(f"report: {out / 'eval' / 'summary.json'}")
-    print(f"plots:  {out / 'eval' / 'qoe_cdf.png'}  {out / 'eval' / 'bitrate_vs_rebuffer.png'}")
+    run = RunDir(out / "eval")
+    print(f"report: {run.summary_json}")
+    print(f"plots:  {run.qoe_cdf_png}  {run.bitrate_vs_rebuffer_png}")
     return 0
 
 
@@ -121,6 +123,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     from streambed.emulation.orchestrate import EmulateConfig, emulate
     from streambed.reports.fidelity import write_comparison
     from streambed.reports.html import write_html_report
+    from streambed.reports.rundir import RunDir
     from streambed.server.build import build_encoded
     from streambed.trainer.eval_cli import format_table
     from streambed.trainer.evaluate import evaluate
@@ -187,10 +190,10 @@ def run_emulated(args: argparse.Namespace) -> int:
     gap = fidelity["overall"].get("qoe_gap_mean_abs")
     if gap is not None:
         print(
-            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({out / 'emulation' / 'sim_vs_emu.csv'})"
+            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({RunDir(out / 'emulation').sim_vs_emu_csv})"
         )
     if emulated.failed:
-        print(f"{len(emulated.failed)} session(s) failed: {out / 'emulation' / 'failed.json'}")
+        print(f"{len(emulated.failed)} session(s) failed: {RunDir(out / 'emulation').failed_json}")
     print(f"done in {time.monotonic() - started:.0f} s")
     print(f"report: {html}")
     return emulated.exit_code

@@ -32,6 +32,7 @@ from streambed.abr_service.qoe import QoEMetric, make_qoe
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
 from streambed.traces import Trace
@@ -216,10 +217,11 @@ def write_outputs(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Summary, per-trace CSV, logs of both formats, and the plots."""
+    run = RunDir(out)
     summary = write_report(out, metrics, extra)
     for (algorithm, trace), records in sessions.items():
-        write_pensieve_log(records, out / "logs" / algorithm / f"log_{algorithm}_{trace}")
-        write_jsonl(records, out / "sessions" / algorithm / f"{trace}.jsonl")
-    plot_qoe_cdf(metrics, out / "qoe_cdf.png")
-    plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")
+        write_pensieve_log(records, run.pensieve_log(algorithm, trace))
+        write_jsonl(records, run.session(algorithm, trace).chunks_jsonl)
+    plot_qoe_cdf(metrics, run.qoe_cdf_png)
+    plot_bitrate_rebuffer(metrics, run.bitrate_vs_rebuffer_png)
     return summary
