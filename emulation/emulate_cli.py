@@ -13,7 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
+from streambed.emulation.link import AUTO
+from streambed.emulation.link import CHOICES as LINK_KINDS
 
 
 def register(subparsers: Any) -> None:
@@ -62,7 +63,7 @@ def register(subparsers: Any) -> None:
         help="streambed: the headless player (default); dashjs: dash.js 5 in headless Chromium "
         "with Streambed's remote ABR rule (needs real encoded content: --content)",
     )
-    p.add_argument("--link", choices=LINK_KINDS, default="auto", help="link kind (default auto)")
+    p.add_argument("--link", choices=LINK_KINDS, default=AUTO, help="link kind (default auto)")
     p.add_argument(
         "--delay-ms", type=float, default=40.0, help="one-way delay each direction (default 40)"
     )

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.servers import wait_healthy
-from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.emulation.link import AUTO, LinkedProcess, LinkSpec, resolve_kind, start_behind_link
 from streambed.reports.rundir import RunDir, SessionDir
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
@@ -60,7 +60,7 @@ class EmulateConfig:
     video: Path | None = None
     """Video description from which size-exact synthetic content is built."""
     model: Path | None = None
-    link: str = "auto"
+    link: str = AUTO
     delay_ms: float = 40.0
     parallel: int = 1
     repeat: int = 1

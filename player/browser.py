@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.qoe import make_qoe, qoe_window
 from streambed.core.errors import ConfigError
 from streambed.player.decisions import json_params
 from streambed.player.session import (
@@ -557,7 +557,7 @@ def summary_of(
         "chunks": len(records),
         **session.facts(),
         "chunk_bytes_total": sum(r.chunk_bytes for r in records),
-        "rebuffer_s_total": sum(r.rebuffer_s for r in records[1:]),
+        "rebuffer_s_total": sum(r.rebuffer_s for r in qoe_window(records)),
         "sleep_s_total": sum(r.sleep_s for r in records),
         "fallbacks": sum(1 for r in records if r.fallback),
         "fallbacks_local": sum(1 for r in records if r.fallback) - len(by_service),

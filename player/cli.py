@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
 # flag -> PlayerConfig field, for the flags that pass straight through (also to a re-run
 # behind a link).
 FLAGS: dict[str, str] = {
@@ -63,6 +62,10 @@ FLAGS: dict[str, str] = {
 
 
 def register(subparsers: Any) -> None:
+    from streambed.abr_service.video import FIRST_QUALITY
+    from streambed.emulation.link import AUTO
+    from streambed.emulation.link import CHOICES as LINK_KINDS
+
     p = subparsers.add_parser(
         "play",
         help="play a DASH session headlessly, asking the decision service for every chunk",
@@ -134,7 +137,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--first-quality",
         type=int,
-        default=1,
+        default=FIRST_QUALITY,
         help="level of chunk 0 when the service cannot be asked (default 1, as the service)",
     )
     p.add_argument("--max-chunks", type=int, help="stop after N chunks (default: all)")
@@ -170,7 +173,7 @@ def register(subparsers: Any) -> None:
         help="replay this trace (Pensieve or Mahimahi format) on a link the session runs behind",
     )
     link.add_argument(
-        "--link", choices=LINK_KINDS, default="auto", help="kind of link for --trace (default auto)"
+        "--link", choices=LINK_KINDS, default=AUTO, help="kind of link for --trace (default auto)"
     )
     link.add_argument(
         "--delay-ms",

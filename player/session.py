@@ -60,7 +60,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from streambed.abr_service.app.schemas import SESSION_ID_PATTERN
-from streambed.abr_service.qoe import QOE_NAMES, make_qoe
+from streambed.abr_service.qoe import QOE_NAMES, make_qoe, qoe_window
+from streambed.abr_service.video import FIRST_QUALITY
 from streambed.core.errors import ConfigError, ContentError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.player.buffer import PlaybackBuffer
@@ -121,7 +122,7 @@ class PlayerConfig:
     """The wait is a whole number of these steps."""
     decision_timeout_s: float = 1.0
     """Limit on each phase (connect, send, answer) of a decision request."""
-    first_quality: int = 1
+    first_quality: int = FIRST_QUALITY
     """Level of chunk 0 when the player decides it itself (the service's default too)."""
     max_chunks: int | None = None
     """Stop after this many chunks (None: the whole MPD)."""
@@ -486,7 +487,7 @@ class _Player:
             "chunks": len(records),
             **self.facts,
             "chunk_bytes_total": sum(r.chunk_bytes for r in records),
-            "rebuffer_s_total": sum(r.rebuffer_s for r in records[1:]),
+            "rebuffer_s_total": sum(r.rebuffer_s for r in qoe_window(records)),
             "sleep_s_total": sum(r.sleep_s for r in records),
             "fallbacks": sum(1 for r in records if r.fallback),
             "fallbacks_local": local,

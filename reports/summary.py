@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from streambed.abr_service.qoe import qoe_window
 from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord
 
@@ -38,7 +39,7 @@ class SessionMetrics:
 
 
 def session_metrics(records: Sequence[ChunkRecord], chunk_s: float) -> SessionMetrics:
-    window = records[1:]
+    window = qoe_window(records)
     n = len(window)
     qualities = [r.quality for r in records]
     stall = float(sum(r.rebuffer_s for r in window))

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
+from streambed.emulation.link import AUTO
+from streambed.emulation.link import CHOICES as LINK_CHOICES
 from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
 from streambed.traces import Trace, save_pensieve
 
@@ -54,8 +56,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--link",
-        choices=("auto", "netns", "proxy", "mahimahi"),
-        default="auto",
+        choices=LINK_CHOICES,
+        default=AUTO,
         help="link kind of the emulation (default auto: netns as root, else proxy)",
     )
     p.add_argument("--parallel", type=int, help="sessions at a time (default: all, at most 16)")
