@@ -348,7 +348,6 @@ class BrowserSession:
                 continue
             start_s = _num(c.get("start_ms")) / 1000.0
             end_s = _num(c.get("end_ms")) / 1000.0
-            download_s = max(end_s - start_s, 0.0)
             rebuffer_s = _num(c.get("rebuffer_ms")) / 1000.0
             buffer_s = _num(c.get("buffer_s"))
             sleep_s = 0.0
@@ -362,24 +361,23 @@ class BrowserSession:
                 rendered = played.get("quality_dashjs")
             dropped = played.get("dropped_frames")
             records.append(
-                ChunkRecord(
+                ChunkRecord.measured(
+                    qoe=qoe,
+                    bitrates_kbps=ladder,
+                    quality=q,
+                    previous_quality=previous,
+                    chunk_bytes=int(_num(c.get("bytes"))),
+                    request_start_s=start_s,
+                    request_end_s=end_s,
+                    rebuffer_s=rebuffer_s,
                     run_id=self.config.run_id,
                     session_id=self.session_id,
                     trace=self.config.trace,
                     algorithm=algorithm,
                     chunk_index=k,
-                    quality=q,
-                    bitrate_kbps=ladder[q],
-                    chunk_bytes=int(_num(c.get("bytes"))),
-                    request_start_s=start_s,
-                    request_end_s=end_s,
-                    download_s=download_s,
-                    throughput_kbps=_num(c.get("bytes")) * 8 / max(download_s, 1e-9) / 1000,
                     buffer_before_s=_num(c.get("buffer_before_s")),
                     buffer_s=buffer_s,
-                    rebuffer_s=rebuffer_s,
                     sleep_s=sleep_s,
-                    qoe=float(qoe.transition(q, q if previous is None else previous, rebuffer_s)),
                     decision_ms=decision_ms,
                     fallback=fallback,
                     fallback_reason=reason,

@@ -62,26 +62,25 @@ def run_session(
     while True:
         buffer_before = sim.buffer_s
         result = sim.download(quality)
-        per_chunk = qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=last_quality)
         records.append(
-            ChunkRecord(
+            ChunkRecord.measured(
+                qoe=qoe,
+                bitrates_kbps=video.bitrates_kbps,
+                quality=quality,
+                previous_quality=last_quality,
+                chunk_bytes=result.chunk_bytes,
+                request_start_s=clock,
+                request_end_s=clock + result.delay_s,
+                download_s=result.delay_s,
+                rebuffer_s=result.rebuffer_s,
                 run_id=run_id,
                 session_id=session_id,
                 trace=trace,
                 algorithm=algorithm.name,
                 chunk_index=result.chunk_index,
-                quality=quality,
-                bitrate_kbps=video.bitrates_kbps[quality],
-                chunk_bytes=result.chunk_bytes,
-                request_start_s=clock,
-                request_end_s=clock + result.delay_s,
-                download_s=result.delay_s,
-                throughput_kbps=result.chunk_bytes * 8 / result.delay_s / 1000,
                 buffer_before_s=buffer_before,
                 buffer_s=result.buffer_s,
-                rebuffer_s=result.rebuffer_s,
                 sleep_s=result.sleep_s,
-                qoe=float(per_chunk[0]),
                 decision_ms=decision_ms,
             )
         )
