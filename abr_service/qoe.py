@@ -73,7 +73,7 @@ class QoEMetric:
 
     def session_qoe(self, qualities: Sequence[int], rebuffer_s: Sequence[float]) -> float:
         """Mean per-chunk QoE over chunks 2..N (NaN for a session of one chunk)."""
-        window = qoe_window(self.chunk_qoe(qualities, rebuffer_s))
+        window = self.chunk_qoe(qualities, rebuffer_s)[QOE_WINDOW_START:]
         return float(np.mean(window)) if len(window) else float("nan")
 
 

@@ -35,9 +35,7 @@ def register(subparsers: Any) -> None:
         ),
         epilog="example: streambed link --delay-ms 40 trace.txt -- curl $STREAMBED_HOST:8000/",
     )
-    p.add_argument(
-        "--kind", choices=CHOICES, default=AUTO, help="link kind (default: auto)"
-    )
+    p.add_argument("--kind", choices=CHOICES, default=AUTO, help="link kind (default: auto)")
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="one-way delay in each direction (default 0)"
     )

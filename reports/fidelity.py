@@ -54,7 +54,6 @@ from streambed.reports.summary import SessionMetrics
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class FidelityRow:
     """One (algorithm, trace) session simulated and emulated; every gap is emu - sim."""

@@ -1,8 +1,7 @@
 """Reading a report directory back: what ``streambed eval`` and ``streambed emulate`` write.
 
 Both write ``summary.json`` and ``per_trace.csv`` (rows of
-:class:`streambed.reports.summary.SessionMetrics`). 
-Both write the layout of :mod:`streambed.reports.rundir` (a session's records in
+:class:`streambed.reports.summary.SessionMetrics`), in the one layout of :mod:`streambed.reports.rundir` (a session's records in
 ``sessions/<algorithm>/<trace>/chunks.jsonl``); an emulation also writes ``session.json`` beside
 them and ``failed.json``, and its ``summary.json`` names the trace directory (``traces_dir``).
 Eval directories written before the layouts were unified (``sessions/<algorithm>/<trace>.jsonl``)

@@ -106,7 +106,7 @@ def _choices(parser: argparse.ArgumentParser, command: str, option: str) -> tupl
 
 
 def test_link_kinds_defined_once() -> None:
-    assert CHOICES == ("auto", *KINDS)
+    assert ("auto", *KINDS) == CHOICES
     parser = build_parser()
     for command, option in (("emulate", "--link"), ("play", "--link"), ("link", "--kind")):
         assert _choices(parser, command, option) == CHOICES

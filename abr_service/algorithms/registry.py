@@ -239,7 +239,9 @@ def _builtin_infos() -> dict[str, AlgorithmInfo]:
     }
 
 
-def _build(ep: metadata.EntryPoint, taken: Mapping[str, AlgorithmInfo]) -> tuple[str, AlgorithmInfo]:
+def _build(
+    ep: metadata.EntryPoint, taken: Mapping[str, AlgorithmInfo]
+) -> tuple[str, AlgorithmInfo]:
     if ep.name in taken:
         raise Refused(f"name clashes with the {taken[ep.name].source} algorithm {ep.name!r}")
     try:
