@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from streambed.emulation.link import AUTO
-from streambed.emulation.link import CHOICES as LINK_KINDS
+from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
 
 def register(subparsers: Any) -> None:

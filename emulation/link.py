@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from streambed.core.errors import ConfigError, LinkError, StreambedError
+from streambed.core.linkkinds import AUTO, CHOICES, KINDS
 from streambed.emulation import mahimahi, netns
 from streambed.traces.formats import (
     detect_format,
@@ -66,10 +67,6 @@ from streambed.traces.formats import save_mahimahi as _save_mahimahi
 log = logging.getLogger(__name__)
 
 Kind = Literal["auto", "mahimahi", "netns", "proxy"]
-KINDS: tuple[str, ...] = ("mahimahi", "netns", "proxy")  # the order "auto" tries them in
-AUTO = "auto"
-CHOICES: tuple[str, ...] = (AUTO, *KINDS)
-"""What ``--link``/``--kind`` accept: ``auto`` or one kind (every CLI takes them from here)."""
 _HELPER_START_S = 20.0
 _STOP_GRACE_S = 5.0
 

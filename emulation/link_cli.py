@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
-from streambed.emulation.link import AUTO, CHOICES, LinkSpec, start_behind_link
+from streambed.core.linkkinds import AUTO, CHOICES
+from streambed.emulation.link import LinkSpec, start_behind_link
 
 
 def register(subparsers: Any) -> None:

@@ -33,8 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
+from streambed.core.linkkinds import AUTO
 from streambed.core.servers import wait_healthy
-from streambed.emulation.link import AUTO, LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
 from streambed.reports.rundir import RunDir, SessionDir
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report

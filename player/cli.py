@@ -63,8 +63,8 @@ FLAGS: dict[str, str] = {
 
 def register(subparsers: Any) -> None:
     from streambed.abr_service.video import FIRST_QUALITY
-    from streambed.emulation.link import AUTO
-    from streambed.emulation.link import CHOICES as LINK_KINDS
+    from streambed.core.linkkinds import AUTO
+    from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
     p = subparsers.add_parser(
         "play",

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
+from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import CHOICES as LINK_CHOICES
 from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
-from streambed.emulation.link import AUTO
-from streambed.emulation.link import CHOICES as LINK_CHOICES
 from streambed.traces import Trace, save_pensieve
 
 log = logging.getLogger(__name__)
