@@ -195,6 +195,11 @@ def architectures() -> dict[str, Architecture]:
     return _registry.all()
 
 
+def load_errors() -> dict[str, str]:
+    """Plug-ins that were skipped, by entry-point name, with the reason (as the warning)."""
+    return _registry.errors()
+
+
 def clear_cache() -> None:
     """Forget the discovered plug-ins (the next :func:`architectures` looks again)."""
     _registry.clear()

@@ -286,6 +286,11 @@ def observations() -> dict[str, Observation]:
     return _registry.all()
 
 
+def load_errors() -> dict[str, str]:
+    """Plug-ins that were skipped, by entry-point name, with the reason (as the warning)."""
+    return _registry.errors()
+
+
 def clear_cache() -> None:
     """Forget the discovered plug-ins (the next :func:`observations` looks again)."""
     _registry.clear()

@@ -1,11 +1,14 @@
-"""Discovery of plug-in objects by entry point, shared by the observation and architecture
-registries.
+"""Discovery of plug-in objects by entry point, shared by every registry: algorithms
+(``streambed.algorithms``), observations (``streambed.observations``) and policy architectures
+(``streambed.policies``).
 
 A :class:`PluginRegistry` holds the built-ins and, once per process (:meth:`~PluginRegistry.all`,
 cached; :meth:`~PluginRegistry.clear` forgets it), the plug-ins of one entry-point group. Each
 entry point goes through the registry's ``build`` function, which loads it, checks it against
-its contract and returns ``(key, object)``; whatever it raises names the entry point in a
-logging warning and skips it. Nothing a plug-in does can break the caller.
+its contract and returns ``(key, object)``; whatever it raises is logged as one warning,
+``<kind> plug-in '<name>' (<module:attr>) skipped: <reason>``, kept in
+:meth:`~PluginRegistry.errors` by entry-point name, and the entry point is skipped. Nothing a
+plug-in does can break the caller.
 """
 
 from __future__ import annotations
@@ -47,50 +50,61 @@ class PluginRegistry(Generic[T]):
         self,
         group: str,
         kind: str,
-        builtin: Mapping[str, T],
+        builtin: Mapping[str, T] | Callable[[], Mapping[str, T]],
         build: Callable[[EntryPoint, Mapping[str, T]], tuple[str, T]],
         log: logging.Logger,
     ) -> None:
-        """``build(point, taken)`` loads and checks one entry point; ``taken`` holds what is
+        """``builtin``: the built-ins, or a function giving them (called at discovery);
+        ``build(point, taken)`` loads and checks one entry point; ``taken`` holds what is
         registered so far (built-ins included), for it to refuse a clash."""
         self.group = group
         self.kind = kind
-        self.builtin = dict(builtin)
+        self._builtin = builtin
         self._build = build
         self._log = log
         self._lock = threading.Lock()
-        self._cache: dict[str, T] | None = None
+        self._cache: tuple[dict[str, T], dict[str, str]] | None = None
 
     def all(self) -> dict[str, T]:
         """Every usable object by key: the built-ins, then the plug-ins (cached)."""
-        with self._lock:
-            if self._cache is None:
-                self._cache = self._discover()
-            return dict(self._cache)
+        return dict(self._discovered()[0])
+
+    def errors(self) -> dict[str, str]:
+        """The skipped plug-ins by entry-point name, each with the reason its warning gave."""
+        return dict(self._discovered()[1])
 
     def clear(self) -> None:
         """Forget the discovered plug-ins (the next :meth:`all` looks again)."""
         with self._lock:
             self._cache = None
 
-    def _discover(self) -> dict[str, T]:
-        found = dict(self.builtin)
+    def _discovered(self) -> tuple[dict[str, T], dict[str, str]]:
+        with self._lock:
+            if self._cache is None:
+                self._cache = self._discover()
+            return self._cache
+
+    def _discover(self) -> tuple[dict[str, T], dict[str, str]]:
+        builtin = self._builtin() if callable(self._builtin) else self._builtin
+        found = dict(builtin)
+        errors: dict[str, str] = {}
         try:
             points = list(entry_points(group=self.group))
         except Exception as exc:  # a broken installed distribution must not stop the service
             self._log.warning("cannot list %s entry points: %s", self.group, exc)
-            return found
+            return found, errors
         for point in points:
             try:
                 key, obj = self._build(point, found)
             except Exception as exc:  # anything a third-party module raises
+                errors[point.name] = describe(exc)
                 self._log.warning(
                     "%s plug-in %r (%s) skipped: %s",
                     self.kind,
                     point.name,
                     point.value,
-                    describe(exc),
+                    errors[point.name],
                 )
                 continue
             found[key] = obj
-        return found
+        return found, errors

@@ -14,12 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from streambed.core.errors import ConfigError
 
 PENSIEVE_HD_SCORES: tuple[float, ...] = (1.0, 2.0, 3.0, 12.0, 15.0, 20.0)
+
+QOE_WINDOW_START = 1
+"""Index of the first chunk a session's QoE counts: chunks 2..N (Pensieve's window)."""
+
+_T = TypeVar("_T")
+
+
+def qoe_window(chunks: Sequence[_T]) -> Sequence[_T]:
+    """The chunks a session's QoE and its other per-session metrics count (chunks 2..N)."""
+    return chunks[QOE_WINDOW_START:]
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,8 @@ class QoEMetric:
 
     def session_qoe(self, qualities: Sequence[int], rebuffer_s: Sequence[float]) -> float:
         """Mean per-chunk QoE over chunks 2..N (NaN for a session of one chunk)."""
-        per_chunk = self.chunk_qoe(qualities, rebuffer_s)
-        return float(per_chunk[1:].mean()) if len(per_chunk) > 1 else float("nan")
+        window = self.chunk_qoe(qualities, rebuffer_s)[QOE_WINDOW_START:]
+        return float(np.mean(window)) if len(window) else float("nan")
 
 
 def make_qoe(

@@ -26,6 +26,9 @@ from streambed.core.errors import VideoError
 
 PENSIEVE_BITRATES_KBPS: tuple[int, ...] = (300, 750, 1200, 1850, 2850, 4300)
 VIDEO_JSON = "video.json"
+FIRST_QUALITY = 1
+"""The level of chunk 0 in every test session, fetched without asking the algorithm (Pensieve's
+test harness): the simulator, the service and both players start there unless told otherwise."""
 FORMAT_TAG = "streambed-video/1"
 
 

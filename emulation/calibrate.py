@@ -53,6 +53,7 @@ import numpy as np
 
 from streambed.core.errors import ConfigError
 from streambed.reports.fidelity import fidelity_summary, match, read_per_trace, write_sim_vs_emu
+from streambed.reports.rundir import SessionDir
 from streambed.reports.sessionlog import read_jsonl
 from streambed.reports.summary import SessionMetrics
 from streambed.traces import Trace
@@ -167,13 +168,14 @@ def load_samples(plan: EmulationPlan) -> list[SessionSamples]:
     out = []
     for s in plan.sessions:
         where = session_dir(plan.emu_dir, s.algorithm, s.label)
-        records = read_jsonl(where / "chunks.jsonl") if (where / "chunks.jsonl").is_file() else []
+        files = SessionDir(where)
+        records = read_jsonl(files.chunks_jsonl) if files.chunks_jsonl.is_file() else []
         if not records:
             log.warning("%s: no chunk records, session left out of the fit", where)
             continue
         offset = None
         try:
-            info = json.loads((where / "session.json").read_text())
+            info = json.loads(files.session_json.read_text())
             link = info.get("link") or {}
             if link.get("trace_offset_s") is not None:
                 offset = float(link["trace_offset_s"])

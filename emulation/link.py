@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from streambed.core.errors import ConfigError, LinkError, StreambedError
+from streambed.core.linkkinds import AUTO, CHOICES, KINDS
 from streambed.emulation import mahimahi, netns
 from streambed.traces.formats import (
     detect_format,
@@ -66,7 +67,6 @@ from streambed.traces.formats import save_mahimahi as _save_mahimahi
 log = logging.getLogger(__name__)
 
 Kind = Literal["auto", "mahimahi", "netns", "proxy"]
-KINDS: tuple[str, ...] = ("mahimahi", "netns", "proxy")  # the order "auto" tries them in
 _HELPER_START_S = 20.0
 _STOP_GRACE_S = 5.0
 
@@ -87,7 +87,7 @@ class LinkSpec:
     delay_ms: float = 0.0
     queue_packets: int | None = None
     queue_bytes: int | None = None
-    kind: str = "auto"
+    kind: str = AUTO
     ports: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -95,7 +95,7 @@ class LinkSpec:
         if self.uplink is not None:
             object.__setattr__(self, "uplink", Path(self.uplink))
         object.__setattr__(self, "ports", tuple(int(p) for p in self.ports))
-        if self.kind not in ("auto", *KINDS):
+        if self.kind not in CHOICES:
             raise ConfigError(f"link kind {self.kind!r}: expected auto, {', '.join(KINDS)}")
         if not (self.delay_ms >= 0 and self.delay_ms < 1e7):
             raise ConfigError(f"delay_ms={self.delay_ms}: must be a number >= 0")
@@ -173,10 +173,10 @@ def available_kinds() -> list[str]:
     return [kind for kind in KINDS if kind_unavailable(kind) is None]
 
 
-def resolve_kind(kind: str = "auto") -> str:
+def resolve_kind(kind: str = AUTO) -> str:
     """``kind`` itself if it can run here (else ``ConfigError`` saying why); for ``auto``, the
     first available of mahimahi, netns, proxy."""
-    if kind == "auto":
+    if kind == AUTO:
         for candidate in KINDS:
             reason = kind_unavailable(candidate)
             if reason is None:

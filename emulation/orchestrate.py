@@ -33,15 +33,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
+from streambed.core.linkkinds import AUTO
 from streambed.core.servers import wait_healthy
 from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.reports.rundir import RunDir, SessionDir
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
 
 log = logging.getLogger(__name__)
 
-SESSIONS_DIR = "sessions"
-FAILED_JSON = "failed.json"
 ATTEMPTS = 2  # a failed session is retried once
 PLAYERS = ("streambed", "dashjs")
 _SERVICE_START_S = 60.0
@@ -61,7 +61,7 @@ class EmulateConfig:
     video: Path | None = None
     """Video description from which size-exact synthetic content is built."""
     model: Path | None = None
-    link: str = "auto"
+    link: str = AUTO
     delay_ms: float = 40.0
     parallel: int = 1
     repeat: int = 1
@@ -115,10 +115,10 @@ class SessionJob:
         return stem if self.repeats == 1 else f"{stem}-r{self.repeat + 1}"
 
     def log_dir(self, out: Path) -> Path:
-        return out / SESSIONS_DIR / self.algorithm / self.label
+        return RunDir(out).session_dir(self.algorithm, self.label)
 
     def session_json(self, out: Path) -> Path:
-        return self.log_dir(out) / "session.json"
+        return RunDir(out).session(self.algorithm, self.label).session_json
 
 
 @dataclass
@@ -289,7 +289,7 @@ class _Runner:
         cfg = self.config
         log_dir = job.log_dir(cfg.out)
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "session.json").unlink(missing_ok=True)
+        job.session_json(cfg.out).unlink(missing_ok=True)
         session_id = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
         player = PlayerConfig(
             mpd_url=self.mpd_url,
@@ -312,7 +312,7 @@ class _Runner:
         with self.lock:
             self.running += 1
         try:
-            with open(log_dir / "play.log", "wb") as out_file:
+            with open(SessionDir(log_dir).play_log, "wb") as out_file:
                 try:
                     linked = start_behind_link(
                         spec,
@@ -331,7 +331,7 @@ class _Runner:
                 self.running -= 1
         if self.stopping.is_set():
             return "interrupted"
-        status = session_status(log_dir / "session.json")
+        status = session_status(SessionDir(log_dir).session_json)
         if rc == 0 and status == "done":
             for warning in _warnings(log_dir):  # e.g. the service's video is not the MPD's
                 log.warning("session %s/%s: %s", job.algorithm, job.label, warning)
@@ -357,7 +357,7 @@ class _Runner:
 
 def _warnings(log_dir: Path) -> list[str]:
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        found = json.loads((log_dir / "session.json").read_text()).get("warnings")
+        found = json.loads(SessionDir(log_dir).session_json.read_text()).get("warnings")
         if isinstance(found, list):
             return [str(w) for w in found]
     return []
@@ -365,11 +365,11 @@ def _warnings(log_dir: Path) -> list[str]:
 
 def _reason(log_dir: Path) -> str:
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        reason = json.loads((log_dir / "session.json").read_text()).get("reason")
+        reason = json.loads(SessionDir(log_dir).session_json.read_text()).get("reason")
         if reason:
             return str(reason)
     with contextlib.suppress(OSError):
-        lines = (log_dir / "play.log").read_text(errors="replace").strip().splitlines()
+        lines = SessionDir(log_dir).play_log.read_text(errors="replace").strip().splitlines()
         if lines:
             return lines[-1]
     return "no reason given"
@@ -390,7 +390,7 @@ def collect(
         if session_status(path) != "done":
             continue
         info = json.loads(path.read_text())
-        records = read_jsonl(job.log_dir(out) / "chunks.jsonl")
+        records = read_jsonl(RunDir(out).session(job.algorithm, job.label).chunks_jsonl)
         if not records or not info.get("chunk_s"):
             continue
         found = session_metrics(records, float(info["chunk_s"]))
@@ -411,16 +411,16 @@ def write_outputs(
         **extra,
         "sessions": {"planned": len(jobs), "done": len(metrics), "failed": len(failed)},
     }
+    run = RunDir(out)
     summary = write_report(out, metrics, extra)
     for job, records in sessions.items():
-        name = f"log_{job.algorithm}_{job.label}"
-        write_pensieve_log(records, out / "logs" / job.algorithm / name)
-    (out / FAILED_JSON).write_text(json.dumps(list(failed), indent=1) + "\n")
+        write_pensieve_log(records, run.pensieve_log(job.algorithm, job.label))
+    run.failed_json.write_text(json.dumps(list(failed), indent=1) + "\n")
     if metrics:
         from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 
-        plot_qoe_cdf(metrics, out / "qoe_cdf.png")
-        plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")
+        plot_qoe_cdf(metrics, run.qoe_cdf_png)
+        plot_bitrate_rebuffer(metrics, run.bitrate_vs_rebuffer_png)
     return summary
 
 

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.qoe import make_qoe, qoe_window
 from streambed.core.errors import ConfigError
 from streambed.player.decisions import json_params
 from streambed.player.session import (
@@ -81,6 +81,7 @@ from streambed.player.session import (
     link_from_env,
     new_session_id,
 )
+from streambed.reports.rundir import BROWSER_EVENTS_JSONL
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
 
@@ -93,7 +94,7 @@ DRIVER = "drive.mjs"
 NODE_PACKAGES = ("dashjs", "playwright-core")
 SETUP = "scripts/setup.sh"
 PAGE_PATH = "/player.html"
-EVENTS_JSONL = "browser.jsonl"
+EVENTS_JSONL = BROWSER_EVENTS_JSONL
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 DEFAULT_TIMEOUT_S = 3600.0
 """Limit on a whole browser session, seconds (beyond it: status error)."""
@@ -347,7 +348,6 @@ class BrowserSession:
                 continue
             start_s = _num(c.get("start_ms")) / 1000.0
             end_s = _num(c.get("end_ms")) / 1000.0
-            download_s = max(end_s - start_s, 0.0)
             rebuffer_s = _num(c.get("rebuffer_ms")) / 1000.0
             buffer_s = _num(c.get("buffer_s"))
             sleep_s = 0.0
@@ -361,24 +361,23 @@ class BrowserSession:
                 rendered = played.get("quality_dashjs")
             dropped = played.get("dropped_frames")
             records.append(
-                ChunkRecord(
+                ChunkRecord.measured(
+                    qoe=qoe,
+                    bitrates_kbps=ladder,
+                    quality=q,
+                    previous_quality=previous,
+                    chunk_bytes=int(_num(c.get("bytes"))),
+                    request_start_s=start_s,
+                    request_end_s=end_s,
+                    rebuffer_s=rebuffer_s,
                     run_id=self.config.run_id,
                     session_id=self.session_id,
                     trace=self.config.trace,
                     algorithm=algorithm,
                     chunk_index=k,
-                    quality=q,
-                    bitrate_kbps=ladder[q],
-                    chunk_bytes=int(_num(c.get("bytes"))),
-                    request_start_s=start_s,
-                    request_end_s=end_s,
-                    download_s=download_s,
-                    throughput_kbps=_num(c.get("bytes")) * 8 / max(download_s, 1e-9) / 1000,
                     buffer_before_s=_num(c.get("buffer_before_s")),
                     buffer_s=buffer_s,
-                    rebuffer_s=rebuffer_s,
                     sleep_s=sleep_s,
-                    qoe=float(qoe.transition(q, q if previous is None else previous, rebuffer_s)),
                     decision_ms=decision_ms,
                     fallback=fallback,
                     fallback_reason=reason,
@@ -556,7 +555,7 @@ def summary_of(
         "chunks": len(records),
         **session.facts(),
         "chunk_bytes_total": sum(r.chunk_bytes for r in records),
-        "rebuffer_s_total": sum(r.rebuffer_s for r in records[1:]),
+        "rebuffer_s_total": sum(r.rebuffer_s for r in qoe_window(records)),
         "sleep_s_total": sum(r.sleep_s for r in records),
         "fallbacks": sum(1 for r in records if r.fallback),
         "fallbacks_local": sum(1 for r in records if r.fallback) - len(by_service),

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from streambed.core.linkkinds import NAMESPACED
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -81,11 +83,7 @@ def describe_error(exc: httpx.RequestError) -> str:
     says what is usually wrong: the host's server listens on 127.0.0.1 only."""
     text = f"{type(exc).__name__}: {exc or 'no detail'}"
     kind = os.environ.get("STREAMBED_LINK_KIND")
-    if (
-        isinstance(exc, httpx.ConnectError)
-        and "refused" in str(exc).lower()
-        and kind in ("netns", "mahimahi")
-    ):
+    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower() and kind in NAMESPACED:
         host = os.environ.get("STREAMBED_HOST", "$STREAMBED_HOST")
         text += (
             f" (behind the {kind} link the host is {host}: its server must listen on 0.0.0.0 "

@@ -59,13 +59,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from streambed.abr_service.qoe import QOE_NAMES, make_qoe
+from streambed.abr_service.qoe import QOE_NAMES, make_qoe, qoe_window
+from streambed.abr_service.video import FIRST_QUALITY
 from streambed.abr_service.wire import SESSION_ID_PATTERN
 from streambed.core.errors import ConfigError, ContentError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.player.buffer import PlaybackBuffer
 from streambed.player.decisions import Decider, LocalFallback, Measured
 from streambed.player.downloads import DownloadFailed, fetch
+from streambed.reports.rundir import CHUNKS_JSONL, PENSIEVE_LOG, SESSION_JSON
 from streambed.reports.sessionlog import ChunkRecord, write_pensieve_log
 from streambed.reports.summary import session_metrics
 from streambed.server.mpd import Manifest, parse_mpd
@@ -80,9 +82,6 @@ EXIT_NO_SERVICE = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
-CHUNKS_JSONL = "chunks.jsonl"
-PENSIEVE_LOG = "pensieve.log"
-SESSION_JSON = "session.json"
 SESSION_FORMAT = "streambed-play/1"
 CLIENT_KEEP_ALIVE_S = 60.0
 """Seconds the player keeps an idle connection (below the servers' 75 s keep-alive)."""
@@ -123,7 +122,7 @@ class PlayerConfig:
     """The wait is a whole number of these steps."""
     decision_timeout_s: float = 1.0
     """Limit on each phase (connect, send, answer) of a decision request."""
-    first_quality: int = 1
+    first_quality: int = FIRST_QUALITY
     """Level of chunk 0 when the player decides it itself (the service's default too)."""
     max_chunks: int | None = None
     """Stop after this many chunks (None: the whole MPD)."""
@@ -369,25 +368,24 @@ class _Player:
                 self.facts["startup_s"] = got.end_s
             sleep_s = self._wait_below_cap(buffer) if k < limit - 1 else 0.0
             buffer_after = buffer.advance(self.clock())
-            previous = last.quality if last is not None else q
-            record = ChunkRecord(
+            record = ChunkRecord.measured(
+                qoe=qoe,
+                bitrates_kbps=ladder,
+                quality=q,
+                previous_quality=last.quality if last is not None else None,
+                chunk_bytes=got.size_bytes,
+                request_start_s=got.start_s,
+                request_end_s=got.end_s,
+                download_s=got.download_s,
+                rebuffer_s=rebuffer,
                 run_id=cfg.run_id,
                 session_id=self.session_id,
                 trace=cfg.trace,
                 algorithm=self.algorithm or UNKNOWN_ALGORITHM,
                 chunk_index=k,
-                quality=q,
-                bitrate_kbps=ladder[q],
-                chunk_bytes=got.size_bytes,
-                request_start_s=got.start_s,
-                request_end_s=got.end_s,
-                download_s=got.download_s,
-                throughput_kbps=got.size_bytes * 8 / max(got.download_s, 1e-9) / 1000,
                 buffer_before_s=buffer_before,
                 buffer_s=buffer_after,
-                rebuffer_s=rebuffer,
                 sleep_s=sleep_s,
-                qoe=float(qoe.transition(q, previous, rebuffer)),
                 decision_ms=decision.decision_ms,
                 fallback=decision.fallback,
                 fallback_reason=decision.reason,
@@ -488,7 +486,7 @@ class _Player:
             "chunks": len(records),
             **self.facts,
             "chunk_bytes_total": sum(r.chunk_bytes for r in records),
-            "rebuffer_s_total": sum(r.rebuffer_s for r in records[1:]),
+            "rebuffer_s_total": sum(r.rebuffer_s for r in qoe_window(records)),
             "sleep_s_total": sum(r.sleep_s for r in records),
             "fallbacks": sum(1 for r in records if r.fallback),
             "fallbacks_local": local,

@@ -42,15 +42,16 @@ import numpy as np
 
 from streambed.core.errors import ConfigError, ReportError
 from streambed.reports.load import read_per_trace_csv
+from streambed.reports.rundir import (
+    PER_TRACE_CSV,
+    SIM_VS_EMU_CSV,
+    SIM_VS_EMU_JSON,
+    SIM_VS_EMU_PNG,
+    SUMMARY_JSON,
+)
 from streambed.reports.summary import SessionMetrics
 
 log = logging.getLogger(__name__)
-
-PER_TRACE_CSV = "per_trace.csv"
-SUMMARY_JSON = "summary.json"
-SIM_VS_EMU_CSV = "sim_vs_emu.csv"
-SIM_VS_EMU_JSON = "sim_vs_emu.json"
-SIM_VS_EMU_PNG = "sim_vs_emu.png"
 
 
 @dataclass(frozen=True)

@@ -392,7 +392,7 @@ _FIDELITY_COLUMNS = (
 def _fidelity(sources: Sequence[ReportDir]) -> list[dict[str, Any]]:
     """Each input's ``sim_vs_emu.json`` and plot (``streambed emulate --compare-sim``,
     ``streambed report --sim --emu``, the demo), when it has them."""
-    from streambed.reports.fidelity import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
+    from streambed.reports.rundir import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
 
     blocks: list[dict[str, Any]] = []
     for source in sources:

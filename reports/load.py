@@ -1,12 +1,11 @@
 """Reading a report directory back: what ``streambed eval`` and ``streambed emulate`` write.
 
 Both write ``summary.json`` and ``per_trace.csv`` (rows of
-:class:`streambed.reports.summary.SessionMetrics`). Their chunk records differ in layout:
-
-* eval (``mode: "test"``): ``sessions/<algorithm>/<trace>.jsonl``;
-* emulate (``mode: "emulation"``): ``sessions/<algorithm>/<trace>/chunks.jsonl`` beside the
-  session's ``session.json``; the directory also holds ``failed.json``, and ``summary.json``
-  names the trace directory (``traces_dir``).
+:class:`streambed.reports.summary.SessionMetrics`), in the one layout of :mod:`streambed.reports.rundir` (a session's records in
+``sessions/<algorithm>/<trace>/chunks.jsonl``); an emulation also writes ``session.json`` beside
+them and ``failed.json``, and its ``summary.json`` names the trace directory (``traces_dir``).
+Eval directories written before the layouts were unified (``sessions/<algorithm>/<trace>.jsonl``)
+still load.
 
 Every problem with the directory is a :class:`streambed.core.errors.ReportError` naming the file.
 """
@@ -21,14 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ReportError, TraceError
+from streambed.reports.rundir import (
+    CHUNKS_JSONL,
+    FAILED_JSON,
+    LEGACY_SESSION_SUFFIX,
+    PER_TRACE_CSV,
+    SESSIONS_DIR,
+    SUMMARY_JSON,
+    RunDir,
+)
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl
 from streambed.reports.summary import SessionMetrics
 from streambed.traces import Trace, load_trace, trace_files
 
-SUMMARY_JSON = "summary.json"
-PER_TRACE_CSV = "per_trace.csv"
-FAILED_JSON = "failed.json"
-SESSIONS_DIR = "sessions"
+__all__ = [
+    "FAILED_JSON",
+    "PER_TRACE_CSV",
+    "SESSIONS_DIR",
+    "SUMMARY_JSON",
+    "ReportDir",
+    "load_report_dir",
+    "read_per_trace_csv",
+]
 
 # An emulated trace repeated R times is labelled ``<stem>-r<k>`` (emulation.orchestrate).
 _REPEAT_SUFFIX = re.compile(r"-r[0-9]+$")
@@ -72,19 +85,15 @@ class ReportDir:
         """The chunk records' file of a session, in either layout (None when there is none)."""
         if not (_safe_part(algorithm) and _safe_part(trace)):
             return None  # a name from per_trace.csv must not lead outside sessions/
-        base = self.path / SESSIONS_DIR / algorithm
-        for candidate in (base / f"{trace}.jsonl", base / trace / "chunks.jsonl"):
-            if candidate.is_file():
-                return candidate
-        return None
+        return RunDir(self.path).chunk_records(algorithm, trace)
 
     def records(self, algorithm: str, trace: str) -> list[ChunkRecord]:
         """The chunk records of a session; ``ReportError`` when it has none."""
         path = self.session_file(algorithm, trace)
         if path is None:
             raise ReportError(
-                f"{self.path / SESSIONS_DIR / algorithm}: no chunk records for trace {trace!r} "
-                f"(neither {trace}.jsonl nor {trace}/chunks.jsonl)"
+                f"{RunDir(self.path).algorithm_dir(algorithm)}: no chunk records for trace "
+                f"{trace!r} (neither {trace}/{CHUNKS_JSONL} nor {trace}{LEGACY_SESSION_SUFFIX})"
             )
         records = read_jsonl(path)
         if not records:
@@ -124,9 +133,10 @@ def load_report_dir(path: Path, traces: Path | None = None) -> ReportDir:
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: no such report directory")
-    summary = _read_summary(path / SUMMARY_JSON)
-    metrics = read_per_trace_csv(path / PER_TRACE_CSV)
-    failed = _read_failed(path / FAILED_JSON)
+    run = RunDir(path)
+    summary = _read_summary(run.summary_json)
+    metrics = read_per_trace_csv(run.per_trace_csv)
+    failed = _read_failed(run.failed_json)
     traces_dir: Path | None = None
     named = summary.get("traces_dir")
     if isinstance(named, str) and named and Path(named).is_dir():

@@ -11,7 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from streambed.abr_service.qoe import QoEMetric
 from streambed.core.errors import StreambedError
 
 
@@ -62,6 +64,42 @@ class ChunkRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def measured(
+        cls,
+        *,
+        qoe: QoEMetric,
+        bitrates_kbps: Sequence[int],
+        quality: int,
+        previous_quality: int | None,
+        chunk_bytes: int,
+        request_start_s: float,
+        request_end_s: float,
+        rebuffer_s: float,
+        download_s: float | None = None,
+        **rest: Any,
+    ) -> ChunkRecord:
+        """A record from what was measured; the derived fields computed one way for the
+        simulator and both players: ``bitrate_kbps`` from the ladder, ``download_s`` (when not
+        measured apart) the request's span, ``throughput_kbps`` bytes over it, and ``qoe``
+        this chunk's QoE after ``previous_quality`` (None: the first chunk, no switch penalty).
+        ``rest`` holds the other fields as they are."""
+        if download_s is None:
+            download_s = max(request_end_s - request_start_s, 0.0)
+        previous = quality if previous_quality is None else previous_quality
+        return cls(
+            quality=quality,
+            bitrate_kbps=bitrates_kbps[quality],
+            chunk_bytes=chunk_bytes,
+            request_start_s=request_start_s,
+            request_end_s=request_end_s,
+            download_s=download_s,
+            throughput_kbps=chunk_bytes * 8 / max(download_s, 1e-9) / 1000,
+            rebuffer_s=rebuffer_s,
+            qoe=float(qoe.transition(quality, previous, rebuffer_s)),
+            **rest,
+        )
 
 
 def write_jsonl(records: Iterable[ChunkRecord], path: Path) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from streambed.abr_service.qoe import qoe_window
+from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord
 
 
@@ -37,7 +39,7 @@ class SessionMetrics:
 
 
 def session_metrics(records: Sequence[ChunkRecord], chunk_s: float) -> SessionMetrics:
-    window = records[1:]
+    window = qoe_window(records)
     n = len(window)
     qualities = [r.quality for r in records]
     stall = float(sum(r.rebuffer_s for r in window))
@@ -76,8 +78,9 @@ def write_report(
     """Write ``summary.json`` and ``per_trace.csv``; return the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"algorithms": summarize(metrics), **(extra or {})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out / "per_trace.csv", "w", newline="") as fh:
+    run = RunDir(out)
+    run.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    with open(run.per_trace_csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(SessionMetrics.__dataclass_fields__))
         writer.writeheader()
         for m in metrics:

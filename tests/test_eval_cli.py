@@ -114,7 +114,8 @@ def test_jsonl_sessions(default_eval: Path) -> None:
     for name in ALGOS:
         files = sorted((default_eval / "sessions" / name).iterdir())
         assert len(files) == TRACE_COUNT
-    path = default_eval / "sessions" / "robustmpc" / "synth_003.jsonl"
+    # The run-directory layout that `streambed emulate` writes too.
+    path = default_eval / "sessions" / "robustmpc" / "synth_003" / "chunks.jsonl"
     raw = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(raw) == CHUNKS
     assert set(raw[0]) == set(ChunkRecord.__dataclass_fields__)

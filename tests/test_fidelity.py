@@ -217,7 +217,7 @@ def test_simulate_like_reproduces_the_simulator(emulation: Path, tmp_path: Path)
         assert m.rebuffer_s == pytest.approx(expected.rebuffer_s, abs=1e-12)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sim_config"]["rtt_s"] == 0.08 and summary["like_emulation"] == str(emulation)
-    assert (out / "sessions" / "bba" / "t1-r2.jsonl").is_file()
+    assert (out / "sessions" / "bba" / "t1-r2" / "chunks.jsonl").is_file()
     # With the constants the fabricated emulation was made with, every gap vanishes.
     again = simulate_like(emulation, tmp_path / "sim-true", config=TRUE, align_start=True)
     rows = compare(again, emulation)

@@ -32,6 +32,7 @@ from streambed.abr_service.qoe import QoEMetric, make_qoe
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
 from streambed.traces import Trace
@@ -61,26 +62,25 @@ def run_session(
     while True:
         buffer_before = sim.buffer_s
         result = sim.download(quality)
-        per_chunk = qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=last_quality)
         records.append(
-            ChunkRecord(
+            ChunkRecord.measured(
+                qoe=qoe,
+                bitrates_kbps=video.bitrates_kbps,
+                quality=quality,
+                previous_quality=last_quality,
+                chunk_bytes=result.chunk_bytes,
+                request_start_s=clock,
+                request_end_s=clock + result.delay_s,
+                download_s=result.delay_s,
+                rebuffer_s=result.rebuffer_s,
                 run_id=run_id,
                 session_id=session_id,
                 trace=trace,
                 algorithm=algorithm.name,
                 chunk_index=result.chunk_index,
-                quality=quality,
-                bitrate_kbps=video.bitrates_kbps[quality],
-                chunk_bytes=result.chunk_bytes,
-                request_start_s=clock,
-                request_end_s=clock + result.delay_s,
-                download_s=result.delay_s,
-                throughput_kbps=result.chunk_bytes * 8 / result.delay_s / 1000,
                 buffer_before_s=buffer_before,
                 buffer_s=result.buffer_s,
-                rebuffer_s=result.rebuffer_s,
                 sleep_s=result.sleep_s,
-                qoe=float(per_chunk[0]),
                 decision_ms=decision_ms,
             )
         )
@@ -229,10 +229,11 @@ def write_outputs(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Summary, per-trace CSV, logs of both formats, and the plots."""
+    run = RunDir(out)
     summary = write_report(out, metrics, extra)
     for (algorithm, trace), records in sessions.items():
-        write_pensieve_log(records, out / "logs" / algorithm / f"log_{algorithm}_{trace}")
-        write_jsonl(records, out / "sessions" / algorithm / f"{trace}.jsonl")
-    plot_qoe_cdf(metrics, out / "qoe_cdf.png")
-    plot_bitrate_rebuffer(metrics, out / "bitrate_vs_rebuffer.png")
+        write_pensieve_log(records, run.pensieve_log(algorithm, trace))
+        write_jsonl(records, run.session(algorithm, trace).chunks_jsonl)
+    plot_qoe_cdf(metrics, run.qoe_cdf_png)
+    plot_bitrate_rebuffer(metrics, run.bitrate_vs_rebuffer_png)
     return summary

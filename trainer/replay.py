@@ -22,7 +22,8 @@ import numpy as np
 
 from streambed.abr_service.video import VIDEO_JSON, Video, load_video
 from streambed.core.errors import ConfigError
-from streambed.reports.fidelity import PER_TRACE_CSV, SUMMARY_JSON, read_per_trace, write_comparison
+from streambed.reports.fidelity import read_per_trace, write_comparison
+from streambed.reports.rundir import PER_TRACE_CSV, SUMMARY_JSON, RunDir
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import SessionMetrics, session_metrics
 from streambed.traces import Trace
@@ -87,13 +88,13 @@ def read_summary(emu_dir: Path) -> dict[str, Any]:
 
 def session_dir(emu_dir: Path, algorithm: str, label: str) -> Path:
     """Where ``streambed emulate`` logged a session (``sessions/<algorithm>/<label>``)."""
-    return Path(emu_dir) / "sessions" / algorithm / label
+    return RunDir(emu_dir).session_dir(algorithm, label)
 
 
 def _player_config(emu_dir: Path, sessions: Sequence[EmulatedSession]) -> dict[str, Any]:
     """The emulated player's configuration, from the first session.json that has one."""
     for s in sessions:
-        path = session_dir(emu_dir, s.algorithm, s.label) / "session.json"
+        path = RunDir(emu_dir).session(s.algorithm, s.label).session_json
         try:
             config = json.loads(path.read_text()).get("config")
         except (OSError, ValueError, AttributeError):
@@ -116,11 +117,11 @@ def emulated_start_s(emu_dir: Path, algorithm: str, label: str) -> float | None:
     """The trace position at which an emulated session sent its first chunk request: the
     link's ``trace_offset_s`` (session.json) plus the first record's ``request_start_s``;
     None when either is missing (e.g. a Mahimahi link records no offset)."""
-    where = session_dir(emu_dir, algorithm, label)
+    where = RunDir(emu_dir).session(algorithm, label)
     try:
-        link = json.loads((where / "session.json").read_text()).get("link") or {}
+        link = json.loads(where.session_json.read_text()).get("link") or {}
         offset = link.get("trace_offset_s")
-        with open(where / "chunks.jsonl") as fh:
+        with open(where.chunks_jsonl) as fh:
             first = json.loads(fh.readline())
         if offset is None:
             return None

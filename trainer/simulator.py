@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streambed.abr_service.video import Video
+from streambed.abr_service.video import FIRST_QUALITY, Video
 from streambed.core.errors import ConfigError, TraceError
 from streambed.traces import Trace
 
@@ -42,7 +42,7 @@ class SimConfig:
     """Buffer above which the player sleeps instead of downloading, seconds."""
     drain_step_s: float = 0.5
     """Granularity of those sleeps, seconds."""
-    default_quality: int = 1
+    default_quality: int = FIRST_QUALITY
     """Level of the first chunk of every session (Pensieve: 1, i.e. 750 kbps)."""
 
     def __post_init__(self) -> None:

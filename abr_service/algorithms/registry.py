@@ -41,7 +41,7 @@ Discovery runs once per process (cached; :func:`clear_cache` forgets it). An ent
 fails to import, does not name an ``ABRAlgorithm`` subclass, whose ``Params()`` cannot be built,
 that declares an unknown observation, or whose name clashes with a built-in or an earlier
 plug-in, is logged as a warning naming it, kept in :func:`load_errors`, and skipped: nothing
-else is affected.
+else is affected (the discovery every registry shares: :mod:`streambed.abr_service.plugins`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, fields, is_dataclass
 from dataclasses import field as dataclass_field
-from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -69,6 +68,7 @@ from streambed.abr_service.algorithms.learned import LearnedPolicy
 from streambed.abr_service.algorithms.mpc import MPC, RobustMPC
 from streambed.abr_service.algorithms.rate_based import RateBased
 from streambed.abr_service.observation import observations
+from streambed.abr_service.plugins import PluginRegistry, Refused
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.fielddocs import field_docs
@@ -232,53 +232,57 @@ def _load_plugin(ep: metadata.EntryPoint) -> AlgorithmInfo:
     return AlgorithmInfo(ep.name, obj, _entry_point_source(ep), describe_params(obj))
 
 
-@cache
-def _discover() -> tuple[dict[str, AlgorithmInfo], dict[str, str]]:
-    found = {
+def _builtin_infos() -> dict[str, AlgorithmInfo]:
+    return {
         name: AlgorithmInfo(name, cls, BUILTIN_SOURCE, describe_params(cls))
         for name, cls in BUILTIN.items()
     }
-    errors: dict[str, str] = {}
-    for ep in metadata.entry_points(group=GROUP):
-        source = _entry_point_source(ep)
-        if ep.name in found:
-            reason = f"name clashes with the {found[ep.name].source} algorithm {ep.name!r}"
-        else:
-            try:
-                info = _load_plugin(ep)
-            except ConfigError as exc:
-                reason = str(exc)
-            else:
-                found[ep.name] = info
-                declared = getattr(info.cls, "name", None)
-                if declared != ep.name:
-                    log.info(
-                        "algorithm plug-in %r: class %s declares name %r; registered as %r",
-                        ep.name,
-                        info.cls.__qualname__,
-                        declared,
-                        ep.name,
-                    )
-                log.debug("algorithm plug-in %r loaded from %s", ep.name, source)
-                continue
-        errors[ep.name] = reason
-        log.warning("algorithm plug-in %r skipped (%s): %s", ep.name, source, reason)
-    return found, errors
+
+
+def _build(
+    ep: metadata.EntryPoint, taken: Mapping[str, AlgorithmInfo]
+) -> tuple[str, AlgorithmInfo]:
+    if ep.name in taken:
+        raise Refused(f"name clashes with the {taken[ep.name].source} algorithm {ep.name!r}")
+    try:
+        info = _load_plugin(ep)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from exc
+    declared = getattr(info.cls, "name", None)
+    if declared != ep.name:
+        log.info(
+            "algorithm plug-in %r: class %s declares name %r; registered as %r",
+            ep.name,
+            info.cls.__qualname__,
+            declared,
+            ep.name,
+        )
+    log.debug("algorithm plug-in %r loaded from %s", ep.name, info.source)
+    return ep.name, info
+
+
+_registry: PluginRegistry[AlgorithmInfo] = PluginRegistry(
+    GROUP, "algorithm", _builtin_infos, _build, log
+)
+
+
+def _discover() -> tuple[dict[str, AlgorithmInfo], dict[str, str]]:
+    return _registry.all(), _registry.errors()
 
 
 def available_algorithms() -> dict[str, AlgorithmInfo]:
     """Every usable algorithm by registered name: built-ins first, then plug-ins."""
-    return dict(_discover()[0])
+    return _registry.all()
 
 
 def load_errors() -> dict[str, str]:
     """Plug-ins that were skipped, by entry-point name, with the reason."""
-    return dict(_discover()[1])
+    return _registry.errors()
 
 
 def clear_cache() -> None:
     """Forget discovered plug-ins (the next call looks at the installed packages again)."""
-    _discover.cache_clear()
+    _registry.clear()
 
 
 def algorithm_names() -> list[str]:

@@ -50,7 +50,7 @@ from streambed.abr_service.app.schemas import (
     DecideResponse,
     LegacyRequest,
 )
-from streambed.abr_service.video import Video
+from streambed.abr_service.video import FIRST_QUALITY, Video
 from streambed.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class DecisionEngine:
         *,
         default_algorithm: str = "robustmpc",
         fallback_algorithm: str = "bba",
-        first_quality: int = 1,
+        first_quality: int = FIRST_QUALITY,
         session_idle_s: float = 600.0,
         max_sessions: int = 10_000,
         log_dir: Path | None = None,

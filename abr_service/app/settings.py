@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streambed.abr_service.video import FIRST_QUALITY
 from streambed.core.errors import ConfigError
 from streambed.core.servers import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_CONNECTIONS
 
@@ -40,7 +41,7 @@ class Settings(BaseSettings):
     """A session unused this long is forgotten."""
     max_sessions: int = Field(default=10_000, ge=1)
     """Most sessions kept; the least recently used is evicted beyond it."""
-    first_quality: int = Field(default=1, ge=-1)
+    first_quality: int = Field(default=FIRST_QUALITY, ge=-1)
     """Level of chunk 0 when the session has no history yet (Pensieve's harness: 1).
     -1 asks the algorithm instead."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

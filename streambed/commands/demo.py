@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
+from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import CHOICES as LINK_CHOICES
 from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
 from streambed.traces import Trace, save_pensieve
 
@@ -54,8 +56,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--link",
-        choices=("auto", "netns", "proxy", "mahimahi"),
-        default="auto",
+        choices=LINK_CHOICES,
+        default=AUTO,
         help="link kind of the emulation (default auto: netns as root, else proxy)",
     )
     p.add_argument("--parallel", type=int, help="sessions at a time (default: all, at most 16)")
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_sim_only(args: argparse.Namespace) -> int:
     from streambed.abr_service.algorithms import CLASSIC
+    from streambed.reports.rundir import RunDir
     from streambed.trainer.evaluate import evaluate, format_table
 
     out: Path = args.out
@@ -110,8 +113,9 @@ def run_sim_only(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(format_table(result))
-    print(f"report: {out / 'eval' / 'summary.json'}")
-    print(f"plots:  {out / 'eval' / 'qoe_cdf.png'}  {out / 'eval' / 'bitrate_vs_rebuffer.png'}")
+    run = RunDir(out / "eval")
+    print(f"report: {run.summary_json}")
+    print(f"plots:  {run.qoe_cdf_png}  {run.bitrate_vs_rebuffer_png}")
     return 0
 
 
@@ -120,6 +124,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     from streambed.emulation.orchestrate import EmulateConfig, emulate
     from streambed.reports.fidelity import write_comparison
     from streambed.reports.html import write_html_report
+    from streambed.reports.rundir import RunDir
     from streambed.server.build import build_encoded
     from streambed.trainer.evaluate import evaluate, format_table
 
@@ -185,10 +190,10 @@ def run_emulated(args: argparse.Namespace) -> int:
     gap = fidelity["overall"].get("qoe_gap_mean_abs")
     if gap is not None:
         print(
-            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({out / 'emulation' / 'sim_vs_emu.csv'})"
+            f"simulation vs emulation: mean |QoE gap| per trace {gap:.4f} ({RunDir(out / 'emulation').sim_vs_emu_csv})"
         )
     if emulated.failed:
-        print(f"{len(emulated.failed)} session(s) failed: {out / 'emulation' / 'failed.json'}")
+        print(f"{len(emulated.failed)} session(s) failed: {RunDir(out / 'emulation').failed_json}")
     print(f"done in {time.monotonic() - started:.0f} s")
     print(f"report: {html}")
     return emulated.exit_code

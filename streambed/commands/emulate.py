@@ -13,7 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
+from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
 
 def register(subparsers: Any) -> None:
@@ -62,7 +63,7 @@ def register(subparsers: Any) -> None:
         help="streambed: the headless player (default); dashjs: dash.js 5 in headless Chromium "
         "with Streambed's remote ABR rule (needs real encoded content: --content)",
     )
-    p.add_argument("--link", choices=LINK_KINDS, default="auto", help="link kind (default auto)")
+    p.add_argument("--link", choices=LINK_KINDS, default=AUTO, help="link kind (default auto)")
     p.add_argument(
         "--delay-ms", type=float, default=40.0, help="one-way delay each direction (default 40)"
     )
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.done) - result.skipped} run, {len(result.failed)} failed"
         + (", interrupted" if result.interrupted else "")
     )
+    from streambed.reports.rundir import RunDir
+
     if args.compare_sim and result.done and not result.interrupted:
         from streambed.trainer.replay import sim_vs_emu
 
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "
             + ("n/a" if gap is None else f"{gap:.4f}")
-            + f" ({args.out / 'sim_vs_emu.csv'})"
+            + f" ({RunDir(args.out).sim_vs_emu_csv})"
         )
-    print(f"report: {args.out / 'summary.json'}")
+    print(f"report: {RunDir(args.out).summary_json}")
     return 143 if terminated and result.interrupted else result.exit_code

@@ -113,5 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     log.info("wrote %s (%.1f s)", args.out, time.perf_counter() - started)
-    print(f"report: {args.out / 'summary.json'}")
+    from streambed.reports.rundir import RunDir
+
+    print(f"report: {RunDir(args.out).summary_json}")
     return 0

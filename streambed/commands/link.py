@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
-from streambed.emulation.link import KINDS, LinkSpec, start_behind_link
+from streambed.core.linkkinds import AUTO, CHOICES
+from streambed.emulation.link import LinkSpec, start_behind_link
 
 
 def register(subparsers: Any) -> None:
@@ -35,9 +36,7 @@ def register(subparsers: Any) -> None:
         ),
         epilog="example: streambed link --delay-ms 40 trace.txt -- curl $STREAMBED_HOST:8000/",
     )
-    p.add_argument(
-        "--kind", choices=("auto", *KINDS), default="auto", help="link kind (default: auto)"
-    )
+    p.add_argument("--kind", choices=CHOICES, default=AUTO, help="link kind (default: auto)")
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="one-way delay in each direction (default 0)"
     )

@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINK_KINDS = ("auto", "mahimahi", "netns", "proxy")
-
 
 def register(subparsers: Any) -> None:
+    from streambed.abr_service.video import FIRST_QUALITY
+    from streambed.core.linkkinds import AUTO
+    from streambed.core.linkkinds import CHOICES as LINK_KINDS
+
     p = subparsers.add_parser(
         "play",
         help="play a DASH session headlessly, asking the decision service for every chunk",
@@ -114,7 +116,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--first-quality",
         type=int,
-        default=1,
+        default=FIRST_QUALITY,
         help="level of chunk 0 when the service cannot be asked (default 1, as the service)",
     )
     p.add_argument("--max-chunks", type=int, help="stop after N chunks (default: all)")
@@ -150,7 +152,7 @@ def register(subparsers: Any) -> None:
         help="replay this trace (Pensieve or Mahimahi format) on a link the session runs behind",
     )
     link.add_argument(
-        "--link", choices=LINK_KINDS, default="auto", help="kind of link for --trace (default auto)"
+        "--link", choices=LINK_KINDS, default=AUTO, help="kind of link for --trace (default auto)"
     )
     link.add_argument(
         "--delay-ms",

@@ -100,13 +100,14 @@ def run(args: argparse.Namespace) -> int:
     inputs_of(args)  # usage errors before any work
     if args.sim is not None:
         from streambed.reports.fidelity import write_comparison
+        from streambed.reports.rundir import RunDir
 
         found = write_comparison(args.sim, args.emu)["overall"]
         gap = found.get("qoe_gap_mean_abs")
         print(
             f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "
             + ("n/a" if gap is None else f"{gap:.4f}")
-            + f" ({args.emu / 'sim_vs_emu.csv'})"
+            + f" ({RunDir(args.emu).sim_vs_emu_csv})"
         )
     path = write_html(args)
     print(f"report: {path}")
