@@ -256,9 +256,12 @@ def example_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    # This project's venv (its dependencies, setuptools) and the repository itself.
+    # This project's venv (its dependencies, setuptools) and the project's editable install
+    # (its hook maps streambed.* onto the folders: the same line its own .pth runs).
     ours = sysconfig.get_paths()["purelib"]
-    (Path(site) / "streambed-dev.pth").write_text(f"{ours}\n{ROOT}\n")
+    hooks = "".join(p.read_text() for p in Path(ours).glob("__editable__.streambed_abr-*.pth"))
+    assert hooks, f"no editable install of streambed-abr in {ours}"
+    (Path(site) / "streambed-dev.pth").write_text(f"{ours}\n{hooks}\n")
     # A copy: setuptools writes build/ and *.egg-info next to the sources.
     source = shutil.copytree(EXAMPLE, root / "example", ignore=shutil.ignore_patterns("build"))
     subprocess.run(
@@ -292,7 +295,7 @@ def test_example_listed_and_evaluates_like_in_process(example_venv: Path, tmp_pa
     assert "    safety: float = 0.9" in text
     assert "  tiny-mlp-throughput  reads example-throughput/1  " in text
     assert "  example-throughput/1  shape (3, 8)  streambed_example." in text
-    assert "  pensieve-6x8/1  shape (6, 8)  abr_service.observation:PensieveObservation" in text
+    assert "  pensieve-6x8/1  shape (6, 8)  streambed.abr_service.observation:PensieveObservation" in text
     traces, video_json = write_inputs(tmp_path, traces=3)
     out = tmp_path / "eval"
     venv_streambed(
