@@ -16,23 +16,21 @@ from plugin_helpers import fake_distribution
 from streambed.abr_service.architectures import (
     ENTRY_POINT_GROUP,
     PensieveNet,
+    PensievePPOActor,
     architectures,
     clear_cache,
     suggested_defaults,
 )
+from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
 from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
 from streambed.abr_service.observation import clear_cache as clear_observations
-from streambed.abr_service.policies import (
-    CHECKPOINT_FORMAT,
-    PensievePPOActor,
-    load_policy,
-    policy_from_checkpoint,
-)
+from streambed.abr_service.policies import load_policy, policy_from_checkpoint
 from streambed.abr_service.video import generate_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError, ModelError
 from streambed.traces import SynthParams, generate_trace, save_pensieve
-from streambed.trainer.common import CommonArgs, make_networks
+from streambed.trainer.args import CommonArgs
+from streambed.trainer.networks import make_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "streambed-example"

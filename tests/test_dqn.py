@@ -17,9 +17,10 @@ from streambed.abr_service.architectures import PensieveNet
 from streambed.abr_service.policies import load_policy
 from streambed.cli import main
 from streambed.core.errors import ConfigError
-from streambed.trainer.common import evaluate_actor, train_loop
 from streambed.trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
 from streambed.trainer.evaluate import evaluate
+from streambed.trainer.loop import train_loop
+from streambed.trainer.validation import evaluate_actor
 
 FAST = DQNArgs(
     out="unused",

@@ -16,19 +16,14 @@ import pytest
 import torch
 from test_trainer import DATA
 
+from streambed.abr_service.checkpoint import TRAIN_STATE_FORMAT
 from streambed.cli import main
 from streambed.core.errors import ConfigError
 from streambed.trainer.a3c import A3CArgs
-from streambed.trainer.common import (
-    TRAIN_STATE_FORMAT,
-    Bound,
-    CommonArgs,
-    _postfix,
-    check_args,
-    train_loop,
-)
+from streambed.trainer.args import Bound, CommonArgs, check_args
 from streambed.trainer.dqn import DQNArgs
 from streambed.trainer.imitate import ImitateArgs
+from streambed.trainer.loop import progress_postfix, train_loop
 from streambed.trainer.ppo import PPO, PPOArgs
 
 TINY = ["--steps", "300", "--num-envs", "8", "--val-every", "1", "--no-progress"]
@@ -309,8 +304,8 @@ def test_a_resumed_run_logs_each_iteration_once(tmp_path: Path) -> None:
 
 
 def test_progress_postfix_shows_validation_only_once_there_is_one() -> None:
-    assert _postfix(1234.5, math.nan, -math.inf) == "1,234 steps/s"
-    assert _postfix(99.0, 0.5551, 0.6) == "99 steps/s, val_qoe=0.555, best=0.600"
+    assert progress_postfix(1234.5, math.nan, -math.inf) == "1,234 steps/s"
+    assert progress_postfix(99.0, 0.5551, 0.6) == "99 steps/s, val_qoe=0.555, best=0.600"
 
 
 @pytest.mark.parametrize(
