@@ -7,6 +7,7 @@ import csv
 import math
 import re
 import shutil
+import zipfile
 from dataclasses import fields, replace
 from fractions import Fraction
 from pathlib import Path
@@ -140,6 +141,42 @@ def test_resume_without_a_last_pt_or_with_a_damaged_args_json(
         assert main(["train", "ppo", "--out", str(out), "--resume"]) == 2
         line = _error_line(capsys)
         assert str(out / "args.json") in line and says in line, line
+
+
+def _with_inflating_entry(path: Path, declared: int) -> None:
+    """last.pt plus one deflated entry of ``declared`` zero bytes: a small file that declares
+    far more tensor data than the run could have written (the pickle never refers to it, so
+    an unbounded ``torch.load`` reads the state as it was)."""
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        with archive.open(f"{prefix}/data/inflates", "w", force_zip64=True) as fh:
+            chunk = bytes(1 << 24)
+            for _ in range(declared // len(chunk)):
+                fh.write(chunk)
+
+
+def test_resume_reads_last_pt_within_a_bound_derived_from_the_run(
+    finished_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    last = out / "last.pt"
+    _with_inflating_entry(last, 512 * 1024 * 1024)
+    assert last.stat().st_size < 8 * 1024 * 1024
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def no_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("torch.load reached: the archive's sizes were not checked first")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    assert main(["train", "ppo", "--out", str(out), "--resume", "--steps", "600"]) == 2
+    line = _error_line(capsys)
+    assert str(last) in line and "cannot resume from it" in line, line
+    assert "bytes of tensor data uncompressed, more than the limit" in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 # ------------------------------------------------------------------------------------------
