@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,3 +304,12 @@ def test_a3c_with_the_pensieve_network(tmp_path: Path) -> None:
     assert (saved["actor_lr"], saved["critic_lr"], saved["gamma"]) == (1e-4, 0.002, 0.99)
     assert load_policy(out / "best.pt", 6).arch == "pensieve"
     assert main(["train", "a3c", "--arch", "transformer", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_architectures_do_not_import_policies() -> None:
+    """The networks live with their architectures: no import cycle with policies.py."""
+    code = (
+        "import sys, streambed.abr_service.architectures, streambed.abr_service.checkpoint\n"
+        "assert 'streambed.abr_service.policies' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
