@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streambed.abr_service.observation import OBS_VERSION, S_LEN, get_observation
+from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
 from streambed.abr_service.plugins import PluginRegistry, Refused, instantiate
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "streambed.policies"
 FILTERS = 128
 KERNEL = 4
+FEATURES = 128
 
 
 class Architecture(Protocol):
@@ -86,25 +87,74 @@ def suggested_defaults(arch: Architecture) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------
 # Built-in: Pensieve-PPO
+#
+# One 128-unit branch per observation row (Linear over the newest value of rows 0, 1 and 5;
+# Linear over the 8-chunk history of rows 2 and 3; Linear over the next-chunk sizes of row 4),
+# concatenated, a 128-unit layer, then the head: ``pi_head`` (logits over levels) for the
+# actor, ``val_head`` for the critic. Layer names follow Pensieve-PPO's so its public
+# checkpoints load as they are.
+
+
+class PensievePPONet(nn.Module):
+    """Pensieve-PPO's trunk with one linear head named ``head_name``."""
+
+    def __init__(self, num_levels: int, out_dim: int, head_name: str) -> None:
+        super().__init__()
+        self.num_levels = num_levels
+        self.fc1_actor = nn.Linear(1, FEATURES)
+        self.fc2_actor = nn.Linear(1, FEATURES)
+        self.conv1_actor = nn.Linear(S_LEN, FEATURES)
+        self.conv2_actor = nn.Linear(S_LEN, FEATURES)
+        self.conv3_actor = nn.Linear(num_levels, FEATURES)
+        self.fc3_actor = nn.Linear(1, FEATURES)
+        self.fc4_actor = nn.Linear(FEATURES * S_INFO, FEATURES)
+        self._head_name = head_name
+        self.add_module(head_name, nn.Linear(FEATURES, out_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        merged = torch.cat(
+            [
+                F.relu(self.fc1_actor(obs[:, 0:1, -1])),
+                F.relu(self.fc2_actor(obs[:, 1:2, -1])),
+                F.relu(self.conv1_actor(obs[:, 2, :])),
+                F.relu(self.conv2_actor(obs[:, 3, :])),
+                F.relu(self.conv3_actor(obs[:, 4, : self.num_levels])),
+                F.relu(self.fc3_actor(obs[:, 5:6, -1])),
+            ],
+            dim=1,
+        )
+        hidden = F.relu(self.fc4_actor(merged))
+        head: nn.Module = getattr(self, self._head_name)
+        return head(hidden)
+
+
+class PensievePPOActor(PensievePPONet):
+    """Logits over the ladder's levels."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__(num_levels, num_levels, "pi_head")
+
+
+class PensievePPOCritic(PensievePPONet):
+    """State value."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__(num_levels, 1, "val_head")
 
 
 @dataclass(frozen=True)
 class PensievePPOArchitecture:
-    """Pensieve-PPO's network (:class:`streambed.abr_service.policies.PensievePPOActor`); no suggestions:
-    each trainer's own hyperparameters apply."""
+    """Pensieve-PPO's network (:class:`PensievePPOActor`); no suggestions: each trainer's own
+    hyperparameters apply."""
 
     name: str = "pensieve-ppo"
     obs_version: str = OBS_VERSION
     defaults: Mapping[str, float] = field(default_factory=dict)
 
     def actor(self, num_levels: int) -> nn.Module:
-        from streambed.abr_service.policies import PensievePPOActor
-
         return PensievePPOActor(num_levels)
 
     def critic(self, num_levels: int) -> nn.Module:
-        from streambed.abr_service.policies import PensievePPOCritic
-
         return PensievePPOCritic(num_levels)
 
 

@@ -45,8 +45,9 @@ CHUNKS = 48
 def random_checkpoint(path: Path) -> Path:
     import torch
 
+    from streambed.abr_service.architectures import PensievePPOActor
+    from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
     from streambed.abr_service.observation import OBS_VERSION
-    from streambed.abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
 
     torch.manual_seed(0)
     data = {

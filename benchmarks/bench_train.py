@@ -37,9 +37,9 @@ PENSIEVE_PPO = SHARED / "models" / "pensieve-ppo-ep155400.pth"
 
 def throughput(seconds: float) -> dict[str, Any]:
     from streambed.trainer.a3c import A3C, A3CArgs
-    from streambed.trainer.common import train
     from streambed.trainer.dqn import DQN, DQNArgs
     from streambed.trainer.imitate import Imitate, ImitateArgs
+    from streambed.trainer.loop import train
     from streambed.trainer.ppo import PPO, PPOArgs
 
     # Demonstrating throughout: RobustMPC, a scalar call per decision, is the cost measured.
@@ -121,7 +121,7 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
     from streambed.abr_service.qoe import make_qoe
     from streambed.abr_service.video import load_video
     from streambed.traces import load_traceset
-    from streambed.trainer.common import evaluate_actor
+    from streambed.trainer.validation import evaluate_actor
 
     video = load_video(VIDEO)
     test = load_traceset(TEST)

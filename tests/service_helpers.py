@@ -12,8 +12,9 @@ import torch
 
 from streambed.abr_service.app.main import create_app
 from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.architectures import PensievePPOActor
+from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
 from streambed.abr_service.observation import OBS_VERSION
-from streambed.abr_service.policies import CHECKPOINT_FORMAT, PensievePPOActor
 from streambed.abr_service.video import Video
 from streambed.core.servers import serve_in_thread
 from streambed.defaults import default_video

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +17,21 @@ from plugin_helpers import fake_distribution
 from streambed.abr_service.architectures import (
     ENTRY_POINT_GROUP,
     PensieveNet,
+    PensievePPOActor,
     architectures,
     clear_cache,
     suggested_defaults,
 )
+from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
 from streambed.abr_service.observation import OBS_VERSION, S_INFO, S_LEN, get_observation
 from streambed.abr_service.observation import clear_cache as clear_observations
-from streambed.abr_service.policies import (
-    CHECKPOINT_FORMAT,
-    PensievePPOActor,
-    load_policy,
-    policy_from_checkpoint,
-)
+from streambed.abr_service.policies import load_policy, policy_from_checkpoint
 from streambed.abr_service.video import generate_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError, ModelError
 from streambed.traces import SynthParams, generate_trace, save_pensieve
-from streambed.trainer.common import CommonArgs, make_networks
+from streambed.trainer.args import CommonArgs
+from streambed.trainer.networks import make_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "streambed-example"
@@ -305,3 +304,14 @@ def test_a3c_with_the_pensieve_network(tmp_path: Path) -> None:
     assert (saved["actor_lr"], saved["critic_lr"], saved["gamma"]) == (1e-4, 0.002, 0.99)
     assert load_policy(out / "best.pt", 6).arch == "pensieve"
     assert main(["train", "a3c", "--arch", "transformer", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_architectures_do_not_import_policies() -> None:
+    """The networks live with their architectures: no import cycle with policies.py."""
+    code = (
+        "import sys, streambed.abr_service.checkpoint\n"
+        "from streambed.abr_service.architectures import BUILTIN\n"
+        "[(a.actor(6), a.critic(6)) for a in BUILTIN.values()]\n"
+        "assert 'streambed.abr_service.policies' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -19,15 +19,15 @@ import torch
 from service_helpers import TOKEN, auth, checkpoint_bytes, running_service
 
 from streambed.abr_service.app.models_store import ModelStore
-from streambed.abr_service.observation import OBS_VERSION
-from streambed.abr_service.policies import (
+from streambed.abr_service.architectures import PensievePPOActor
+from streambed.abr_service.checkpoint import (
     CHECKPOINT_FORMAT,
     MAX_META_DEPTH,
     MAX_META_ITEMS,
     MAX_META_JSON_BYTES,
-    PensievePPOActor,
-    load_policy,
 )
+from streambed.abr_service.observation import OBS_VERSION
+from streambed.abr_service.policies import load_policy
 from streambed.core.errors import ModelError
 from streambed.core.servers import free_port, wait_healthy
 

@@ -17,9 +17,11 @@ from streambed.abr_service.architectures import PensieveNet
 from streambed.abr_service.policies import load_policy
 from streambed.cli import main
 from streambed.core.errors import ConfigError
-from streambed.trainer.common import evaluate_actor, train_loop
+from streambed.trainer.checkpoints import tensor_bytes, train_state_limit
 from streambed.trainer.dqn import DQN, DQNArgs, Replay, n_step_transitions
 from streambed.trainer.evaluate import evaluate
+from streambed.trainer.loop import train_loop
+from streambed.trainer.validation import evaluate_actor
 
 FAST = DQNArgs(
     out="unused",
@@ -116,6 +118,19 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert all(torch.equal(a["modules"]["target"][k], b["modules"]["target"][k]) for k in straight)
     assert torch.equal(a["extra"]["replay"]["ret"], b["extra"]["replay"]["ret"])
+
+
+def test_resume_bound_holds_a_full_replay_buffer() -> None:
+    """last.pt is read back within a bound derived from the run: a full replay fits it."""
+    small = DQN(replace(FAST, buffer_size=1_000), DATA)
+    big = DQN(replace(FAST, buffer_size=50_000), DATA)
+    big.replay.size = big.replay.capacity  # as after a long run: last.pt holds all of it
+
+    def limit(t: DQN) -> int:
+        return train_state_limit(t.modules(), t.collector.state(), 1, t.extra_state_bytes())
+
+    assert tensor_bytes(big.extra_state()) <= big.extra_state_bytes()
+    assert limit(big) - limit(small) >= 2 * (big.replay.nbytes() - small.replay.nbytes())
 
 
 def test_n_step_returns() -> None:

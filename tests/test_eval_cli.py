@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from streambed.abr_service.policies import PensievePPOActor
+from streambed.abr_service.architectures import PensievePPOActor
 from streambed.cli import main
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl
 

@@ -37,8 +37,9 @@ from streambed.abr_service.video import Video, generate_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError, ModelError
 from streambed.traces import SynthParams, generate_trace, save_pensieve
+from streambed.trainer.args import CommonArgs
 from streambed.trainer.batched import BatchedSimulator
-from streambed.trainer.common import CommonArgs, policy_checkpoint
+from streambed.trainer.checkpoints import policy_checkpoint
 from streambed.trainer.env import ABREnv
 
 VIDEO = generate_video(seed=0, num_chunks=12)

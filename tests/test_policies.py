@@ -10,14 +10,10 @@ import torch
 
 from streambed.abr_service.algorithms import ChunkFeedback, PlayerState, make_algorithm
 from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
+from streambed.abr_service.architectures import PensievePPOActor, PensievePPOCritic
+from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
 from streambed.abr_service.observation import OBS_VERSION
-from streambed.abr_service.policies import (
-    CHECKPOINT_FORMAT,
-    LoadedPolicy,
-    PensievePPOActor,
-    PensievePPOCritic,
-    load_policy,
-)
+from streambed.abr_service.policies import LoadedPolicy, load_policy
 from streambed.abr_service.video import generate_video
 from streambed.core.errors import ConfigError, ModelError
 

@@ -22,18 +22,14 @@ from streambed.defaults import default_video
 from streambed.traces import SynthParams, generate_trace, save_pensieve
 from streambed.trainer.a3c import A3C, A3CArgs
 from streambed.trainer.averaging import averaged_weights, snapshot_paths
-from streambed.trainer.common import (
-    Data,
-    evaluate_actor,
-    load_data,
-    policy_checkpoint,
-    train,
-    train_loop,
-)
+from streambed.trainer.checkpoints import policy_checkpoint
+from streambed.trainer.data import Data, load_data
 from streambed.trainer.evaluate import evaluate
 from streambed.trainer.imitate import Imitate, ImitateArgs, oracle_levels
+from streambed.trainer.loop import train, train_loop
 from streambed.trainer.ppo import PPO, PPOArgs
 from streambed.trainer.schedules import Schedule
+from streambed.trainer.validation import evaluate_actor
 
 VIDEO = default_video()
 # Slow links: a random policy stalls a lot here, so learning shows clearly.

@@ -7,6 +7,7 @@ import csv
 import math
 import re
 import shutil
+import zipfile
 from dataclasses import fields, replace
 from fractions import Fraction
 from pathlib import Path
@@ -16,19 +17,14 @@ import pytest
 import torch
 from test_trainer import DATA
 
+from streambed.abr_service.checkpoint import TRAIN_STATE_FORMAT
 from streambed.cli import main
 from streambed.core.errors import ConfigError
 from streambed.trainer.a3c import A3CArgs
-from streambed.trainer.common import (
-    TRAIN_STATE_FORMAT,
-    Bound,
-    CommonArgs,
-    _postfix,
-    check_args,
-    train_loop,
-)
+from streambed.trainer.args import Bound, CommonArgs, check_args
 from streambed.trainer.dqn import DQNArgs
 from streambed.trainer.imitate import ImitateArgs
+from streambed.trainer.loop import progress_postfix, train_loop
 from streambed.trainer.ppo import PPO, PPOArgs
 
 TINY = ["--steps", "300", "--num-envs", "8", "--val-every", "1", "--no-progress"]
@@ -145,6 +141,42 @@ def test_resume_without_a_last_pt_or_with_a_damaged_args_json(
         assert main(["train", "ppo", "--out", str(out), "--resume"]) == 2
         line = _error_line(capsys)
         assert str(out / "args.json") in line and says in line, line
+
+
+def _with_inflating_entry(path: Path, declared: int) -> None:
+    """last.pt plus one deflated entry of ``declared`` zero bytes: a small file that declares
+    far more tensor data than the run could have written (the pickle never refers to it, so
+    an unbounded ``torch.load`` reads the state as it was)."""
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        with archive.open(f"{prefix}/data/inflates", "w", force_zip64=True) as fh:
+            chunk = bytes(1 << 24)
+            for _ in range(declared // len(chunk)):
+                fh.write(chunk)
+
+
+def test_resume_reads_last_pt_within_a_bound_derived_from_the_run(
+    finished_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    last = out / "last.pt"
+    _with_inflating_entry(last, 512 * 1024 * 1024)
+    assert last.stat().st_size < 8 * 1024 * 1024
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def no_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("torch.load reached: the archive's sizes were not checked first")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    assert main(["train", "ppo", "--out", str(out), "--resume", "--steps", "600"]) == 2
+    line = _error_line(capsys)
+    assert str(last) in line and "cannot resume from it" in line, line
+    assert "bytes of tensor data uncompressed, more than the limit" in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,8 +341,8 @@ def test_a_resumed_run_logs_each_iteration_once(tmp_path: Path) -> None:
 
 
 def test_progress_postfix_shows_validation_only_once_there_is_one() -> None:
-    assert _postfix(1234.5, math.nan, -math.inf) == "1,234 steps/s"
-    assert _postfix(99.0, 0.5551, 0.6) == "99 steps/s, val_qoe=0.555, best=0.600"
+    assert progress_postfix(1234.5, math.nan, -math.inf) == "1,234 steps/s"
+    assert progress_postfix(99.0, 0.5551, 0.6) == "99 steps/s, val_qoe=0.555, best=0.600"
 
 
 @pytest.mark.parametrize(

@@ -18,17 +18,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from streambed.trainer.common import (
-    POSITIVE,
-    UNIT,
-    Bound,
-    CommonArgs,
-    Data,
-    Trainer,
-    decisions,
-    gae,
-)
+from streambed.trainer.args import POSITIVE, UNIT, Bound, CommonArgs
+from streambed.trainer.data import Data
 from streambed.trainer.distributed import Group
+from streambed.trainer.loop import Trainer
+from streambed.trainer.rollout import decisions, gae
 from streambed.trainer.schedules import Schedule
 
 

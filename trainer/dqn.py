@@ -44,17 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from streambed.core.errors import ConfigError
-from streambed.trainer.common import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    POSITIVE,
-    UNIT,
-    Bound,
-    CommonArgs,
-    Data,
-    Trainer,
-)
+from streambed.trainer.args import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound, CommonArgs
+from streambed.trainer.data import Data
 from streambed.trainer.distributed import Group
+from streambed.trainer.loop import Trainer
 from streambed.trainer.teachers import RuleSessions, rule_factory
 
 
@@ -226,6 +219,10 @@ class Replay:
 
     ARRAYS = ("obs", "next_obs", "action", "ret", "discount")
 
+    def nbytes(self) -> int:
+        """The buffer's arrays full (its :meth:`state` holds at most this much)."""
+        return sum(getattr(self, k).nbytes for k in self.ARRAYS)
+
 
 def n_step_transitions(
     rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray, gamma: float, n: int
@@ -308,6 +305,11 @@ class DQN(Trainer):
             "demo_steps": self.demo_steps,
             **({"demos": self.demos.state()} if self.demos is not None else {}),
         }
+
+    def extra_state_bytes(self) -> int:
+        # the buffers full: last.pt holds their filled part
+        demos = self.demos.nbytes() if self.demos is not None else 0
+        return self.replay.nbytes() + demos + 64 * 1024
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.updates = int(state["updates"])

@@ -33,17 +33,11 @@ from streambed.abr_service.algorithms.registry import rule_names
 from streambed.abr_service.qoe import QoEMetric
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
+from streambed.trainer.args import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound, CommonArgs
 from streambed.trainer.batched import BatchedSimulator
-from streambed.trainer.common import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    POSITIVE,
-    Bound,
-    CommonArgs,
-    Data,
-    Trainer,
-)
+from streambed.trainer.data import Data
 from streambed.trainer.distributed import Group
+from streambed.trainer.loop import Trainer
 from streambed.trainer.simulator import SimConfig, buffer_after_download
 from streambed.trainer.teachers import RuleSessions, rule_factory
 from streambed.trainer.tracebank import TraceBank

@@ -16,19 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from streambed.trainer.common import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    POSITIVE,
-    UNIT,
-    Bound,
-    CommonArgs,
-    Data,
-    Trainer,
-    decisions,
-    gae,
-)
+from streambed.trainer.args import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound, CommonArgs
+from streambed.trainer.data import Data
 from streambed.trainer.distributed import Group
+from streambed.trainer.loop import Trainer
+from streambed.trainer.rollout import decisions, gae
 from streambed.trainer.schedules import Schedule
 
 

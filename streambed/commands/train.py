@@ -106,7 +106,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from streambed.trainer.common import check_args, train
+    from streambed.trainer.args import check_args
+    from streambed.trainer.loop import train
 
     cls = ns.args_cls
     given = {
@@ -155,7 +156,7 @@ def saved_args(path: Path, algorithm: str, cls: type) -> dict[str, Any]:
 def arch_suggestions(cls: type, arch: str, given: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters ``arch`` suggests for fields of ``cls`` that ``given`` lacks."""
     from streambed.abr_service.architectures import suggested_defaults
-    from streambed.trainer.common import get_architecture
+    from streambed.trainer.networks import get_architecture
 
     names = {f.name: f for f in fields(cls)}
     applied: dict[str, Any] = {}

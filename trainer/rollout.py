@@ -1,0 +1,222 @@
+"""Rollouts on the batched simulator, and the advantages (GAE) of a rollout.
+
+Sessions in a rollout follow the test harness: chunk 0 of every session is fetched at
+``SimConfig.default_quality`` without a decision, so the policy decides chunks 1..N-1, and its
+reward is the QoE of the chunk it chose. The simulator builds the observation the ``--arch``
+architecture reads (its ``obs_version``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from streambed.abr_service.qoe import make_qoe
+from streambed.trainer.args import CommonArgs
+from streambed.trainer.batched import BatchedSimulator, BatchStep
+from streambed.trainer.data import Data
+from streambed.trainer.networks import arch_observation
+from streambed.trainer.simulator import SimConfig
+
+
+@dataclass
+class Rollout:
+    """Arrays of shape (T, N, ...): one decision per (step, session) where ``valid``."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    valid: torch.Tensor
+    next_obs: torch.Tensor
+    next_value: torch.Tensor
+    episode_qoe: list[float]
+    """Mean per-chunk QoE of the sessions that ended during the rollout."""
+
+
+class Collector:
+    """Plays ``num_envs`` training-mode sessions on the batched simulator."""
+
+    def __init__(
+        self, data: Data, args: CommonArgs, rng: np.random.Generator, num_envs: int
+    ) -> None:
+        self.video = data.video
+        self.sim = BatchedSimulator(
+            data.train,
+            data.video,
+            num_envs,
+            SimConfig(),
+            mode="train",
+            rng=rng,
+            obs_dtype=np.float32,
+            observation=arch_observation(args.arch),
+        )
+        self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
+        self.n = num_envs
+        self.steps = args.rollout_steps
+        self.default = SimConfig().default_quality
+        self.prev_quality = np.full(self.n, self.default, np.int64)
+        self.session_qoe = np.zeros(self.n)
+        self.session_chunks = np.zeros(self.n, np.int64)
+        self.device = torch.device(args.device)
+        self.env_steps = 0
+
+    def state(self) -> dict[str, Any]:
+        """Everything resuming needs, as tensors and strings (``weights_only`` loads them)."""
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(a, copy=True))
+
+        sim = self.sim
+        return {
+            "rng": json.dumps(sim.rng.bit_generator.state),
+            "sim": {k: t(getattr(sim, k)) for k in ("trace", "tau", "line", "buffer_s", "chunk")},
+            "obs": t(sim.obs) if sim.obs is not None else None,
+            "prev_quality": t(self.prev_quality),
+            "session_qoe": t(self.session_qoe),
+            "session_chunks": t(self.session_chunks),
+            "env_steps": self.env_steps,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a ValueError (or KeyError) if it does not fit these sessions."""
+        sim = self.sim
+        saved = len(state["prev_quality"])
+        if saved != self.n:
+            raise ValueError(
+                f"it holds {saved} sessions per worker where this run has {self.n} "
+                "(resume with the run's --num-envs and --workers)"
+            )
+
+        def fitting(value: torch.Tensor, like: np.ndarray, key: str) -> np.ndarray:
+            array = value.numpy()
+            if array.shape != like.shape:
+                raise ValueError(f"{key} has shape {array.shape}, not {like.shape}")
+            return array.astype(like.dtype, copy=True)
+
+        arrays = {
+            key: fitting(state["sim"][key], getattr(sim, key), key)
+            for key in ("trace", "tau", "line", "buffer_s", "chunk")
+        }
+        books = {
+            key: fitting(state[key], getattr(self, key), key)
+            for key in ("prev_quality", "session_qoe", "session_chunks")
+        }
+        obs = None
+        if state["obs"] is not None and sim.obs is not None:
+            obs = fitting(state["obs"], sim.obs, "obs")
+        trace, line = arrays["trace"], arrays["line"]
+        inside = (trace >= 0) & (trace < len(sim.bank)) & (line >= 0) & (line < len(sim.bank.time))
+        if not inside.all():
+            raise ValueError("its sessions play traces this run does not have")
+        sim.rng.bit_generator.state = json.loads(state["rng"])
+        for key, array in arrays.items():
+            setattr(sim, key, array)
+        if obs is not None and sim.obs is not None:
+            sim.obs[...] = obs
+        self.prev_quality = books["prev_quality"]
+        self.session_qoe = books["session_qoe"]
+        self.session_chunks = books["session_chunks"]
+        self.env_steps = int(state["env_steps"])
+
+    def advance(
+        self, quality: np.ndarray, decide: np.ndarray
+    ) -> tuple[BatchStep, np.ndarray, list[float]]:
+        """Download every session's next chunk at ``quality`` and keep the books.
+
+        Returns the step, each chunk's QoE (the reward), and the mean per-chunk QoE of the
+        sessions that ended; those are already restarted when this returns.
+        """
+        step = self.sim.step(quality)
+        reward = self.qoe.transition(quality, self.prev_quality, step.rebuffer_s)
+        self.prev_quality = np.array(quality, copy=True)
+        self.session_qoe += np.where(decide, reward, 0.0)
+        self.session_chunks += decide
+        self.env_steps += int(decide.sum())
+        finished: list[float] = []
+        done = step.end_of_video
+        if done.any():
+            ended = np.flatnonzero(done)
+            finished = (
+                self.session_qoe[ended] / np.maximum(self.session_chunks[ended], 1)
+            ).tolist()
+            self.session_qoe[ended] = 0.0
+            self.session_chunks[ended] = 0
+            self.prev_quality[ended] = self.default
+            self.sim.reset(done)
+        return step, reward, finished
+
+    @torch.no_grad()
+    def collect(self, actor: nn.Module, critic: nn.Module | None, greedy: bool = False) -> Rollout:
+        T, N = self.steps, self.n
+        sim = self.sim
+        assert sim.obs is not None
+        obs_buf = torch.zeros((T, N, *sim.obs.shape[1:]))
+        actions = torch.zeros((T, N), dtype=torch.long)
+        logprobs = torch.zeros((T, N))
+        values = torch.zeros((T, N))
+        rewards = torch.zeros((T, N))
+        dones = torch.zeros((T, N))
+        valid = torch.zeros((T, N), dtype=torch.bool)
+        finished: list[float] = []
+        for t in range(T):
+            obs = torch.as_tensor(sim.obs).to(self.device)
+            logits = actor(obs)
+            dist = torch.distributions.Categorical(logits=logits)
+            action = logits.argmax(-1) if greedy else dist.sample()
+            decide = sim.chunk > 0
+            quality = np.where(decide, action.cpu().numpy(), self.default)
+            obs_buf[t] = obs.cpu()
+            actions[t] = torch.as_tensor(quality)
+            logprobs[t] = dist.log_prob(torch.as_tensor(quality, device=self.device)).cpu()
+            if critic is not None:
+                values[t] = critic(obs).squeeze(-1).cpu()
+            step, reward, ended_qoe = self.advance(quality, decide)
+            finished.extend(ended_qoe)
+            rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+            valid[t] = torch.as_tensor(decide)
+            dones[t] = torch.as_tensor(step.end_of_video, dtype=torch.float32)
+        next_obs = torch.as_tensor(sim.obs).to(self.device)
+        next_value = critic(next_obs).squeeze(-1).cpu() if critic is not None else torch.zeros(N)
+        return Rollout(
+            obs_buf,
+            actions,
+            logprobs,
+            values,
+            rewards,
+            dones,
+            valid,
+            next_obs.cpu(),
+            next_value,
+            finished,
+        )
+
+
+def decisions(ro: Rollout, device: str, *per_step: torch.Tensor) -> list[torch.Tensor]:
+    """The rollout's decisions only (a session's chunk 0 is not one), one row each, on ``device``.
+
+    Each tensor has shape (T, N, ...) like the rollout's fields.
+    """
+    mask = ro.valid.reshape(-1)
+    return [t.reshape(-1, *t.shape[2:])[mask].to(device) for t in per_step]
+
+
+def gae(ro: Rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns; lam=1 gives n-step (Monte Carlo to the rollout's end) returns."""
+    T = ro.rewards.shape[0]
+    adv = torch.zeros_like(ro.rewards)
+    last = torch.zeros_like(ro.next_value)
+    for t in reversed(range(T)):
+        next_value = ro.next_value if t == T - 1 else ro.values[t + 1]
+        nonterminal = 1.0 - ro.dones[t]
+        delta = ro.rewards[t] + gamma * next_value * nonterminal - ro.values[t]
+        last = delta + gamma * lam * nonterminal * last
+        adv[t] = last
+    return adv, adv + ro.values
