@@ -4,6 +4,7 @@ the Pensieve protocol as an adapter beside the engine, the token as an OpenAPI b
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,12 @@ from service_helpers import TOKEN, running_service
 
 from streambed.abr_service.app import errors
 from streambed.abr_service.app.engine import DecisionEngine, Session
-from streambed.abr_service.app.errors import NotAuthenticated, Overloaded, ServiceError
+from streambed.abr_service.app.errors import (
+    InvalidRequest,
+    NotAuthenticated,
+    Overloaded,
+    ServiceError,
+)
 from streambed.abr_service.app.legacy import PensieveAdapter
 from streambed.abr_service.app.main import ERROR_STATUS, create_app, error_response
 from streambed.abr_service.app.models_store import ModelStore
@@ -41,6 +47,11 @@ def test_error_headers() -> None:
     assert r.status_code == 503 and r.headers["retry-after"] == "3"
     r = error_response(NotAuthenticated("no token"))
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = error_response(InvalidRequest.field(("params", "horizon"), "too big"))
+    assert r.status_code == 422
+    assert json.loads(r.body) == {
+        "detail": [{"loc": ["body", "params", "horizon"], "msg": "too big", "type": "value_error"}]
+    }
 
 
 def test_engine_store_and_adapter_import_no_web_framework() -> None:

@@ -11,6 +11,8 @@ Decisions run in worker threads (abr_service.app.decisions), one at a time per s
 session table and the metrics are guarded by ``lock``, held only for bookkeeping, never while an
 algorithm selects. A model swap is one reference assignment that a running decision never sees
 half-done. Decision logs are written by a background thread (abr_service.app.decision_log).
+A request the engine refuses raises one of :mod:`streambed.abr_service.app.errors`; the app
+turns it into an HTTP answer.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 They carry no HTTP: the app maps each class to a status code and a body in one table
 (:data:`streambed.abr_service.app.main.ERROR_STATUS`), as httpx maps transport errors at its
-boundary. ``detail`` is the message a client reads (a string, or for :class:`InvalidRequest`
-one entry per field).
+boundary. ``detail`` is the message a client reads; :class:`InvalidRequest` also lists each
+wrong field, which the app answers in the shape of FastAPI's own validation errors.
 
 ::
 
@@ -36,7 +36,7 @@ class ServiceError(Exception):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.detail: str | list[dict[str, object]] = detail
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class InvalidRequest(ServiceError):
     def __init__(self, problems: list[FieldProblem]) -> None:
         super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
         self.problems = problems
-        self.detail = [{"loc": ["body", *p.loc], "msg": p.msg, "type": p.type} for p in problems]
 
     @classmethod
     def field(cls, loc: tuple[str | int, ...], msg: str) -> InvalidRequest:

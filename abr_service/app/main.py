@@ -78,8 +78,8 @@ ERROR_STATUS: dict[type[ServiceError], int] = {
     NotAuthenticated: 401,
     NotAllowed: 403,
 }
-"""The one place a domain error becomes an HTTP status; the body is always ``{"detail": ...}``
-(a subclass not listed takes its nearest listed base's status, else 400)."""
+"""The one place a domain error becomes an HTTP status; the body is ``{"detail": ...}`` (a
+subclass not listed takes its nearest listed base's status, else 400)."""
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -91,7 +91,10 @@ def error_response(exc: ServiceError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers or None)
+    detail: Any = exc.detail
+    if isinstance(exc, InvalidRequest):  # shaped like FastAPI's own 422s, naming each field
+        detail = [{"loc": ["body", *p.loc], "msg": p.msg, "type": p.type} for p in exc.problems]
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
 class BodyLimit:
