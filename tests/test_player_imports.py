@@ -12,7 +12,7 @@ PACKAGE = "streambed.player"
 
 def imports_of(path: Path) -> set[str]:
     """The modules of this package that ``path`` imports, at any depth of its code."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module == PACKAGE:
