@@ -62,8 +62,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from streambed.abr_service.qoe import make_qoe, qoe_window
 from streambed.core.errors import ConfigError
-from streambed.player.decisions import json_params
-from streambed.player.session import (
+from streambed.player.base import (
     CHUNKS_JSONL,
     EXIT_DONE,
     EXIT_ERROR,
@@ -81,6 +80,7 @@ from streambed.player.session import (
     link_from_env,
     new_session_id,
 )
+from streambed.player.decisions import json_params
 from streambed.reports.rundir import BROWSER_EVENTS_JSONL
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics

@@ -2,7 +2,7 @@
 
 A session's requests run one at a time, in arrival order (its algorithm's state is not
 thread-safe, and a player's requests must be answered in order); other sessions go on in other
-threads. At most ``max_pending`` decisions run or wait at once: beyond it, 503.
+threads. At most ``max_pending`` decisions run or wait at once: beyond it, :class:`Overloaded`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import HTTPException
+
+from streambed.abr_service.app.errors import Overloaded
 
 T = TypeVar("T")
 
@@ -26,11 +27,10 @@ class DecisionRunner:
 
     async def run(self, session_id: str, fn: Callable[[], T]) -> T:
         if self.pending >= self.max_pending:
-            raise HTTPException(
-                503,
+            raise Overloaded(
                 f"{self.pending} decisions are running or queued (--max-pending-decisions); "
                 "retry shortly",
-                {"Retry-After": "1"},
+                retry_after_s=1,
             )
         self.pending += 1
         lock, users = self._locks.get(session_id) or (anyio.Lock(), 0)

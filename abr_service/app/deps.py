@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import hmac
+import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from streambed.abr_service.app.decisions import DecisionRunner
 from streambed.abr_service.app.engine import DecisionEngine
+from streambed.abr_service.app.errors import NotAllowed, NotAuthenticated
+from streambed.abr_service.app.legacy import PensieveAdapter
 from streambed.abr_service.app.metrics import Metrics
 from streambed.abr_service.app.models_store import ModelStore
 from streambed.abr_service.app.settings import Settings
@@ -25,6 +28,10 @@ class AppState:
     metrics: Metrics
     token: str | None
     runner: DecisionRunner = field(default_factory=lambda: DecisionRunner(4, 256))
+    pensieve: PensieveAdapter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pensieve = PensieveAdapter(self.engine)
 
 
 def state(request: Request) -> AppState:
@@ -32,24 +39,28 @@ def state(request: Request) -> AppState:
     return app_state
 
 
-def require_token(request: Request) -> None:
+# auto_error=False: the answers for a missing or wrong token are ours (main.ERROR_STATUS); the
+# scheme still appears in the OpenAPI schema, so /docs offers "Authorize".
+bearer = HTTPBearer(
+    auto_error=False,
+    description="The service's token (--token-file or STREAMBED_TOKEN); needed to change models.",
+)
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """Bearer-token check for anything that changes the models being served."""
     token = state(request).token
     if token is None:
-        raise HTTPException(
-            403,
-            "model changes are disabled: start the service with --token-file or STREAMBED_TOKEN",
+        raise NotAllowed(
+            "model changes are disabled: start the service with --token-file or STREAMBED_TOKEN"
         )
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise HTTPException(
-            401,
-            "missing bearer token (Authorization: Bearer TOKEN)",
-            {"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(403, "wrong token")
+    if credentials is None:
+        raise NotAuthenticated("missing bearer token (Authorization: Bearer TOKEN)")
+    if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise NotAllowed("wrong token")
 
 
 def parse_body(model: type[BaseModel], body: bytes) -> Any:

@@ -11,6 +11,8 @@ Decisions run in worker threads (abr_service.app.decisions), one at a time per s
 session table and the metrics are guarded by ``lock``, held only for bookkeeping, never while an
 algorithm selects. A model swap is one reference assignment that a running decision never sees
 half-done. Decision logs are written by a background thread (abr_service.app.decision_log).
+A request the engine refuses raises one of :mod:`streambed.abr_service.app.errors`; the app
+turns it into an HTTP answer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from streambed.abr_service.algorithms import (
     ALGORITHMS,
@@ -41,6 +42,14 @@ from streambed.abr_service.algorithms import (
 from streambed.abr_service.algorithms.base import ParamError
 from streambed.abr_service.algorithms.learned import LearnedParams, LearnedPolicy
 from streambed.abr_service.app.decision_log import DecisionLog
+from streambed.abr_service.app.errors import (
+    InvalidRequest,
+    LadderMismatch,
+    NoActiveModel,
+    SessionConflict,
+    UnknownAlgorithm,
+    UnknownVideo,
+)
 from streambed.abr_service.app.metrics import Metrics
 from streambed.abr_service.app.models_store import ActiveModel, ModelStore
 from streambed.abr_service.app.schemas import (
@@ -48,7 +57,6 @@ from streambed.abr_service.app.schemas import (
     MIN_DOWNLOAD_S,
     DecideRequest,
     DecideResponse,
-    LegacyRequest,
 )
 from streambed.abr_service.video import FIRST_QUALITY, Video
 from streambed.core.errors import ConfigError
@@ -59,18 +67,9 @@ log = logging.getLogger(__name__)
 CLASSIC_NAMES = tuple(sorted(n for n, c in ALGORITHMS.items() if c is not LearnedPolicy))
 
 
-class ServiceError(Exception):
-    """A request the engine refuses; ``status`` and ``detail`` become the HTTP answer."""
-
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
-
-
-def field_error(loc: tuple[str | int, ...], msg: str) -> ServiceError:
-    """A 422 shaped like FastAPI's own validation errors, naming the field."""
-    return ServiceError(422, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+def field_error(loc: tuple[str | int, ...], msg: str) -> InvalidRequest:
+    """The request's field at ``loc`` is wrong: ``msg`` says why."""
+    return InvalidRequest.field(loc, msg)
 
 
 @dataclass
@@ -88,7 +87,6 @@ class Session:
     last_quality: int | None = None
     last_key: tuple[Any, ...] | None = None
     last_response: DecideResponse | None = None
-    legacy_rebuffer_ms: float = 0.0
 
 
 class DecisionEngine:
@@ -165,19 +163,18 @@ class DecisionEngine:
             except ConfigError as exc:
                 raise field_error(("params",), str(exc)) from None
         if name in available_algorithms():  # a learned one without a model
-            raise ServiceError(
-                409,
+            raise NoActiveModel(
                 f"no model is active for algorithm {name!r}: upload one with PUT /models/NAME "
                 f"and POST /models/NAME/activate",
             )
-        raise ServiceError(
-            404, f"unknown algorithm {name!r}; valid: {', '.join(self.algorithm_names())}"
+        raise UnknownAlgorithm(
+            f"unknown algorithm {name!r}; valid: {', '.join(self.algorithm_names())}"
         )
 
     @staticmethod
     def _params(cls: type, params: dict[str, Any], name: str) -> Any:
         """``params`` (JSON values: no coercion) checked against ``cls``'s declared types and
-        ranges; a 422 naming the parameter, its value and its range."""
+        ranges; :class:`InvalidRequest` naming the parameter, its value and its range."""
         try:
             return parse_params(cls, params, from_text=False, owner=name)
         except ParamError as exc:
@@ -188,8 +185,7 @@ class DecisionEngine:
     @staticmethod
     def _check_ladder(name: str, active: ActiveModel, video: Video) -> None:
         if active.policy.num_levels != video.num_levels:
-            raise ServiceError(
-                409,
+            raise LadderMismatch(
                 f"algorithm {name!r} is served by {active.info.label} for "
                 f"{active.policy.num_levels} levels; video {video.name!r} has {video.num_levels}",
             )
@@ -231,8 +227,7 @@ class DecisionEngine:
             log.debug("session %s: %s on %s", req.session_id, name, video.name)
             return session
         if session.video is not video:
-            raise ServiceError(
-                409,
+            raise SessionConflict(
                 f"session {req.session_id!r} plays video {session.video.name!r}; "
                 f"end it with DELETE /sessions/{req.session_id} to play {video.name!r}",
             )
@@ -301,8 +296,8 @@ class DecisionEngine:
             self._expire(now)
         video = self.default_video if req.video is None else self.videos.get(req.video)
         if video is None:
-            raise ServiceError(
-                404, f"unknown video {req.video!r}; valid: {', '.join(sorted(self.videos))}"
+            raise UnknownVideo(
+                f"unknown video {req.video!r}; valid: {', '.join(sorted(self.videos))}"
             )
         if req.chunk_index >= video.num_chunks:
             raise field_error(
@@ -424,73 +419,6 @@ class DecisionEngine:
             **response.model_dump(),
         }
         self.decision_log.write(req.session_id, json.dumps(line))
-
-    # --- the legacy Pensieve protocol --------------------------------------------------------
-
-    def legacy(self, client: str, body: LegacyRequest) -> str:
-        """One request of Pensieve's dash.js: the level as text, ``REFRESH`` after the last chunk.
-
-        ``lastRequest`` is the index of the chunk just downloaded (Pensieve's dash.js sends the
-        next chunk's size as ``next_chunk_size(lastRequested+1)``); ``RebufferTime`` is the
-        session's cumulative stall in ms, and the chunk times are ms.
-        """
-        video = self.default_video
-        session_id = f"legacy-{client}"
-        next_chunk = body.lastRequest + 1
-        if next_chunk >= video.num_chunks:
-            self.end_session(session_id)
-            return "REFRESH"
-        previous = self.sessions.get(session_id)
-        total_ms = previous.legacy_rebuffer_ms if previous is not None else 0.0
-        download_ms = body.lastChunkFinishTime - body.lastChunkStartTime
-        try:
-            req = DecideRequest(
-                session_id=session_id,
-                chunk_index=next_chunk,
-                last_quality=body.lastquality,
-                buffer_s=body.buffer,
-                last_chunk_bytes=body.lastChunkSize,
-                # Pensieve's server skipped a zero fetch time; a millisecond keeps the history.
-                last_chunk_download_s=max(download_ms, 1.0) / 1000.0,
-                rebuffer_s=max(body.RebufferTime - total_ms, 0.0) / 1000.0,
-            )
-            response = self.decide(req)
-        except ValidationError as exc:
-            raise ServiceError(422, _legacy_errors(exc.errors(include_url=False))) from None
-        except ServiceError as exc:
-            if exc.status == 422 and isinstance(exc.detail, list):
-                raise ServiceError(422, _legacy_errors(exc.detail)) from None
-            raise
-        session = self.sessions.get(session_id)
-        if session is not None:  # else evicted meanwhile by another session's request
-            session.legacy_rebuffer_ms = body.RebufferTime
-        return str(response.quality)
-
-
-LEGACY_FIELDS = {
-    "chunk_index": "lastRequest",
-    "last_quality": "lastquality",
-    "buffer_s": "buffer",
-    "last_chunk_bytes": "lastChunkSize",
-    "last_chunk_download_s": "lastChunkFinishTime",
-    "rebuffer_s": "RebufferTime",
-}
-
-
-def _legacy_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    """Validation errors renamed to the fields Pensieve's player sent."""
-    out = []
-    for err in errors:
-        name = str(err["loc"][-1]) if err.get("loc") else ""
-        field_name = LEGACY_FIELDS.get(name, name)
-        out.append(
-            {
-                "loc": ["body", field_name],
-                "msg": f"{err['msg']} (as {name})" if field_name != name else err["msg"],
-                "type": err.get("type", "value_error"),
-            }
-        )
-    return out
 
 
 def params_of(cls: type) -> dict[str, Any]:

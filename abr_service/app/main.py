@@ -24,9 +24,28 @@ from streambed.abr_service.algorithms import available_algorithms, rule_names
 from streambed.abr_service.algorithms.mpc import set_max_horizon
 from streambed.abr_service.app.decisions import DecisionRunner
 from streambed.abr_service.app.deps import AppState
-from streambed.abr_service.app.engine import DecisionEngine, ServiceError
+from streambed.abr_service.app.engine import DecisionEngine
+from streambed.abr_service.app.errors import (
+    InvalidName,
+    InvalidRequest,
+    LadderMismatch,
+    ModelRejected,
+    ModelUnservable,
+    NoActiveModel,
+    NotAllowed,
+    NotAuthenticated,
+    NothingToRollBack,
+    Overloaded,
+    ServiceError,
+    SessionConflict,
+    StorageFailed,
+    UnknownAlgorithm,
+    UnknownModel,
+    UnknownSession,
+    UnknownVideo,
+)
 from streambed.abr_service.app.metrics import Metrics
-from streambed.abr_service.app.models_store import DEFAULT_SLOT, ModelStore, StoreError
+from streambed.abr_service.app.models_store import DEFAULT_SLOT, ModelStore
 from streambed.abr_service.app.routers import catalog, decide, health, legacy, models, sessions
 from streambed.abr_service.app.settings import Settings
 from streambed.abr_service.video import Video, load_video
@@ -40,6 +59,42 @@ level of the next one (`POST /decide`); the service keeps each session's history
 with BBA, RB, BOLA, FastMPC, RobustMPC or a learned policy. Pensieve's dash.js protocol is
 served on `POST /`. Checkpoints are uploaded with a bearer token and hot-swapped.
 """
+
+ERROR_STATUS: dict[type[ServiceError], int] = {
+    InvalidRequest: 422,
+    InvalidName: 422,
+    ModelRejected: 422,
+    UnknownAlgorithm: 404,
+    UnknownVideo: 404,
+    UnknownSession: 404,
+    UnknownModel: 404,
+    NoActiveModel: 409,
+    LadderMismatch: 409,
+    SessionConflict: 409,
+    ModelUnservable: 409,
+    NothingToRollBack: 409,
+    StorageFailed: 507,
+    Overloaded: 503,
+    NotAuthenticated: 401,
+    NotAllowed: 403,
+}
+"""The one place a domain error becomes an HTTP status; the body is ``{"detail": ...}`` (a
+subclass not listed takes its nearest listed base's status, else 400)."""
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The HTTP answer to a refused request: :data:`ERROR_STATUS`'s code, the detail, and the
+    headers some errors need."""
+    status = next((ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS), 400)
+    headers: dict[str, str] = {}
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    detail: Any = exc.detail
+    if isinstance(exc, InvalidRequest):  # shaped like FastAPI's own 422s, naming each field
+        detail = [{"loc": ["body", *p.loc], "msg": p.msg, "type": p.type} for p in exc.problems]
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
 class BodyLimit:
@@ -213,8 +268,8 @@ def _preload(store: ModelStore, path: Path) -> None:
     try:
         info, _ = store.put(name or "model", data)
         store.activate(info.name, info.version, DEFAULT_SLOT)
-    except StoreError as exc:
-        raise ConfigError(f"--model {path}: {exc.detail}") from exc
+    except ServiceError as exc:
+        raise ConfigError(f"--model {path}: {exc}") from exc
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -229,7 +284,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -35,6 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from streambed.abr_service.app.errors import (
+    InvalidName,
+    ModelRejected,
+    ModelUnservable,
+    NothingToRollBack,
+    ServiceError,
+    StorageFailed,
+    UnknownModel,
+)
 from streambed.core.errors import ModelError
 from streambed.core.fileio import atomic_write_bytes
 
@@ -48,15 +57,6 @@ DEFAULT_SLOT = "ppo"
 MAX_INFO_BYTES = 1024 * 1024
 """A ``v<N>.json`` larger than this is not read (the metadata of an upload is bounded far
 below it: :data:`streambed.abr_service.policies.MAX_META_JSON_BYTES`)."""
-
-
-class StoreError(Exception):
-    """A model-store request that cannot be honoured; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 class ModelInfo(BaseModel):
@@ -89,8 +89,7 @@ class ActiveModel:
 
 def check_name(name: str, what: str = "model name") -> str:
     if not NAME_RE.match(name):
-        raise StoreError(
-            422,
+        raise InvalidName(
             f"{what} {name!r} is invalid: 1-64 characters of letters, digits, '.', '_', '-', "
             "starting with a letter or digit",
         )
@@ -140,14 +139,14 @@ class ModelStore:
         check_name(name)
         versions = self.versions(name)
         if not versions:
-            raise StoreError(404, f"no model named {name!r}")
+            raise UnknownModel(f"no model named {name!r}")
         if version is None:
             return versions[-1]
         for info in versions:
             if info.version == version:
                 return info
         known = ", ".join(str(i.version) for i in versions)
-        raise StoreError(404, f"model {name!r} has no version {version}; versions: {known}")
+        raise UnknownModel(f"model {name!r} has no version {version}; versions: {known}")
 
     def path(self, info: ModelInfo) -> Path:
         return self.root / info.name / f"v{info.version}.pt"
@@ -170,7 +169,7 @@ class ModelStore:
         """Write the upload to a private temporary file and validate it."""
         check_name(name)
         if not data:
-            raise StoreError(422, "the upload is empty: send the checkpoint file as the body")
+            raise ModelRejected("the upload is empty: send the checkpoint file as the body")
         incoming = self.root / ".incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         tmp = incoming / f"{uuid.uuid4().hex}.pt"
@@ -181,7 +180,7 @@ class ModelStore:
             policy = load_policy(tmp, self.num_levels)
         except ModelError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(422, str(exc).replace(str(tmp), f"upload {name!r}")) from exc
+            raise ModelRejected(str(exc).replace(str(tmp), f"upload {name!r}")) from exc
         return tmp, policy, hashlib.sha256(data).hexdigest()
 
     def _commit(
@@ -217,7 +216,7 @@ class ModelStore:
             except OSError as exc:
                 meta_path.unlink(missing_ok=True)
                 tmp.unlink(missing_ok=True)
-                raise StoreError(507, f"cannot store {info.label}: {exc.strerror}") from exc
+                raise StorageFailed(f"cannot store {info.label}: {exc.strerror}") from exc
             log.info("stored model %s (sha256 %s, %d bytes)", info.label, sha256[:12], size)
             return info, True
 
@@ -225,8 +224,8 @@ class ModelStore:
         with self._lock:
             check_name(slot, "algorithm name")
             if slot in self.reserved:
-                raise StoreError(
-                    422, f"algorithm {slot!r} is a built-in classic algorithm; pick another name"
+                raise InvalidName(
+                    f"algorithm {slot!r} is a built-in classic algorithm; pick another name"
                 )
             info = self.get(name, version)
             current = self.active.get(slot)
@@ -245,13 +244,13 @@ class ModelStore:
             slots = [s for s, a in self.active.items() if a.info.name == name]
             if slot is not None:
                 if slot not in slots:
-                    raise StoreError(409, f"model {name!r} is not serving algorithm {slot!r}")
+                    raise NothingToRollBack(f"model {name!r} is not serving algorithm {slot!r}")
                 slots = [slot]
             if not slots:
-                raise StoreError(409, f"model {name!r} is not active for any algorithm")
+                raise NothingToRollBack(f"model {name!r} is not active for any algorithm")
             if len(slots) > 1:
-                raise StoreError(
-                    409, f"model {name!r} serves {', '.join(slots)}: name one with 'algorithm'"
+                raise NothingToRollBack(
+                    f"model {name!r} serves {', '.join(slots)}: name one with 'algorithm'"
                 )
             target = slots[0]
             stack = self.history.get(target, [])
@@ -260,7 +259,7 @@ class ModelStore:
                 try:
                     info = self.get(prev_name, prev_version)
                     new = ActiveModel(info, self._load(info))
-                except (StoreError, ModelError) as exc:
+                except (ServiceError, ModelError) as exc:
                     log.warning(
                         "rollback of %s skips %s@v%d: %s", target, prev_name, prev_version, exc
                     )
@@ -270,7 +269,7 @@ class ModelStore:
                 log.info("algorithm %s rolled back to %s", target, info.label)
                 return target, new
             self._save_state()
-            raise StoreError(409, f"algorithm {target!r} has no earlier model to roll back to")
+            raise NothingToRollBack(f"algorithm {target!r} has no earlier model to roll back to")
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -291,7 +290,7 @@ class ModelStore:
         try:
             return load_policy(self.path(info), self.num_levels)
         except ModelError as exc:
-            raise StoreError(409, f"{info.label} cannot be served: {exc}") from exc
+            raise ModelUnservable(f"{info.label} cannot be served: {exc}") from exc
 
     def _save_state(self) -> None:
         state = {
@@ -320,7 +319,7 @@ class ModelStore:
                 info = self.get(str(name), int(version))
                 self.active[slot] = ActiveModel(info, self._load(info))
                 log.info("algorithm %s served by %s (restored)", slot, info.label)
-            except (StoreError, ValueError, TypeError) as exc:
+            except (ServiceError, ValueError, TypeError) as exc:
                 log.error("algorithm %s: cannot restore %r: %s", slot, entry, exc)
 
 

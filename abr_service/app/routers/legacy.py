@@ -1,4 +1,5 @@
-"""``POST /``: Pensieve's modified dash.js protocol, answered in plain text."""
+"""``POST /``: Pensieve's modified dash.js protocol, answered in plain text (the translation is
+:mod:`streambed.abr_service.app.legacy`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from streambed.abr_service.app.deps import body_schema, parse_body, state
+from streambed.abr_service.app.legacy import session_id
 from streambed.abr_service.app.schemas import LegacyRequest
 
 router = APIRouter(tags=["legacy"])
@@ -44,5 +46,5 @@ async def legacy(request: Request) -> PlainTextResponse:
         request.client.host if request.client else "unknown"
     )
     app = state(request)
-    text = await app.runner.run(f"legacy-{client}", lambda: app.engine.legacy(client, body))
+    text = await app.runner.run(session_id(client), lambda: app.pensieve.decide(client, body))
     return PlainTextResponse(text, headers=headers)

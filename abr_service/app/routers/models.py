@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from streambed.abr_service.app.deps import body_schema, parse_body, require_token, state
-from streambed.abr_service.app.models_store import ActiveModel, ModelStore, StoreError, check_name
+from streambed.abr_service.app.errors import ServiceError
+from streambed.abr_service.app.models_store import ActiveModel, ModelStore, check_name
 from streambed.abr_service.app.schemas import (
     ActivateRequest,
     ActivationOut,
@@ -25,10 +26,6 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token."},
     403: {"description": "Wrong token, or model changes are disabled."},
 }
-
-
-def _http(exc: StoreError) -> HTTPException:
-    return HTTPException(exc.status, exc.detail)
 
 
 def _listing(store: ModelStore) -> ModelList:
@@ -84,10 +81,10 @@ async def upload_model(
         info, created = await run_in_threadpool(app.store.put, name, data)
         if activate:
             await run_in_threadpool(app.store.activate, name, info.version, algorithm)
-    except StoreError as exc:
+    except ServiceError as exc:
         app.metrics.observe_upload("refused")
-        log.warning("upload of %r refused: %s", name, exc.detail)
-        raise _http(exc) from None
+        log.warning("upload of %r refused: %s", name, exc)
+        raise
     app.metrics.observe_upload("stored" if created else "duplicate")
     serving = [a for a, m in app.store.active.items() if m.info.label == info.label]
     body = ModelOut(**info.model_dump(), active_for=sorted(serving))
@@ -121,12 +118,9 @@ async def activate_model(request: Request, name: str) -> ActivationOut:
     """
     body = await _optional_body(request, ActivateRequest)
     assert isinstance(body, ActivateRequest)
-    try:
-        active = await run_in_threadpool(
-            state(request).store.activate, name, body.version, body.algorithm
-        )
-    except StoreError as exc:
-        raise _http(exc) from None
+    active = await run_in_threadpool(
+        state(request).store.activate, name, body.version, body.algorithm
+    )
     return _activation(body.algorithm, active)
 
 
@@ -141,10 +135,5 @@ async def rollback_model(request: Request, name: str) -> ActivationOut:
     """Serve again whatever served the algorithm before ``name`` was activated for it."""
     body = await _optional_body(request, RollbackRequest)
     assert isinstance(body, RollbackRequest)
-    try:
-        algorithm, active = await run_in_threadpool(
-            state(request).store.rollback, name, body.algorithm
-        )
-    except StoreError as exc:
-        raise _http(exc) from None
+    algorithm, active = await run_in_threadpool(state(request).store.rollback, name, body.algorithm)
     return _activation(algorithm, active)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from streambed.abr_service.app.deps import state
+from streambed.abr_service.app.errors import UnknownSession
 from streambed.abr_service.app.schemas import SESSION_ID_PATTERN, SessionInfo, SessionList
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -29,7 +30,7 @@ async def get_session(request: Request, session_id: str = SessionId) -> SessionI
     engine = state(request).engine
     session = engine.sessions.get(session_id)
     if session is None:
-        raise HTTPException(404, f"no session {session_id!r}")
+        raise UnknownSession(f"no session {session_id!r}")
     return SessionInfo(
         session_id=session.session_id,
         video=session.video.name,
@@ -46,5 +47,5 @@ async def get_session(request: Request, session_id: str = SessionId) -> SessionI
 async def end_session(request: Request, session_id: str = SessionId) -> Response:
     """End a session: the service forgets its history."""
     if not state(request).engine.end_session(session_id):
-        raise HTTPException(404, f"no session {session_id!r}")
+        raise UnknownSession(f"no session {session_id!r}")
     return Response(status_code=204)
