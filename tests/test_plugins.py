@@ -295,7 +295,10 @@ def test_example_listed_and_evaluates_like_in_process(example_venv: Path, tmp_pa
     assert "    safety: float = 0.9" in text
     assert "  tiny-mlp-throughput  reads example-throughput/1  " in text
     assert "  example-throughput/1  shape (3, 8)  streambed_example." in text
-    assert "  pensieve-6x8/1  shape (6, 8)  streambed.abr_service.observation:PensieveObservation" in text
+    assert (
+        "  pensieve-6x8/1  shape (6, 8)  streambed.abr_service.observation:PensieveObservation"
+        in text
+    )
     traces, video_json = write_inputs(tmp_path, traces=3)
     out = tmp_path / "eval"
     venv_streambed(
