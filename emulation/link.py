@@ -154,11 +154,12 @@ class LinkStats:
 # Choosing a kind
 
 
-def kind_unavailable(kind: str) -> str | None:
-    """Why ``kind`` cannot run here (None when it can)."""
+def kind_unavailable(kind: str, auto: bool = False) -> str | None:
+    """Why ``kind`` cannot run here (None when it can); ``auto``: as ``auto`` would choose (it
+    passes mahimahi over as root, where it would run as another user)."""
     try:
         if kind == "mahimahi":
-            mahimahi.require_mahimahi()
+            mahimahi.require_mahimahi(allow_root=not auto)
         elif kind == "netns":
             netns.require_privileges()
         elif kind != "proxy":
@@ -170,7 +171,7 @@ def kind_unavailable(kind: str) -> str | None:
 
 def available_kinds() -> list[str]:
     """The kinds that can run on this machine, in the order ``auto`` prefers them."""
-    return [kind for kind in KINDS if kind_unavailable(kind) is None]
+    return [kind for kind in KINDS if kind_unavailable(kind, auto=True) is None]
 
 
 def resolve_kind(kind: str = "auto") -> str:
@@ -178,7 +179,7 @@ def resolve_kind(kind: str = "auto") -> str:
     first available of mahimahi, netns, proxy."""
     if kind == "auto":
         for candidate in KINDS:
-            reason = kind_unavailable(candidate)
+            reason = kind_unavailable(candidate, auto=True)
             if reason is None:
                 log.info("link kind auto: using %s", candidate)
                 return candidate
@@ -260,6 +261,7 @@ class LinkedProcess:
         self._closed = False
         self._helper: subprocess.Popen[bytes] | None = None
         self._control_w = -1
+        self._status_path: Path | None = None
         self._stack = contextlib.ExitStack()
         base_env = dict(os.environ if env is None else env)
         _check_command(argv, base_env)
@@ -280,9 +282,7 @@ class LinkedProcess:
             up = down if spec.uplink is None else mahimahi_trace_file(spec.uplink, self._tmp)
             ports = {p: p for p in spec.ports}
             if self.kind == "mahimahi":
-                exec_argv = mahimahi.mahimahi_argv(
-                    argv, str(down), str(up), spec.delay_ms, spec.queue_packets, spec.queue_bytes
-                )
+                exec_argv = self._mahimahi_argv(argv, down, up, base_env)
             elif self.kind == "netns":
                 plumbing = netns.create_plumbing()
                 self._stack.callback(plumbing.close)
@@ -299,9 +299,12 @@ class LinkedProcess:
                     down,
                     up,
                     pass_fds=(plumbing.host_fd, plumbing.ns_fd),
+                    fixed_epoch=False,
                 )
                 plumbing.close_fds()  # the shaper holds the devices from now on
-                self._read_helper_line()
+                # Trace time 0 is when the shaper starts forwarding (the command starts right
+                # after), not when its interpreter was launched a few hundred ms earlier.
+                self.epoch = float(self._read_helper_line()["epoch"])
                 exec_argv = plumbing.exec_argv(argv)
             else:
                 self._start_helper(
@@ -318,6 +321,41 @@ class LinkedProcess:
         except BaseException:
             self._stack.close()
             raise
+
+    def _mahimahi_argv(
+        self, argv: Sequence[str], down: Path, up: Path, env: dict[str, str]
+    ) -> list[str]:
+        self._status_path = self._tmp / "status"
+        prefix: list[str] = []
+        if mahimahi.run_as_root():
+            # Mahimahi refuses root: its user gets the work directory (traces, status file,
+            # a HOME for the command) and runs the shells.
+            user = mahimahi.run_user()
+            mahimahi.check_command(argv[0])
+            if down.parent != self._tmp:  # a Mahimahi trace used in place: copy it in
+                down = Path(shutil.copyfile(down, self._tmp / f"down-{down.name}"))
+            if up.parent != self._tmp:
+                up = Path(shutil.copyfile(up, self._tmp / f"up-{up.name}"))
+            for path in (self._tmp, *self._tmp.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            env["HOME"] = str(self._tmp)
+            prefix = mahimahi.user_argv(user)
+        return prefix + mahimahi.mahimahi_argv(
+            argv,
+            str(down),
+            str(up),
+            self.spec.delay_ms,
+            self.spec.queue_packets,
+            self.spec.queue_bytes,
+            status_file=str(self._status_path),
+        )
+
+    def _status(self, returncode: int) -> int:
+        """The command's exit status (mahimahi: from the wrapper's file; mm-link says 1)."""
+        if self._status_path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self._status_path.read_text().strip())
+        return _exit_status(returncode)
 
     def _queue_args(self) -> list[str]:
         args = []
@@ -346,7 +384,9 @@ class LinkedProcess:
         down: Path,
         up: Path,
         pass_fds: tuple[int, ...] = (),
+        fixed_epoch: bool = True,
     ) -> None:
+        """Start the helper; ``fixed_epoch=False`` lets it choose trace time 0 (it reports it)."""
         control_r, self._control_w = os.pipe()
         os.set_inheritable(self._control_w, False)
         self._stack.callback(self._stop_helper)
@@ -363,7 +403,7 @@ class LinkedProcess:
             f"--down={down}",
             f"--up={up}",
             f"--delay-ms={self.spec.delay_ms}",
-            f"--epoch={self.epoch!r}",
+            *([f"--epoch={self.epoch!r}"] if fixed_epoch else []),
             f"--stats={self._stats_path}",
             *extra,
         ]
@@ -442,11 +482,11 @@ class LinkedProcess:
     def poll(self) -> int | None:
         """The exit status if the command has ended, else None."""
         rc = self.process.poll()
-        return None if rc is None else _exit_status(rc)
+        return None if rc is None else self._status(rc)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command; its exit status. Raises ``subprocess.TimeoutExpired``."""
-        return _exit_status(self.process.wait(timeout))
+        return self._status(self.process.wait(timeout))
 
     def terminate(self) -> None:
         if self.process.poll() is None:
