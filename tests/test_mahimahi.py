@@ -75,7 +75,11 @@ def python() -> str:
             [str(system), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
         )
         purelib = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -84,10 +88,16 @@ def python() -> str:
             f"import site; site.addsitedir({site!r})\n"
         )
         for path in [venv, *venv.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+            path.chmod(
+                path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044
+            )
     py = str(venv / "bin" / "python")
     check = subprocess.run(
-        [py, "-c", "from streambed.emulation import mahimahi as m; m.check_command(m.sys.executable)"],
+        [
+            py,
+            "-c",
+            "from streambed.emulation import mahimahi as m; m.check_command(m.sys.executable)",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -238,7 +248,9 @@ def download_s(spec: LinkSpec, port: int, size: int, tmp: Path) -> float:
     return float(out.read_text())
 
 
-CASES = [(trace, delay, size) for trace in ("constant", "steps") for delay in (0, 40) for size in (2, 5)]
+CASES = [
+    (trace, delay, size) for trace in ("constant", "steps") for delay in (0, 40) for size in (2, 5)
+]
 
 
 @pytest.mark.parametrize(("trace", "delay", "size"), CASES)
@@ -259,3 +271,82 @@ def test_netns_agrees_with_real_mm_link(
             times[kind].append(download_s(spec, server_port, size * MB, reachable))
     mm, ns = (statistics.median(times[k]) for k in ("mahimahi", "netns"))
     assert abs(ns - mm) <= 0.03 * mm, f"netns {ns:.3f} s vs mm-link {mm:.3f} s: {json.dumps(times)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# play and emulate behind the real Mahimahi (both players)
+
+
+@pytest.fixture(scope="module")
+def emulate_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from streambed.abr_service.video import generate_video
+
+    root = tmp_path_factory.mktemp("mm-emulate")
+    video = generate_video(num_chunks=4, chunk_s=1.0, bitrates_kbps=(300, 750, 1850))
+    video_json = video.save(root / "video.json")
+    traces = root / "traces"
+    traces.mkdir()
+    for name, mbps in (("flat6", 6.0), ("flat3", 3.0)):
+        (traces / name).write_text("".join(f"{t}\t{mbps}\n" for t in range(60)))
+    (traces / "steps").write_text(steps_trace(root).read_text())
+    return traces, video_json
+
+
+@pytest.mark.parametrize("player", ["streambed", "dashjs"])
+def test_emulate_behind_real_mahimahi(
+    python: str, reachable: Path, emulate_inputs: tuple[Path, Path], player: str
+) -> None:
+    traces, video_json = emulate_inputs
+    out = reachable / "out"
+    args = ["emulate", "--traces", str(traces), "--video", str(video_json), "--algorithms"]
+    args += ["bba", "--link", "mahimahi", "--delay-ms", "20", "--player", player]
+    args += ["--parallel", "2", "--no-progress", "--out", str(out)]
+    result = streambed(python, *args, timeout=600)
+    failed = out / "failed.json"
+    assert result.returncode == 0, result.stderr[-2000:] + (
+        failed.read_text() if failed.exists() else ""
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert "mahimahi" in json.dumps(summary)
+    logs = sorted(p.parent.name for p in out.rglob("session.json"))
+    assert len(logs) == 3, logs
+
+
+def test_play_behind_real_mahimahi(python: str, reachable: Path, tmp_path: Path) -> None:
+    from streambed.abr_service.app.main import create_app as create_service
+    from streambed.abr_service.app.settings import Settings
+    from streambed.abr_service.video import generate_video
+    from streambed.core.servers import serve_in_thread
+    from streambed.server.app import create_app as create_origin
+    from streambed.server.build import build_synthetic
+    from streambed.server.mpd import MPD_NAME
+
+    video = generate_video(seed=3, num_chunks=4, chunk_s=1.0, name="mm-play")
+    content = build_synthetic(video, tmp_path / "content")
+    service = create_service(Settings(models_dir=tmp_path / "models"), videos=[video])
+    trace = steps_trace(tmp_path)
+    log_dir = reachable / "log"
+    with (
+        serve_in_thread(create_origin(content), host="0.0.0.0") as origin,
+        serve_in_thread(service, host="0.0.0.0") as abr,
+    ):
+        result = streambed(
+            python,
+            "play",
+            "--mpd",
+            f"{origin}/{MPD_NAME}",
+            "--abr",
+            abr,
+            "--max-chunks",
+            "3",
+            "--trace",
+            str(trace),
+            "--link",
+            "mahimahi",
+            "--log",
+            str(log_dir),
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((log_dir / "session.json").read_text())
+    assert summary["status"] == "done" and summary["chunks"] == 3
+    assert summary["mpd_url"].startswith("http://10.0.0.1:")
