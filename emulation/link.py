@@ -6,7 +6,8 @@ an optional drop-tail queue limit (packets and/or bytes; unbounded by default, a
 the kind of link:
 
 ``mahimahi``
-    Mahimahi's ``mm-delay D mm-link UP DOWN -- COMMAND`` (needs mm-link and mm-delay on PATH).
+    Mahimahi's ``mm-delay D mm-link UP DOWN -- COMMAND`` (needs mm-link and mm-delay on PATH and
+    ``net.ipv4.ip_forward=1``; as root it runs them as an unprivileged user).
 ``netns``
     Streambed's own packet-level shaper with Mahimahi's semantics: the command runs in a fresh
     network namespace routed through a TUN pair to a shaper process (needs root or
@@ -15,7 +16,7 @@ the kind of link:
     A userspace relay pacing byte streams by the trace, no privileges; it approximates the trace
     at the byte-stream level. Only the host ports listed in ``LinkSpec.ports`` are reachable.
 ``auto``
-    The first of mahimahi, netns, proxy that works here (logged).
+    The first of mahimahi, netns, proxy that works here (logged); as root, not mahimahi.
 
 The command finds the host in its environment:
 
@@ -240,6 +241,10 @@ class LinkedProcess:
     Attributes: ``kind``, ``host`` (``$STREAMBED_HOST``), ``env`` (the command's environment),
     ``epoch`` (monotonic time of trace time 0; None for mahimahi), ``process`` (the Popen of
     the command, wrapped by ``ip netns exec`` or mm-delay), and ``stats`` after ``close()``.
+    netns: trace time 0 is when the shaper starts forwarding, just before the command starts
+    (as mm-link's, whose trace starts before it forks the command). mahimahi as root: the mm
+    shells and the command run as ``$STREAMBED_MAHIMAHI_USER`` (``streambed.emulation.mahimahi``);
+    the exit status is the command's, read from the wrapper's status file.
     """
 
     def __init__(
@@ -252,6 +257,7 @@ class LinkedProcess:
         stdin: int | IO[Any] | None = None,
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
+        writable: Sequence[Path] = (),
     ) -> None:
         self.spec = spec
         self.kind = resolve_kind(spec.kind)
@@ -282,7 +288,7 @@ class LinkedProcess:
             up = down if spec.uplink is None else mahimahi_trace_file(spec.uplink, self._tmp)
             ports = {p: p for p in spec.ports}
             if self.kind == "mahimahi":
-                exec_argv = self._mahimahi_argv(argv, down, up, base_env)
+                exec_argv = self._mahimahi_argv(argv, down, up, base_env, writable)
             elif self.kind == "netns":
                 plumbing = netns.create_plumbing()
                 self._stack.callback(plumbing.close)
@@ -323,7 +329,12 @@ class LinkedProcess:
             raise
 
     def _mahimahi_argv(
-        self, argv: Sequence[str], down: Path, up: Path, env: dict[str, str]
+        self,
+        argv: Sequence[str],
+        down: Path,
+        up: Path,
+        env: dict[str, str],
+        writable: Sequence[Path],
     ) -> list[str]:
         self._status_path = self._tmp / "status"
         prefix: list[str] = []
@@ -337,6 +348,9 @@ class LinkedProcess:
             if up.parent != self._tmp:
                 up = Path(shutil.copyfile(up, self._tmp / f"up-{up.name}"))
             for path in (self._tmp, *self._tmp.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            for path in writable:  # directories the command writes into (created if missing)
+                Path(path).mkdir(parents=True, exist_ok=True)
                 os.chown(path, user.pw_uid, user.pw_gid)
             env["HOME"] = str(self._tmp)
             prefix = mahimahi.user_argv(user)
@@ -512,7 +526,9 @@ def start_behind_link(
     env: Mapping[str, str] | None = None,
     **popen: Any,
 ) -> LinkedProcess:
-    """Start ``argv`` behind the link; ``popen`` may hold cwd, stdin, stdout, stderr.
+    """Start ``argv`` behind the link; ``popen`` may hold cwd, stdin, stdout, stderr, and
+    ``writable``: directories the command writes into (created; as root, the mahimahi kind
+    hands them to the unprivileged user it runs the command as).
 
     ``env`` replaces the inherited environment (the link's variables are added to it).
     """

@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.servers import wait_healthy
-from streambed.emulation import mahimahi
 from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
@@ -290,8 +289,6 @@ class _Runner:
         cfg = self.config
         log_dir = job.log_dir(cfg.out)
         log_dir.mkdir(parents=True, exist_ok=True)
-        if self.kind == "mahimahi":
-            mahimahi.grant(log_dir)  # as root, the player runs as Mahimahi's user
         (log_dir / "session.json").unlink(missing_ok=True)
         session_id = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
         player = PlayerConfig(
@@ -323,6 +320,7 @@ class _Runner:
                         stdin=subprocess.DEVNULL,
                         stdout=out_file,
                         stderr=subprocess.STDOUT,
+                        writable=[log_dir],
                     )
                 except StreambedError as exc:
                     return f"link: {exc}"

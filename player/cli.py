@@ -257,14 +257,10 @@ def _run_behind_link(args: argparse.Namespace) -> int:
         kind=args.link,
         ports=tuple(sorted(set(ports))),
     )
-    if args.link == "mahimahi" and config.log_dir is not None:
-        from streambed.emulation import mahimahi
-
-        # As root the player runs as Mahimahi's unprivileged user: it writes the log there.
-        config.log_dir.mkdir(parents=True, exist_ok=True)
-        mahimahi.grant(config.log_dir)
     log.info("playing behind a %s link replaying %s", args.link, args.trace)
-    return run_behind_link(spec, play_argv(config))
+    # As root, a mahimahi link runs the player as an unprivileged user: it writes the log there.
+    argv = play_argv(config)  # needs a log_dir
+    return run_behind_link(spec, argv, writable=[config.log_dir] if config.log_dir else [])
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

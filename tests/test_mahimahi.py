@@ -34,7 +34,7 @@ import pytest
 
 from streambed.core.errors import ConfigError
 from streambed.emulation import mahimahi
-from streambed.emulation.link import LinkSpec, resolve_kind, run_behind_link, start_behind_link
+from streambed.emulation.link import LinkSpec, resolve_kind, start_behind_link
 from streambed.traces.formats import save_mahimahi
 
 ROOT = Path(__file__).resolve().parent.parent
