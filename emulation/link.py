@@ -6,7 +6,8 @@ an optional drop-tail queue limit (packets and/or bytes; unbounded by default, a
 the kind of link:
 
 ``mahimahi``
-    Mahimahi's ``mm-delay D mm-link UP DOWN -- COMMAND`` (needs mm-link and mm-delay on PATH).
+    Mahimahi's ``mm-delay D mm-link UP DOWN -- COMMAND`` (needs mm-link and mm-delay on PATH and
+    ``net.ipv4.ip_forward=1``; as root it runs them as an unprivileged user).
 ``netns``
     Streambed's own packet-level shaper with Mahimahi's semantics: the command runs in a fresh
     network namespace routed through a TUN pair to a shaper process (needs root or
@@ -15,7 +16,7 @@ the kind of link:
     A userspace relay pacing byte streams by the trace, no privileges; it approximates the trace
     at the byte-stream level. Only the host ports listed in ``LinkSpec.ports`` are reachable.
 ``auto``
-    The first of mahimahi, netns, proxy that works here (logged).
+    The first of mahimahi, netns, proxy that works here (logged); as root, not mahimahi.
 
 The command finds the host in its environment:
 
@@ -154,11 +155,12 @@ class LinkStats:
 # Choosing a kind
 
 
-def kind_unavailable(kind: str) -> str | None:
-    """Why ``kind`` cannot run here (None when it can)."""
+def kind_unavailable(kind: str, auto: bool = False) -> str | None:
+    """Why ``kind`` cannot run here (None when it can); ``auto``: as ``auto`` would choose (it
+    passes mahimahi over as root, where it would run as another user)."""
     try:
         if kind == "mahimahi":
-            mahimahi.require_mahimahi()
+            mahimahi.require_mahimahi(allow_root=not auto)
         elif kind == "netns":
             netns.require_privileges()
         elif kind != "proxy":
@@ -170,7 +172,7 @@ def kind_unavailable(kind: str) -> str | None:
 
 def available_kinds() -> list[str]:
     """The kinds that can run on this machine, in the order ``auto`` prefers them."""
-    return [kind for kind in KINDS if kind_unavailable(kind) is None]
+    return [kind for kind in KINDS if kind_unavailable(kind, auto=True) is None]
 
 
 def resolve_kind(kind: str = AUTO) -> str:
@@ -178,7 +180,7 @@ def resolve_kind(kind: str = AUTO) -> str:
     first available of mahimahi, netns, proxy."""
     if kind == AUTO:
         for candidate in KINDS:
-            reason = kind_unavailable(candidate)
+            reason = kind_unavailable(candidate, auto=True)
             if reason is None:
                 log.info("link kind auto: using %s", candidate)
                 return candidate
@@ -239,6 +241,10 @@ class LinkedProcess:
     Attributes: ``kind``, ``host`` (``$STREAMBED_HOST``), ``env`` (the command's environment),
     ``epoch`` (monotonic time of trace time 0; None for mahimahi), ``process`` (the Popen of
     the command, wrapped by ``ip netns exec`` or mm-delay), and ``stats`` after ``close()``.
+    netns: trace time 0 is when the shaper starts forwarding, just before the command starts
+    (as mm-link's, whose trace starts before it forks the command). mahimahi as root: the mm
+    shells and the command run as ``$STREAMBED_MAHIMAHI_USER`` (``streambed.emulation.mahimahi``);
+    the exit status is the command's, read from the wrapper's status file.
     """
 
     def __init__(
@@ -251,6 +257,7 @@ class LinkedProcess:
         stdin: int | IO[Any] | None = None,
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
+        writable: Sequence[Path] = (),
     ) -> None:
         self.spec = spec
         self.kind = resolve_kind(spec.kind)
@@ -260,6 +267,7 @@ class LinkedProcess:
         self._closed = False
         self._helper: subprocess.Popen[bytes] | None = None
         self._control_w = -1
+        self._status_path: Path | None = None
         self._stack = contextlib.ExitStack()
         base_env = dict(os.environ if env is None else env)
         _check_command(argv, base_env)
@@ -280,9 +288,7 @@ class LinkedProcess:
             up = down if spec.uplink is None else mahimahi_trace_file(spec.uplink, self._tmp)
             ports = {p: p for p in spec.ports}
             if self.kind == "mahimahi":
-                exec_argv = mahimahi.mahimahi_argv(
-                    argv, str(down), str(up), spec.delay_ms, spec.queue_packets, spec.queue_bytes
-                )
+                exec_argv = self._mahimahi_argv(argv, down, up, base_env, writable)
             elif self.kind == "netns":
                 plumbing = netns.create_plumbing()
                 self._stack.callback(plumbing.close)
@@ -299,9 +305,12 @@ class LinkedProcess:
                     down,
                     up,
                     pass_fds=(plumbing.host_fd, plumbing.ns_fd),
+                    fixed_epoch=False,
                 )
                 plumbing.close_fds()  # the shaper holds the devices from now on
-                self._read_helper_line()
+                # Trace time 0 is when the shaper starts forwarding (the command starts right
+                # after), not when its interpreter was launched a few hundred ms earlier.
+                self.epoch = float(self._read_helper_line()["epoch"])
                 exec_argv = plumbing.exec_argv(argv)
             else:
                 self._start_helper(
@@ -318,6 +327,49 @@ class LinkedProcess:
         except BaseException:
             self._stack.close()
             raise
+
+    def _mahimahi_argv(
+        self,
+        argv: Sequence[str],
+        down: Path,
+        up: Path,
+        env: dict[str, str],
+        writable: Sequence[Path],
+    ) -> list[str]:
+        self._status_path = self._tmp / "status"
+        prefix: list[str] = []
+        if mahimahi.run_as_root():
+            # Mahimahi refuses root: its user gets the work directory (traces, status file,
+            # a HOME for the command) and runs the shells.
+            user = mahimahi.run_user()
+            mahimahi.check_command(argv[0])
+            if down.parent != self._tmp:  # a Mahimahi trace used in place: copy it in
+                down = Path(shutil.copyfile(down, self._tmp / f"down-{down.name}"))
+            if up.parent != self._tmp:
+                up = Path(shutil.copyfile(up, self._tmp / f"up-{up.name}"))
+            for path in (self._tmp, *self._tmp.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            for path in writable:  # directories the command writes into (created if missing)
+                Path(path).mkdir(parents=True, exist_ok=True)
+                os.chown(path, user.pw_uid, user.pw_gid)
+            env["HOME"] = str(self._tmp)
+            prefix = mahimahi.user_argv(user)
+        return prefix + mahimahi.mahimahi_argv(
+            argv,
+            str(down),
+            str(up),
+            self.spec.delay_ms,
+            self.spec.queue_packets,
+            self.spec.queue_bytes,
+            status_file=str(self._status_path),
+        )
+
+    def _status(self, returncode: int) -> int:
+        """The command's exit status (mahimahi: from the wrapper's file; mm-link says 1)."""
+        if self._status_path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self._status_path.read_text().strip())
+        return _exit_status(returncode)
 
     def _queue_args(self) -> list[str]:
         args = []
@@ -346,7 +398,9 @@ class LinkedProcess:
         down: Path,
         up: Path,
         pass_fds: tuple[int, ...] = (),
+        fixed_epoch: bool = True,
     ) -> None:
+        """Start the helper; ``fixed_epoch=False`` lets it choose trace time 0 (it reports it)."""
         control_r, self._control_w = os.pipe()
         os.set_inheritable(self._control_w, False)
         self._stack.callback(self._stop_helper)
@@ -363,7 +417,7 @@ class LinkedProcess:
             f"--down={down}",
             f"--up={up}",
             f"--delay-ms={self.spec.delay_ms}",
-            f"--epoch={self.epoch!r}",
+            *([f"--epoch={self.epoch!r}"] if fixed_epoch else []),
             f"--stats={self._stats_path}",
             *extra,
         ]
@@ -442,11 +496,11 @@ class LinkedProcess:
     def poll(self) -> int | None:
         """The exit status if the command has ended, else None."""
         rc = self.process.poll()
-        return None if rc is None else _exit_status(rc)
+        return None if rc is None else self._status(rc)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command; its exit status. Raises ``subprocess.TimeoutExpired``."""
-        return _exit_status(self.process.wait(timeout))
+        return self._status(self.process.wait(timeout))
 
     def terminate(self) -> None:
         if self.process.poll() is None:
@@ -472,7 +526,9 @@ def start_behind_link(
     env: Mapping[str, str] | None = None,
     **popen: Any,
 ) -> LinkedProcess:
-    """Start ``argv`` behind the link; ``popen`` may hold cwd, stdin, stdout, stderr.
+    """Start ``argv`` behind the link; ``popen`` may hold cwd, stdin, stdout, stderr, and
+    ``writable``: directories the command writes into (created; as root, the mahimahi kind
+    hands them to the unprivileged user it runs the command as).
 
     ``env`` replaces the inherited environment (the link's variables are added to it).
     """

@@ -320,6 +320,7 @@ class _Runner:
                         stdin=subprocess.DEVNULL,
                         stdout=out_file,
                         stderr=subprocess.STDOUT,
+                        writable=[log_dir],
                     )
                 except StreambedError as exc:
                     return f"link: {exc}"

@@ -143,12 +143,14 @@ def _read_batch(fd: int, now_ms: float, sink: Callable[[bytes, float], None]) ->
 def run(args: argparse.Namespace) -> int:
     start_wall = time.monotonic()
     down = read_mahimahi(args.down)
+    # Trace time 0: the parent's, or (netns) now, when forwarding is about to start and the
+    # command is started right after the ready line (the parent exports the epoch we report).
+    epoch = time.monotonic() if args.epoch is None else args.epoch
     shaper = Shaper(
         down,
         down if args.up == args.down else read_mahimahi(args.up),
         args.delay_ms,
-        # The parent fixed the schedule's origin (it exports it to the command as the epoch).
-        args.epoch * 1000.0,
+        epoch * 1000.0,
         socket.inet_aton(args.host_addr),
         args.queue_packets,
         args.queue_bytes,
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     to_ns: list[bytes] = []
     clock = time.monotonic
     # The parent starts the command only now: packets sent before would wait in the TUN queue.
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "epoch": epoch}), flush=True)
     try:
         while True:
             due = shaper.next_event_ms()
@@ -243,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down", required=True, help="downlink Mahimahi trace")
     p.add_argument("--up", required=True, help="uplink Mahimahi trace")
     p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
-    p.add_argument("--epoch", type=float, required=True, help="time.monotonic() of trace start")
+    p.add_argument(
+        "--epoch", type=float, help="time.monotonic() of trace start (default: when ready)"
+    )
     p.add_argument("--queue-packets", type=int, help="drop-tail limit in packets")
     p.add_argument("--queue-bytes", type=int, help="drop-tail limit in bytes")
     p.add_argument("--stats", help="write counters as JSON here on exit")

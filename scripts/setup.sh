@@ -4,7 +4,9 @@
 # `streambed play --browser`; with --dev also chromium, in which the tests render the HTML
 # report and play dash.js) when they are missing, then a virtualenv in .venv with the pinned CPU
 # build of torch, then the dash.js player's npm packages in player/web/node_modules (npm ci,
-# pinned by player/web/package-lock.json). `--dev` adds the test and lint tools.
+# pinned by player/web/package-lock.json). `--dev` adds the test and lint tools, and (as root)
+# builds Mahimahi from ../shared/vendor/mahimahi-*.tar.gz when mm-link is missing and sets
+# net.ipv4.ip_forward=1, for tests/test_mahimahi.py.
 #
 # Without --dev, Node.js, npm and Chromium are optional (only `play --browser` needs them):
 # as root the missing nodejs/npm are installed, otherwise they are reported and skipped.
@@ -40,7 +42,17 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
+# The venv's interpreter: Debian's /usr/bin/python3 when it is the same version as python3 and
+# has venv (a pyenv interpreter under a mode-700 /root cannot be executed by the unprivileged
+# user the mahimahi link runs its command as).
+py=python3
+if [[ -x /usr/bin/python3 && $(command -v python3) != /usr/bin/python3 ]] &&
+    [[ $(/usr/bin/python3 -c 'import sys; print(sys.version_info[:2])' 2>/dev/null) == \
+        $(python3 -c 'import sys; print(sys.version_info[:2])') ]] &&
+    /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    py=/usr/bin/python3
+fi
+[[ -x .venv/bin/python ]] || "$py" -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${extra}"
 
 # The dash.js player (player/web): dashjs and playwright-core, exactly as the lockfile pins them,
@@ -55,6 +67,31 @@ if [[ ! -f $web/node_modules/dashjs/package.json || ! -f $web/node_modules/playw
     else
         echo "setup: npm is missing: skipped the dash.js player's packages ($web/node_modules);" \
             "'streambed play --browser' needs them (install nodejs and npm, then run this again)" >&2
+    fi
+fi
+# Mahimahi (the mahimahi link; tests/test_mahimahi.py runs the real mm-link): built from the
+# vendored source tarball when mm-link is missing, plus the IP forwarding it needs.
+if [[ -n "$extra" ]]; then
+    if ! command -v mm-link >/dev/null; then
+        tarball=$(ls ../shared/vendor/mahimahi-*.tar.gz ../../shared/vendor/mahimahi-*.tar.gz \
+            2>/dev/null | head -n1 || true)
+        if [[ -z "$tarball" ]]; then
+            echo "setup: mm-link is missing and no ../shared/vendor/mahimahi-*.tar.gz found:" \
+                "tests/test_mahimahi.py will fail (run scripts/install-mahimahi.sh [SOURCE] as" \
+                "root, or apt-get install mahimahi on Ubuntu)" >&2
+        elif [[ $(id -u) -ne 0 ]]; then
+            echo "setup: mm-link is missing: run scripts/install-mahimahi.sh $tarball as root" >&2
+        else
+            echo "setup: building Mahimahi from $tarball (about 5 minutes)" >&2
+            scripts/install-mahimahi.sh "$tarball"
+        fi
+    fi
+    if [[ $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null) != 1 ]]; then
+        if [[ $(id -u) -eq 0 ]]; then
+            sysctl -q -w net.ipv4.ip_forward=1
+        else
+            echo "setup: the mahimahi link needs net.ipv4.ip_forward=1 (sysctl, as root)" >&2
+        fi
     fi
 fi
 if [[ -z "$extra" ]] && ! command -v chromium >/dev/null; then

@@ -27,7 +27,7 @@ import pytest
 
 from streambed.cli import main as cli_main
 from streambed.core.errors import ConfigError
-from streambed.emulation import analytic, netns
+from streambed.emulation import analytic, mahimahi, netns
 from streambed.emulation.link import (
     LinkSpec,
     address_of,
@@ -200,6 +200,7 @@ def test_mahimahi_command_line() -> None:
     assert argv[:6] == ["mm-delay", "40", "mm-link", "up.mm", "down.mm", "--"]
     assert argv[-2:] == ["python", "player.py"]
     assert argv[6:8] == ["sh", "-c"] and "MAHIMAHI_BASE" in argv[8]
+    assert argv[9:11] == ["streambed-link", "/dev/null"]  # the status file (none given)
     queued = mahimahi_argv(["true"], "d", "u", 0, queue_packets=50)
     assert queued[:9] == [
         "mm-delay",
@@ -306,12 +307,19 @@ def test_mahimahi_kind_runs_the_mm_shells(tmp_path: Path, monkeypatch: Any) -> N
     log = tmp_path / "mm.log"
     fake_mahimahi(tmp_path / "bin", log)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin")
-    if os.geteuid() == 0:
-        # Mahimahi refuses root: auto must pass it over for a kind that runs here.
-        with pytest.raises(ConfigError, match="cannot run as root"):
-            resolve_kind("mahimahi")
+    forward = tmp_path / "ip_forward"
+    forward.write_text("0\n")
+    monkeypatch.setattr("streambed.emulation.mahimahi.IP_FORWARD", forward)
+    with pytest.raises(ConfigError, match="net.ipv4.ip_forward=1"):
+        resolve_kind("mahimahi")
+    forward.write_text("1\n")
+    if os.getuid() == 0:
+        # As root, auto passes Mahimahi over (netns runs here); tests/test_mahimahi.py runs
+        # the real one as an unprivileged user.
+        with pytest.raises(ConfigError, match="not chosen automatically as root"):
+            mahimahi.require_mahimahi(allow_root=False)
         assert resolve_kind("auto") == "netns"
-        monkeypatch.setattr("streambed.emulation.mahimahi.os.geteuid", lambda: 1000)
+        monkeypatch.setattr("streambed.emulation.mahimahi.run_as_root", lambda: False)
     assert resolve_kind("auto") == "mahimahi"
     pensieve = tmp_path / "trace.txt"
     pensieve.write_text("0 6\n1 6\n2 6\n")

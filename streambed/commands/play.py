@@ -221,7 +221,9 @@ def _run_behind_link(args: argparse.Namespace) -> int:
         ports=tuple(sorted(set(ports))),
     )
     log.info("playing behind a %s link replaying %s", args.link, args.trace)
-    return run_behind_link(spec, play_argv(config))
+    # As root, a mahimahi link runs the player as an unprivileged user: it writes the log there.
+    argv = play_argv(config)  # needs a log_dir
+    return run_behind_link(spec, argv, writable=[config.log_dir] if config.log_dir else [])
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
