@@ -42,17 +42,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The venv's interpreter: Debian's /usr/bin/python3 when it is the same version as python3 and
-# has venv (a pyenv interpreter under a mode-700 /root cannot be executed by the unprivileged
-# user the mahimahi link runs its command as).
-py=python3
-if [[ -x /usr/bin/python3 && $(command -v python3) != /usr/bin/python3 ]] &&
-    [[ $(/usr/bin/python3 -c 'import sys; print(sys.version_info[:2])' 2>/dev/null) == \
-        $(python3 -c 'import sys; print(sys.version_info[:2])') ]] &&
-    /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    py=/usr/bin/python3
-fi
-[[ -x .venv/bin/python ]] || "$py" -m venv .venv
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${extra}"
 
 # The dash.js player (player/web): dashjs and playwright-core, exactly as the lockfile pins them,
