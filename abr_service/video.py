@@ -286,3 +286,9 @@ def generate_video(
     sizes *= (rates * 1000 / 8 * chunk_s / sizes[:, :num_chunks].mean(axis=1))[:, None]
     sizes = np.maximum.accumulate(np.round(sizes), axis=0).astype(np.int64)
     return Video(name, tuple(int(b) for b in bitrates_kbps), chunk_s, sizes, num_chunks)
+
+
+def default_video(seed: int = 0) -> Video:
+    """The embedded default video: 48 chunks of 4 s on Pensieve's 6-level ladder, variable
+    bitrate, generated here (no data, no network)."""
+    return generate_video(seed=seed)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streambed.abr_service.video import load_video
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video, load_video
 from streambed.traces import load_traceset
+from streambed.traces.synth import default_traces
 from streambed.trainer.batched import BatchedSimulator
 from streambed.trainer.simulator import Simulator
 

@@ -7,11 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+from streambed.abr_service.video import default_video
 from streambed.cli import main
-from streambed.defaults import default_traces, default_video
 from streambed.reports.sessionlog import write_jsonl
 from streambed.reports.summary import session_metrics, write_report
 from streambed.traces import save_pensieve
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 
 EVAL_ALGORITHMS = ("bba", "robustmpc", "optimal")

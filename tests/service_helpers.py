@@ -15,9 +15,8 @@ from streambed.abr_service.app.settings import Settings
 from streambed.abr_service.architectures import PensievePPOActor
 from streambed.abr_service.checkpoint import CHECKPOINT_FORMAT
 from streambed.abr_service.observation import OBS_VERSION
-from streambed.abr_service.video import Video
+from streambed.abr_service.video import Video, default_video
 from streambed.core.servers import serve_in_thread
-from streambed.defaults import default_video
 from streambed.reports.sessionlog import ChunkRecord
 
 TOKEN = "s3cret-token"

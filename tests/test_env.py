@@ -10,7 +10,8 @@ import numpy as np
 from gymnasium.utils.env_checker import check_env
 
 from streambed.abr_service.algorithms.buffer_based import bba_level
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video
+from streambed.traces.synth import default_traces
 from streambed.trainer.env import ABREnv
 from streambed.trainer.evaluate import evaluate
 

@@ -21,7 +21,7 @@ ENVIVIO = SHARED / "data" / "video" / "envivio"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALGOS = ("bba", "robustmpc", "optimal")
-TRACE_COUNT = 24  # streambed.defaults.DEFAULT_TRACE_COUNT
+TRACE_COUNT = 24  # streambed.traces.synth.DEFAULT_TRACE_COUNT
 CHUNKS = 48
 
 
@@ -315,7 +315,8 @@ def test_optimal_plans_move_the_bar_as_they_finish(monkeypatch: pytest.MonkeyPat
     # rather than all of them at once at the end.
     import streambed.trainer.evaluate as evaluate_module
     from streambed.abr_service.qoe import make_qoe
-    from streambed.defaults import default_traces, default_video
+    from streambed.abr_service.video import default_video
+    from streambed.traces.synth import default_traces
     from streambed.trainer.simulator import SimConfig
 
     traces, video = default_traces()[:3], default_video()

@@ -19,11 +19,10 @@ from service_helpers import TOKEN
 from streambed.abr_service.app.decision_log import DecisionLog
 from streambed.abr_service.app.main import create_app
 from streambed.abr_service.app.settings import Settings
-from streambed.abr_service.video import generate_video
+from streambed.abr_service.video import default_video, generate_video
 from streambed.cli import build_parser
 from streambed.commands.serve import settings_from_args
 from streambed.core.servers import serve_in_thread
-from streambed.defaults import default_video
 from streambed.server.app import create_app as create_origin
 from streambed.server.build import build_synthetic
 

@@ -1,4 +1,9 @@
-"""ruff and mypy are part of the test run."""
+"""ruff, ruff format, mypy and import-linter are part of the test run (``scripts/lint.py``).
+
+import-linter holds the floors of the house (pyproject's ``[tool.importlinter]``): a layers
+contract (each floor imports only the floors below it) and an acyclic-siblings contract (no two
+sibling packages or modules import each other, at any depth).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
-def run(*cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def test_ruff_check() -> None:
-    result = run(str(BIN / "ruff"), "check", ".")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_ruff_format() -> None:
-    result = run(str(BIN / "ruff"), "format", "--check", ".")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_mypy() -> None:
-    result = run(str(BIN / "mypy"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    result = run(str(BIN / "mypy"), "benchmarks")
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.parametrize("step", ["ruff", "format", "mypy", "imports"])
+def test_lint(step: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lint.py"), step],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]

@@ -86,7 +86,7 @@ def test_shipped_model_matches_its_recorded_figure() -> None:
     """models/ppo-norway.pt scores on norway-test what models/README.md records."""
     from streambed.abr_service.checkpoint import weights_sha256
     from streambed.abr_service.policies import load_policy
-    from streambed.defaults import SHIPPED_MODEL
+    from streambed.models import SHIPPED_MODEL
 
     recorded = SHIPPED_MODEL.parent / "README.md"
     line = next(

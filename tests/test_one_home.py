@@ -10,13 +10,13 @@ import pytest
 
 from streambed.abr_service.app.settings import Settings
 from streambed.abr_service.qoe import QOE_WINDOW_START, make_qoe, qoe_window
-from streambed.abr_service.video import FIRST_QUALITY
+from streambed.abr_service.video import FIRST_QUALITY, default_video
 from streambed.cli import build_parser
 from streambed.core.linkkinds import CHOICES, KINDS
-from streambed.defaults import default_traces, default_video
 from streambed.player.session import PlayerConfig
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 from streambed.trainer.simulator import SimConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video
 from streambed.reports.html import write_html_report
 from streambed.reports.load import load_report_dir
 from streambed.reports.rundir import (
@@ -28,6 +28,7 @@ from streambed.reports.rundir import (
     SUMMARY_JSON,
     RunDir,
 )
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

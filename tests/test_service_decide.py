@@ -12,7 +12,8 @@ import pytest
 from service_helpers import auth, checkpoint_bytes, replay_body, running_service
 
 from streambed.abr_service.algorithms import CLASSIC
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 
 VIDEO = default_video()

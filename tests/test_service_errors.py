@@ -25,7 +25,7 @@ from streambed.abr_service.app.legacy import PensieveAdapter
 from streambed.abr_service.app.main import ERROR_STATUS, create_app, error_response
 from streambed.abr_service.app.models_store import ModelStore
 from streambed.abr_service.app.schemas import LegacyRequest
-from streambed.defaults import default_video
+from streambed.abr_service.video import default_video
 
 CHANGES = [("put", "/models/{name}"), ("post", "/models/{name}/activate")]
 CHANGES.append(("post", "/models/{name}/rollback"))

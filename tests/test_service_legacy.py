@@ -10,7 +10,8 @@ import httpx
 import pytest
 from service_helpers import replay_body, running_service
 
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 
 VIDEO = default_video()

@@ -15,9 +15,9 @@ from service_helpers import TOKEN, auth, checkpoint_bytes, running_service
 
 from streambed.abr_service.app.main import create_app
 from streambed.abr_service.app.settings import Settings
+from streambed.abr_service.video import default_video
 from streambed.core.errors import ConfigError
 from streambed.core.servers import serve_in_thread
-from streambed.defaults import default_video
 
 
 def no_leftovers(models: Path) -> bool:

@@ -23,7 +23,7 @@ from schemathesis.checks import not_a_server_error
 from service_helpers import TOKEN, checkpoint_bytes, running_service
 
 from streambed.abr_service.app.main import create_app
-from streambed.defaults import default_video
+from streambed.abr_service.video import default_video
 
 # (method, path, mode): negative data only where there is an input to get wrong
 OPERATIONS = [

@@ -16,9 +16,9 @@ from service_helpers import running_service
 
 from streambed.abr_service.policies import load_policy
 from streambed.abr_service.qoe import make_qoe
+from streambed.abr_service.video import default_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError
-from streambed.defaults import default_video
 from streambed.traces import SynthParams, generate_trace, save_pensieve
 from streambed.trainer.a3c import A3C, A3CArgs
 from streambed.trainer.averaging import averaged_weights, snapshot_paths

@@ -17,6 +17,7 @@ from streambed.traces.formats import (
 from streambed.traces.synth import (
     SynthParams,
     constant_trace,
+    default_traces,
     generate_set,
     generate_trace,
     step_trace,
@@ -30,6 +31,7 @@ __all__ = [
     "Trace",
     "TraceSetSummary",
     "constant_trace",
+    "default_traces",
     "detect_format",
     "generate_set",
     "generate_trace",

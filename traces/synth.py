@@ -156,3 +156,18 @@ def step_trace(levels_mbps: Sequence[float], step_s: float, name: str) -> Trace:
     levels = np.asarray(levels_mbps, dtype=np.float64)
     times = np.arange(len(levels) + 1, dtype=np.float64) * step_s
     return Trace(name=name, times_s=times, mbps=np.concatenate((levels[:1], levels)))
+
+
+DEFAULT_TRACE_COUNT = 24
+"""Traces in the embedded default set (``streambed eval`` and the demo without ``--traces``)."""
+DEFAULT_SEED = 0
+DEFAULT_TRACE_PARAMS = SynthParams(duration_s=320.0, outage_prob=0.003)
+
+
+def default_traces(count: int = DEFAULT_TRACE_COUNT, seed: int = DEFAULT_SEED) -> list[Trace]:
+    """The embedded default trace set: Markov-modulated synthetic traces (0.5 to 6 Mbit/s
+    states, rare short outages), generated here (no data, no network)."""
+    return [
+        generate_trace(DEFAULT_TRACE_PARAMS, seed=seed * 1000 + i, name=f"synth_{i:03d}")
+        for i in range(count)
+    ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from streambed.abr_service.video import Video, load_video
+from streambed.abr_service.video import Video, default_video, load_video
 from streambed.core.errors import ConfigError
-from streambed.defaults import default_traces, default_video
 from streambed.traces import Trace, load_traceset
+from streambed.traces.synth import default_traces
 from streambed.trainer.args import CommonArgs
 
 

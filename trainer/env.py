@@ -58,9 +58,9 @@ from streambed.abr_service.observation import (
     observe_one,
 )
 from streambed.abr_service.qoe import make_qoe
-from streambed.abr_service.video import Video, load_video
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import Video, default_video, load_video
 from streambed.traces import Trace, load_traceset
+from streambed.traces.synth import default_traces
 from streambed.trainer.simulator import ChunkResult, SimConfig, Simulator
 
 OBS_HIGH = PENSIEVE.high

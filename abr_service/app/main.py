@@ -165,7 +165,7 @@ async def _too_large(send: Send, limit: int) -> None:
 
 def load_videos(paths: list[Path]) -> list[Video]:
     if not paths:
-        from streambed.defaults import default_video
+        from streambed.abr_service.video import default_video
 
         return [default_video()]
     videos = [load_video(p) for p in paths]

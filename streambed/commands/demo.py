@@ -22,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streambed.abr_service.video import default_video
 from streambed.core.errors import ConfigError
 from streambed.core.linkkinds import AUTO
 from streambed.core.linkkinds import CHOICES as LINK_CHOICES
-from streambed.defaults import DEFAULT_TRACE_COUNT, SHIPPED_MODEL, default_traces, default_video
+from streambed.models import SHIPPED_MODEL
 from streambed.traces import Trace, save_pensieve
+from streambed.traces.synth import DEFAULT_TRACE_COUNT, default_traces
 
 log = logging.getLogger(__name__)
 

@@ -60,9 +60,9 @@ def register(subparsers: Any) -> None:
 
 
 def load_inputs(traces_dir: Path | None, video_path: Path | None) -> tuple[list[Trace], Video]:
-    from streambed.abr_service.video import load_video
-    from streambed.defaults import default_traces, default_video
+    from streambed.abr_service.video import default_video, load_video
     from streambed.traces import load_traceset
+    from streambed.traces.synth import default_traces
 
     if traces_dir is None:
         traces = default_traces()

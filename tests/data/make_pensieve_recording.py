@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from streambed.defaults import default_traces, default_video
+from streambed.abr_service.video import default_video
+from streambed.traces.synth import default_traces
 from streambed.trainer.evaluate import evaluate
 
 EPOCH_MS = 1_795_262_400_000.0  # 2026-11-21 00:00 UTC
