@@ -35,9 +35,11 @@ apply: dash.js's own retries (3) and segment timeout (20 s) do.
 
 Statuses as the headless player: ``done`` 0; ``failed`` 3 (the page gave up: MPD, segments,
 decoding); ``error`` 1 (the browser could not start, crashed or the session timed out);
-``interrupted`` 130/143 (files written, the exception re-raised). Missing Node.js,
-``player/web/node_modules`` or Chromium is a :class:`streambed.core.errors.ConfigError` naming
-``scripts/setup.sh``.
+``interrupted`` 130/143 (files written, the exception re-raised). Missing Node.js, the npm
+packages or Chromium is a :class:`streambed.core.errors.ConfigError` naming ``scripts/setup.sh``
+and ``streambed play --install-browser``. The page, the rule and the driver are run from the
+folder :func:`streambed.server.web.resolve_web_dir` picks, as the origin's page is served from
+it: ``player/web`` in a checkout, else the copy ``--install-browser`` made.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -84,14 +85,20 @@ from streambed.player.decisions import json_params
 from streambed.reports.rundir import BROWSER_EVENTS_JSONL
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
+from streambed.server.web import (
+    INSTALL_COMMAND,
+    NODE_PACKAGES,
+    PACKAGE_WEB_DIR,
+    resolve_web_dir,
+)
 
 log = logging.getLogger(__name__)
 
 PLAYER = "dashjs"
-WEB_DIR = Path(str(files("streambed.player") / "web"))
-"""The page, the rule and the driver (``player/web``); ``npm ci`` installs node_modules there."""
+WEB_DIR = PACKAGE_WEB_DIR
+"""The shipped page, rule and driver (``player/web``); in a checkout ``npm ci`` installs
+node_modules there (:func:`streambed.server.web.resolve_web_dir` says which folder is used)."""
 DRIVER = "drive.mjs"
-NODE_PACKAGES = ("dashjs", "playwright-core")
 SETUP = "scripts/setup.sh"
 PAGE_PATH = "/player.html"
 EVENTS_JSONL = BROWSER_EVENTS_JSONL
@@ -130,17 +137,24 @@ def find_chromium(chromium: str | None = None) -> str | None:
 
 
 def missing_requirements(
-    node: str = "node", chromium: str | None = None, web_dir: Path = WEB_DIR
+    node: str = "node", chromium: str | None = None, web_dir: Path | None = None
 ) -> list[str]:
-    """What ``play_browser`` lacks here, each with where it was looked for (empty: nothing)."""
+    """What ``play_browser`` lacks here, each with where it was looked for (empty: nothing);
+    ``web_dir`` default: the folder ``resolve_web_dir`` picks."""
     missing = []
     if shutil.which(node) is None:
         missing.append(f"Node.js ({node!r} is not on PATH)")
-    if not (web_dir / DRIVER).is_file():
-        missing.append(f"the driver {web_dir / DRIVER}")
-    for package in NODE_PACKAGES:
-        if not (web_dir / "node_modules" / package / "package.json").is_file():
-            missing.append(f"the npm package {package} in {web_dir / 'node_modules'}")
+    if web_dir is None:
+        try:
+            web_dir = resolve_web_dir()
+        except ConfigError as exc:
+            missing.append(str(exc))
+    if web_dir is not None:
+        if not (web_dir / DRIVER).is_file():
+            missing.append(f"the driver {web_dir / DRIVER}")
+        for package in NODE_PACKAGES:
+            if not (web_dir / "node_modules" / package / "package.json").is_file():
+                missing.append(f"the npm package {package} in {web_dir / 'node_modules'}")
     if find_chromium(chromium) is None:
         missing.append(f"Chromium ({chromium or DEFAULT_CHROMIUM})")
     return missing
@@ -151,9 +165,11 @@ def require_browser(node: str = "node", chromium: str | None = None) -> tuple[st
     missing = missing_requirements(node, chromium)
     if missing:
         raise ConfigError(
-            f"streambed play --browser needs {'; '.join(missing)}: run {SETUP} (as root it "
-            f"installs Node.js and npm, then the npm packages with npm ci in player/web; "
-            f"{SETUP} --dev, or apt-get install chromium, adds Chromium)"
+            f"streambed play --browser needs {'; '.join(missing)}: in a checkout run {SETUP} "
+            f"(as root it installs Node.js and npm, then the npm packages with npm ci in "
+            f"player/web; {SETUP} --dev, or apt-get install chromium, adds Chromium); from an "
+            f"installed package run {INSTALL_COMMAND} (it needs Node.js and npm) and install "
+            f"Chromium"
         )
     found_node = shutil.which(node)
     found_chromium = find_chromium(chromium)
@@ -205,9 +221,13 @@ def driver_command(
     hosts: Iterable[str],
     timeout_s: float = DEFAULT_TIMEOUT_S,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
+    web_dir: Path | None = None,
 ) -> list[str]:
-    """``node drive.mjs ...`` for one page: events to ``out``, only ``hosts`` reachable."""
-    cmd = [node, str(WEB_DIR / DRIVER), "--url", url, "--out", str(out)]
+    """``node drive.mjs ...`` for one page: events to ``out``, only ``hosts`` reachable; the
+    driver from ``web_dir`` (default: the folder ``resolve_web_dir`` picks), whose node_modules
+    Node.js resolves its imports from."""
+    web = resolve_web_dir() if web_dir is None else web_dir
+    cmd = [node, str(web / DRIVER), "--url", url, "--out", str(out)]
     cmd += ["--timeout-s", f"{timeout_s:g}", "--idle-timeout-s", f"{idle_timeout_s:g}"]
     cmd += ["--chromium", chromium]
     for host in sorted(set(hosts)):

@@ -20,19 +20,20 @@ What a client can rely on:
   outside the root are 404. Errors are JSON ``{"detail": "..."}``.
 * ``GET /healthz``: ``{"status": "ok"}``.
 * The dash.js player page (``streambed play --browser``): ``GET /player.html`` and its scripts
-  ``GET /_streambed/<name>`` for a fixed list of names (:data:`PLAYER_FILES`), read from
-  ``player/web`` and dash.js's build in ``player/web/node_modules``, never from the content
-  root and never from a path taken from the request. They shadow content files of those names.
-  The page and its decision worker are sent cross-origin isolated (COOP ``same-origin``, COEP
-  ``require-corp``) so that the page may use SharedArrayBuffer. Without ``node_modules`` (no
-  ``npm ci``), ``/player.html`` and dash.js answer 503 naming ``scripts/setup.sh``.
+  ``GET /_streambed/<name>`` for a fixed list of names (:data:`PLAYER_FILES`), read from the
+  web folder (:func:`streambed.server.web.resolve_web_dir`, chosen when the app is made:
+  ``player/web`` in a checkout, else the copy ``streambed play --install-browser`` made) and
+  dash.js's build in its ``node_modules``, never from the content root and never from a path
+  taken from the request. They shadow content files of those names. The page and its decision
+  worker are sent cross-origin isolated (COOP ``same-origin``, COEP ``require-corp``) so that
+  the page may use SharedArrayBuffer. Without dash.js installed, ``/player.html`` and dash.js
+  answer 503 naming ``streambed play --install-browser`` (the origin then needs a restart).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from importlib.resources import files
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -42,6 +43,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streambed.core.errors import ConfigError
+from streambed.server.web import INSTALL_COMMAND, PACKAGE_WEB_DIR, find_web_dir
 
 MEDIA_TYPES: dict[str, str] = {
     ".mpd": "application/dash+xml",
@@ -58,8 +60,9 @@ MAX_RANGES = 32
 """Most ranges in one Range header; a longer list is ignored (RFC 9110 allows it)."""
 _BIG = 10**18  # any position past every file: longer digit strings read as this
 
-WEB_DIR = Path(str(files("streambed.player") / "web"))
-"""The dash.js player's files (``player/web``)."""
+WEB_DIR = PACKAGE_WEB_DIR
+"""The dash.js player's shipped files (``player/web``); see :mod:`streambed.server.web` for the
+folder actually served."""
 PLAYER_PAGE = "player.html"
 PLAYER_ASSETS = "/_streambed"
 DASHJS_FILE = "node_modules/dashjs/dist/modern/umd/dash.all.min.js"
@@ -78,8 +81,9 @@ ISOLATED = {
 }
 _ISOLATED_FILES = {PLAYER_PAGE, "streambed-decide-worker.js"}
 SETUP_HINT = (
-    "the dash.js player is not installed ({missing} is missing): run scripts/setup.sh "
-    "(it runs npm ci --prefix player/web)"
+    "the dash.js player is not installed ({missing} is missing): run "
+    + INSTALL_COMMAND
+    + " and restart the origin (in a checkout: scripts/setup.sh)"
 )
 
 
@@ -235,11 +239,14 @@ def _player_file(web: Path, name: str, relative: str, media_type: str) -> Respon
 
 def create_app(content_dir: Path, web_dir: Path | None = None) -> Starlette:
     """An ASGI app serving the files under ``content_dir`` (see the module docstring), and the
-    dash.js player's page from ``web_dir`` (default :data:`WEB_DIR`)."""
+    dash.js player's page from ``web_dir`` (default: the folder
+    :func:`streambed.server.web.find_web_dir` finds, else :data:`WEB_DIR`, whose page is 503)."""
     root = Path(content_dir).resolve()
     if not root.is_dir():
         raise ConfigError(f"--content {content_dir}: not a directory")
-    web = Path(web_dir if web_dir is not None else WEB_DIR).resolve()
+    if web_dir is None:
+        web_dir = find_web_dir() or WEB_DIR  # no player installed: the origin serves content
+    web = Path(web_dir).resolve()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -17,6 +17,9 @@ re-points the URLs at the host as seen through the link (``$STREAMBED_HOST`` and
 0.0.0.0 for the netns and mahimahi kinds).
 :func:`streambed.player.argv.play_argv` gives that command line for any ``PlayerConfig`` (for an
 orchestrator that starts many sessions behind links itself).
+
+``--install-browser`` (alone, like ``--help``) installs what ``--browser`` needs outside a
+checkout: :func:`streambed.server.web.install_web`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,37 @@ if TYPE_CHECKING:
     from streambed.player.session import PlayerConfig
 
 log = logging.getLogger(__name__)
+
+
+class InstallBrowser(argparse.Action):
+    """``--install-browser``: install the player's npm packages, say where, and exit (the
+    other options are not needed, as with ``--help``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from streambed.core.errors import StreambedError
+        from streambed.server.web import WEB_DIR_ENV, install_web, installed_web_dir
+
+        target = installed_web_dir()
+        print(f"streambed play: installing the dash.js player in {target} (npm ci)", flush=True)
+        try:
+            install_web(target)
+        except StreambedError as exc:
+            parser.exit(2, f"streambed play: error: {exc}\n")
+        print(
+            f"streambed play: the dash.js player is installed in {target}: play --browser and "
+            f"origin use it (with ${WEB_DIR_ENV}={target} if you set it); Chromium is the "
+            "system's (apt-get install chromium, or $STREAMBED_CHROMIUM)"
+        )
+        parser.exit(0)
 
 
 def register(subparsers: Any) -> None:
@@ -143,7 +177,17 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="play with dash.js in headless Chromium (the origin's /player.html, Streambed's "
         "remote ABR rule) instead of the headless player; same logs, with the rendered level "
-        "and dropped frames per chunk (needs scripts/setup.sh: Node.js, npm ci, chromium)",
+        "and dropped frames per chunk (needs Node.js, Chromium and the npm packages: "
+        "scripts/setup.sh in a checkout, else --install-browser)",
+    )
+    p.add_argument(
+        "--install-browser",
+        action=InstallBrowser,
+        help="install what --browser needs outside a checkout, then exit: copy the player's "
+        "page, rule and driver to $STREAMBED_WEB_DIR (default ~/.cache/streambed/web-VERSION) "
+        "and npm ci its pinned dash.js and playwright-core there (needs Node.js and npm; no "
+        "browser is downloaded: the system's Chromium is driven); the origin and play "
+        "--browser find it there",
     )
     link = p.add_argument_group("emulated link (needs the emulation package)")
     link.add_argument(
