@@ -191,7 +191,9 @@ def test_the_web_folder_is_the_installed_copy_of_these_very_files(
     with pytest.raises(ConfigError, match=r"needs npm \('no-such-npm'"):
         web.install_web(target, npm="no-such-npm")
     # The default folder is per version, under the user's cache.
-    assert web.installed_web_dir({"XDG_CACHE_HOME": "/c"}) == Path(f"/c/streambed/web-{__version__}")
+    assert web.installed_web_dir({"XDG_CACHE_HOME": "/c"}) == Path(
+        f"/c/streambed/web-{__version__}"
+    )
 
 
 @contextmanager
@@ -218,9 +220,7 @@ def test_installed_wheel_plays_in_the_browser_after_install_browser(
     fresh: Path, tmp_path: Path
 ) -> None:
     streambed = fresh / "bin" / "streambed"
-    env = clean_env(
-        STREAMBED_WEB_DIR=str(tmp_path / "web"), npm_config_prefer_offline="true"
-    )
+    env = clean_env(STREAMBED_WEB_DIR=str(tmp_path / "web"), npm_config_prefer_offline="true")
     play = [streambed, "play", "--browser", "--algorithm", "bba", "--session-id", "wheel-1"]
     # Before the install: one line naming the command that fixes it.
     before = run(
