@@ -129,7 +129,7 @@ def _check_user_access(name: str, program: str, python: str) -> None:
             )
     if not is_python:
         return
-    code = "import streambed.emulation.link, streambed.player.cli"
+    code = "import streambed.emulation.link, streambed.commands.play"
     result = subprocess.run(
         [*user_argv(user), python, "-c", code],
         capture_output=True,
