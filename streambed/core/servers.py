@@ -75,6 +75,14 @@ class _ReadDeadline:
     _phase = "idle"  # idle (or the app runs), head, body
     _head_bytes = 0
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm("head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _arm(self, phase: str) -> None:
         self._disarm()
         self._phase = phase
@@ -115,14 +123,6 @@ class _ReadDeadline:
 
 
 class GuardedH11Protocol(_ReadDeadline, H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm("head")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         self._before_data(len(data))
         super().data_received(data)
@@ -151,14 +151,6 @@ def _httptools_protocol() -> type | None:
         return None
 
     class GuardedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm("head")
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         def data_received(self, data: bytes) -> None:
             self._before_data(len(data))
             super().data_received(data)
