@@ -361,11 +361,18 @@ def run_params(
 
 
 def build_algorithm(
-    name: str, cls: type[ABRAlgorithm], video: Video, params: dict[str, Any] | None = None
+    name: str,
+    cls: type[ABRAlgorithm],
+    video: Video,
+    params: dict[str, Any] | None = None,
+    *,
+    from_text: bool = True,
 ) -> ABRAlgorithm:
     """An instance of ``cls`` for one session, its parameters parsed from ``params``, carrying
-    the name ``name`` (also for classes that are not registered, e.g. in tests)."""
-    parsed = parse_params(cls.Params, params, owner=name)
+    the name ``name`` (also for classes that are not registered, e.g. in tests).
+    ``from_text``: as :func:`~streambed.abr_service.algorithms.base.parse_params`'s (False for
+    JSON values, which must already have their type)."""
+    parsed = parse_params(cls.Params, params, from_text=from_text, owner=name)
     try:
         algo = cls(video, parsed)
     except StreambedError:  # already names what is wrong (a bad checkpoint: ModelError)
@@ -379,7 +386,9 @@ def build_algorithm(
     return algo
 
 
-def make_algorithm(name: str, video: Video, params: dict[str, Any] | None = None) -> ABRAlgorithm:
+def make_algorithm(
+    name: str, video: Video, params: dict[str, Any] | None = None, *, from_text: bool = True
+) -> ABRAlgorithm:
     """A fresh instance of algorithm ``name`` (built-in or plug-in) for one session of
-    ``video``; ``ConfigError`` for an unknown name or a bad parameter."""
-    return build_algorithm(name, algorithm_info(name).cls, video, params)
+    ``video``; ``ConfigError`` for an unknown name or a bad parameter (``ParamError``)."""
+    return build_algorithm(name, algorithm_info(name).cls, video, params, from_text=from_text)

@@ -33,7 +33,6 @@ from streambed.abr_service.algorithms import (
     ABRAlgorithm,
     ChunkFeedback,
     PlayerState,
-    algorithm_info,
     available_algorithms,
     make_algorithm,
     parse_params,
@@ -156,10 +155,11 @@ class DecisionEngine:
                 )
             self._check_ladder(name, active, video)
             return LearnedPolicy(video, learned, policy=active.policy)
-        if name in rule_names():  # built-in or plug-in
-            self._params(algorithm_info(name).cls.Params, params, name)
+        if name in rule_names():  # built-in or plug-in; parameters checked once, while built
             try:
-                return make_algorithm(name, video, params)
+                return make_algorithm(name, video, params, from_text=False)
+            except ParamError as exc:
+                raise field_error(("params", exc.param), str(exc)) from None
             except ConfigError as exc:
                 raise field_error(("params",), str(exc)) from None
         if name in available_algorithms():  # a learned one without a model
