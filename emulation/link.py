@@ -26,8 +26,11 @@ The command finds the host in its environment:
   host's port ``P`` (itself for mahimahi and netns; the relay's port for proxy). ``address_of``
   reads both, so a command written against them works behind every kind;
 * ``STREAMBED_LINK_KIND``; ``STREAMBED_LINK_EPOCH``: ``time.monotonic()`` of the trace's time 0
-  (netns and proxy; the trace position of an event is ``time.monotonic() - epoch``, modulo the
-  period).
+  when it is known as the command starts (netns and proxy with ``trace_start="ready"``; the
+  trace position of an event is ``time.monotonic() - epoch``, modulo the period);
+  ``STREAMBED_LINK_EPOCH_FILE`` (netns and proxy): a JSON file ``{"epoch": ...}`` written when
+  trace time 0 happens, which with the default ``trace_start="first-packet"`` is the command's
+  first packet (netns) or connection (proxy): the session's first request.
 
 ``start_behind_link`` returns a ``LinkedProcess`` (non-blocking: many sessions run from one
 thread); ``run_behind_link`` waits and returns the command's exit status (128 + N when killed
@@ -55,7 +58,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from streambed.core.errors import ConfigError, LinkError, StreambedError
-from streambed.core.linkkinds import AUTO, CHOICES, KINDS
+from streambed.core.linkkinds import AUTO, CHOICES, FIRST_PACKET, KINDS, READY, TRACE_STARTS
 from streambed.emulation import mahimahi, netns
 from streambed.traces.formats import (
     detect_format,
@@ -90,6 +93,11 @@ class LinkSpec:
     queue_bytes: int | None = None
     kind: str = AUTO
     ports: tuple[int, ...] = ()
+    trace_start: str = READY
+    """Trace time 0: ``ready``, when the link comes up (as mm-link), or ``first-packet``: the
+    command's first packet (netns) or connection (proxy), i.e. a session's first request, so
+    that every player and every repeat sees the same window (what ``play`` and ``emulate``
+    use). mahimahi: always when mm-link starts."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "downlink", Path(self.downlink))
@@ -98,6 +106,10 @@ class LinkSpec:
         object.__setattr__(self, "ports", tuple(int(p) for p in self.ports))
         if self.kind not in CHOICES:
             raise ConfigError(f"link kind {self.kind!r}: expected auto, {', '.join(KINDS)}")
+        if self.trace_start not in TRACE_STARTS:
+            raise ConfigError(
+                f"trace start {self.trace_start!r}: expected one of {', '.join(TRACE_STARTS)}"
+            )
         if not (self.delay_ms >= 0 and self.delay_ms < 1e7):
             raise ConfigError(f"delay_ms={self.delay_ms}: must be a number >= 0")
         for name in ("queue_packets", "queue_bytes"):
@@ -241,8 +253,9 @@ class LinkedProcess:
     Attributes: ``kind``, ``host`` (``$STREAMBED_HOST``), ``env`` (the command's environment),
     ``epoch`` (monotonic time of trace time 0; None for mahimahi), ``process`` (the Popen of
     the command, wrapped by ``ip netns exec`` or mm-delay), and ``stats`` after ``close()``.
-    netns: trace time 0 is when the shaper starts forwarding, just before the command starts
-    (as mm-link's, whose trace starts before it forks the command). mahimahi as root: the mm
+    netns and proxy: trace time 0 is the command's first packet or connection
+    (``LinkSpec.trace_start``), or when the helper starts forwarding, just before the command
+    starts (as mm-link's, whose trace starts before it forks the command). mahimahi as root: the mm
     shells and the command run as ``$STREAMBED_MAHIMAHI_USER`` (``streambed.emulation.mahimahi``);
     the exit status is the command's, read from the wrapper's status file.
     """
@@ -266,6 +279,7 @@ class LinkedProcess:
         self.host = "127.0.0.1"
         self._closed = False
         self._helper: subprocess.Popen[bytes] | None = None
+        self.epoch_file = Path()
         self._control_w = -1
         self._status_path: Path | None = None
         self._stack = contextlib.ExitStack()
@@ -308,14 +322,18 @@ class LinkedProcess:
                     fixed_epoch=False,
                 )
                 plumbing.close_fds()  # the shaper holds the devices from now on
-                # Trace time 0 is when the shaper starts forwarding (the command starts right
-                # after), not when its interpreter was launched a few hundred ms earlier.
-                self.epoch = float(self._read_helper_line()["epoch"])
+                # Trace time 0 is the command's first packet, or when the shaper starts
+                # forwarding (the command starts right after), never when its interpreter was
+                # launched a few hundred ms earlier.
+                epoch = self._read_helper_line()["epoch"]
+                self.epoch = None if epoch is None else float(epoch)
                 exec_argv = plumbing.exec_argv(argv)
             else:
                 self._start_helper(
                     "streambed.emulation.proxy", [f"--port={p}" for p in spec.ports], down, up
                 )
+                if self.spec.trace_start == FIRST_PACKET:
+                    self.epoch = None
                 mapping = self._read_helper_line()["ports"]
                 ports = {int(k): int(v) for k, v in mapping.items()}
                 exec_argv = list(argv)
@@ -364,6 +382,13 @@ class LinkedProcess:
             status_file=str(self._status_path),
         )
 
+    def trace_epoch(self) -> float | None:
+        """``time.monotonic()`` of trace time 0 once it is known (None before the first packet
+        of a first-packet link, and for mahimahi)."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            return float(json.loads(self.epoch_file.read_text())["epoch"])
+        return self.epoch
+
     def _status(self, returncode: int) -> int:
         """The command's exit status (mahimahi: from the wrapper's file; mm-link says 1)."""
         if self._status_path is not None:
@@ -387,6 +412,10 @@ class LinkedProcess:
             env["STREAMBED_LINK_EPOCH"] = repr(self.epoch)
         else:
             env.pop("STREAMBED_LINK_EPOCH", None)
+        if self._helper is not None:
+            env["STREAMBED_LINK_EPOCH_FILE"] = str(self.epoch_file)
+        else:
+            env.pop("STREAMBED_LINK_EPOCH_FILE", None)
         for port, mapped in ports.items():
             env[f"STREAMBED_PORT_{port}"] = str(mapped)
         return env
@@ -407,6 +436,7 @@ class LinkedProcess:
         self.epoch = time.monotonic()
         env = dict(os.environ)
         self._stats_path = self._tmp / "stats.json"
+        self.epoch_file = self._tmp / "epoch.json"
         self._helper_err = (self._tmp / "helper.err").open("wb")
         self._stack.callback(self._helper_err.close)
         cmd = [
@@ -418,6 +448,8 @@ class LinkedProcess:
             f"--up={up}",
             f"--delay-ms={self.spec.delay_ms}",
             *([f"--epoch={self.epoch!r}"] if fixed_epoch else []),
+            f"--trace-start={self.spec.trace_start}",
+            f"--epoch-file={self.epoch_file}",
             f"--stats={self._stats_path}",
             *extra,
         ]

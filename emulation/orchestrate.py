@@ -33,9 +33,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
-from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import AUTO, FIRST_PACKET
 from streambed.core.servers import wait_healthy
 from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.reports.repeats import spread_summary, trace_spreads, write_repeats_csv
 from streambed.reports.rundir import RunDir, SessionDir
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
@@ -63,6 +64,8 @@ class EmulateConfig:
     model: Path | None = None
     link: str = AUTO
     delay_ms: float = 40.0
+    trace_start: str = FIRST_PACKET
+    """Trace time 0 of each session's link (``streambed.core.linkkinds.TRACE_STARTS``)."""
     parallel: int = 1
     repeat: int = 1
     abr_url: str | None = None
@@ -308,6 +311,7 @@ class _Runner:
             delay_ms=cfg.delay_ms,
             kind=self.kind,
             ports=tuple(sorted({_port(self.mpd_url), _port(self.abr_url)})),
+            trace_start=cfg.trace_start,
         )
         with self.lock:
             self.running += 1
@@ -413,6 +417,10 @@ def write_outputs(
         "sessions": {"planned": len(jobs), "done": len(metrics), "failed": len(failed)},
     }
     run = RunDir(out)
+    spreads = trace_spreads(metrics) if int(extra.get("repeat", 1)) > 1 else []
+    if spreads:
+        extra["run_to_run"] = spread_summary(spreads)
+        write_repeats_csv(run.repeats_csv, spreads)
     summary = write_report(out, metrics, extra)
     for job, records in sessions.items():
         write_pensieve_log(records, run.pensieve_log(job.algorithm, job.label))
@@ -448,6 +456,7 @@ def emulate(
         "link": kind,
         "player": config.player,
         "delay_ms": config.delay_ms,
+        "trace_start": config.trace_start,
         "traces_dir": str(config.traces.resolve()),
         "repeat": config.repeat,
         "run_id": run_id,

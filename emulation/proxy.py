@@ -58,8 +58,13 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
+from streambed.core.linkkinds import FIRST_PACKET, READY, TRACE_STARTS
 from streambed.emulation.analytic import INITIAL_WINDOW_BYTES, PROXY_PAYLOAD_PER_OPPORTUNITY
-from streambed.emulation.schedule import ByteLink, Schedule
+from streambed.emulation.schedule import (
+    ByteLink,
+    Schedule,
+    write_epoch_file,
+)
 from streambed.emulation.shaper import read_mahimahi
 
 _HIGH_WATER = 1 << 20  # buffered bytes of one stream at which its sender stops being read
@@ -116,6 +121,18 @@ class Relay:
         self._paused: set[tuple[str, Conn]] = set()
         self.connections = 0
         self.restarts = 0
+        self.started = True
+        self.epoch_s = epoch_s
+        self.epoch_file: str | None = None
+
+    def start_clock(self, now_ms: float) -> None:
+        """Trace time 0 is now (first-packet: the command's first connection)."""
+        self.started = True
+        self.epoch_s = now_ms / 1000.0
+        self.down.schedule.restart(now_ms)
+        self.up.schedule.restart(now_ms)
+        if self.epoch_file:
+            write_epoch_file(self.epoch_file, self.epoch_s)
 
     def handshake_done_ms(self, now_ms: float) -> float:
         """When a SYN sent at ``now_ms`` has its SYN-ACK back at the client."""
@@ -313,8 +330,11 @@ class ClientSide(asyncio.Protocol):
         relay.connections += 1
         self.conn.client = transport
         transport.pause_reading()
+        now_ms = time.monotonic() * 1000.0
+        if not relay.started:
+            relay.start_clock(now_ms)
         # The client's connect returned at once; hold its bytes back for the handshake.
-        ready_ms = relay.handshake_done_ms(time.monotonic() * 1000.0)
+        ready_ms = relay.handshake_done_ms(now_ms)
         relay.loop.call_at(ready_ms / 1000.0, self._start_reading)
         task = relay.loop.create_task(self._connect_upstream())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
@@ -377,6 +397,11 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         args.epoch,
         args.target_host,
     )
+    relay.epoch_file = args.epoch_file
+    if args.trace_start == FIRST_PACKET:
+        relay.started = False
+    elif args.epoch_file:
+        write_epoch_file(args.epoch_file, args.epoch)
     servers = []
     mapping: dict[str, int] = {}
     for port in args.port:
@@ -403,6 +428,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         "up": {"bytes": relay.up.bytes_out},
         "connections": relay.connections,
         "window_restarts": relay.restarts,
+        "epoch": relay.epoch_s if relay.started else None,
     }
 
 
@@ -419,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--up", required=True, help="uplink Mahimahi trace")
     p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
     p.add_argument("--epoch", type=float, required=True, help="time.monotonic() of trace start")
+    p.add_argument(
+        "--trace-start",
+        choices=TRACE_STARTS,
+        default=READY,
+        help="trace time 0: --epoch (ready), or the command's first connection",
+    )
+    p.add_argument("--epoch-file", help="write trace time 0 (monotonic s) here as JSON")
     p.add_argument("--stats", help="write counters as JSON here on exit")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the link ends

@@ -28,6 +28,8 @@ Only the standard library is imported: the shaper process starts fast and stays 
 
 from __future__ import annotations
 
+import json
+import os
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -35,6 +37,14 @@ from dataclasses import dataclass
 
 #: Bytes delivered per trace opportunity: a 1500-byte MTU plus the 4 bytes mm-link adds.
 OPPORTUNITY_BYTES = 1504
+
+
+def write_epoch_file(path: str, epoch_s: float) -> None:
+    """Publish trace time 0 (``time.monotonic()`` seconds) for the command behind the link."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"epoch": epoch_s}, fh)
+    os.replace(tmp, path)
 
 
 class Schedule:
@@ -81,6 +91,11 @@ class Schedule:
             rel -= self._period
             i = bisect_right(self._ms, rel)
         return self._start + cycles * self._period + self._ms[i]
+
+    def restart(self, start_ms: float) -> None:
+        """Move trace time 0 to ``start_ms`` (before any opportunity was used)."""
+        self._start = self._base = float(start_ms)
+        self._i = 0
 
     def advance(self) -> None:
         """Consume the next opportunity."""

@@ -38,7 +38,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from streambed.emulation.schedule import PacketLink, Schedule
+from streambed.core.linkkinds import FIRST_PACKET, READY, TRACE_STARTS
+from streambed.emulation.schedule import (
+    PacketLink,
+    Schedule,
+    write_epoch_file,
+)
 
 _READ_BATCH = 256  # packets read from one fd per wake-up before the others get a turn
 _MAX_PACKET = 65536
@@ -57,27 +62,43 @@ class Shaper:
         down_ms: list[int],
         up_ms: list[int],
         delay_ms: float,
-        start_ms: float,
+        start_ms: float | None,
         host_addr: bytes,
         limit_packets: int | None = None,
         limit_bytes: int | None = None,
     ) -> None:
         self.delay_ms = delay_ms
         self.host_addr = host_addr
-        self.down = PacketLink(Schedule(down_ms, start_ms), limit_packets, limit_bytes)
-        self.up = PacketLink(Schedule(up_ms, start_ms), limit_packets, limit_bytes)
+        zero = 0.0 if start_ms is None else start_ms
+        self.down = PacketLink(Schedule(down_ms, zero), limit_packets, limit_bytes)
+        self.up = PacketLink(Schedule(up_ms, zero), limit_packets, limit_bytes)
         self.down_delay: deque[tuple[float, bytes]] = deque()
         self.up_delay: deque[tuple[float, bytes]] = deque()
+        self.started = start_ms is not None
+        """False until trace time 0 (``start_ms=None``: the first packet forwarded sets it)."""
+        self.start_ms = start_ms
+        self.on_start: Callable[[float], None] | None = None
         self.filtered = 0
         self.write_errors = 0
         self.wakeups = 0
         self.late_sum_ms = 0.0
         self.late_max_ms = 0.0
 
+    def start_clock(self, now_ms: float) -> None:
+        """Trace time 0 is now: the session's first packet (both directions restart)."""
+        self.started = True
+        self.start_ms = now_ms
+        self.down.schedule.restart(now_ms)
+        self.up.schedule.restart(now_ms)
+        if self.on_start is not None:
+            self.on_start(now_ms)
+
     def from_host(self, packet: bytes, now_ms: float) -> None:
         if not packet or packet[0] >> 4 != 4:
             self.filtered += 1
             return
+        if not self.started:
+            self.start_clock(now_ms)
         if self.delay_ms > 0:
             self.down_delay.append((now_ms + self.delay_ms, packet))
         else:
@@ -87,6 +108,8 @@ class Shaper:
         if len(packet) < 20 or packet[0] >> 4 != 4 or packet[16:20] != self.host_addr:
             self.filtered += 1
             return
+        if not self.started:
+            self.start_clock(now_ms)
         self.up.enqueue(packet, now_ms)
 
     def step(self, now_ms: float, to_host: list[bytes], to_namespace: list[bytes]) -> None:
@@ -143,18 +166,28 @@ def _read_batch(fd: int, now_ms: float, sink: Callable[[bytes, float], None]) ->
 def run(args: argparse.Namespace) -> int:
     start_wall = time.monotonic()
     down = read_mahimahi(args.down)
-    # Trace time 0: the parent's, or (netns) now, when forwarding is about to start and the
-    # command is started right after the ready line (the parent exports the epoch we report).
+    # Trace time 0: the parent's; or now, when forwarding is about to start and the command
+    # is started right after the ready line; or (first-packet) the command's first packet.
+    first_packet = args.trace_start == FIRST_PACKET
     epoch = time.monotonic() if args.epoch is None else args.epoch
     shaper = Shaper(
         down,
         down if args.up == args.down else read_mahimahi(args.up),
         args.delay_ms,
-        epoch * 1000.0,
+        None if first_packet else epoch * 1000.0,
         socket.inet_aton(args.host_addr),
         args.queue_packets,
         args.queue_bytes,
     )
+    if args.epoch_file:
+        epoch_file = args.epoch_file
+
+        def publish(start_ms: float) -> None:
+            write_epoch_file(epoch_file, start_ms / 1000.0)
+
+        shaper.on_start = publish
+        if not first_packet:
+            publish(epoch * 1000.0)
     host_fd, ns_fd, control_fd = args.host_fd, args.ns_fd, args.control_fd
     for fd in (host_fd, ns_fd):
         os.set_blocking(fd, False)
@@ -172,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     to_ns: list[bytes] = []
     clock = time.monotonic
     # The parent starts the command only now: packets sent before would wait in the TUN queue.
-    print(json.dumps({"ready": True, "epoch": epoch}), flush=True)
+    print(json.dumps({"ready": True, "epoch": None if first_packet else epoch}), flush=True)
     try:
         while True:
             due = shaper.next_event_ms()
@@ -225,6 +258,7 @@ def _write_stats(path: str, shaper: Shaper, wall_s: float, host_dev: str | None)
         "late_max_ms": shaper.late_max_ms,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "wall_s": wall_s,
+        "epoch": None if shaper.start_ms is None else shaper.start_ms / 1000.0,
     }
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
@@ -248,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--epoch", type=float, help="time.monotonic() of trace start (default: when ready)"
     )
+    p.add_argument(
+        "--trace-start",
+        choices=TRACE_STARTS,
+        default=READY,
+        help="trace time 0: when forwarding starts (ready), or the first packet forwarded",
+    )
+    p.add_argument("--epoch-file", help="write trace time 0 (monotonic s) here as JSON")
     p.add_argument("--queue-packets", type=int, help="drop-tail limit in packets")
     p.add_argument("--queue-bytes", type=int, help="drop-tail limit in bytes")
     p.add_argument("--stats", help="write counters as JSON here on exit")

@@ -7,6 +7,7 @@ definitions, so ``session`` may hand a ``dashjs`` config to ``browser`` without 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -169,17 +170,21 @@ class SessionFiles:
 
 def link_from_env(t0: float) -> dict[str, Any] | None:
     """The emulated link this process runs behind, from what ``streambed.emulation.link`` exports (None
-    outside one): ``kind``, ``host``, ``epoch_monotonic_s`` (``$STREAMBED_LINK_EPOCH``, the
-    trace's time 0; null for mahimahi) and ``trace_offset_s``: the trace position, in seconds
+    outside one): ``kind``, ``host``, ``epoch_monotonic_s`` (the trace's time 0, from
+    ``$STREAMBED_LINK_EPOCH_FILE`` or ``$STREAMBED_LINK_EPOCH``; null for mahimahi, and before
+    the session's first request on a first-packet link: call it when the session ends) and ``trace_offset_s``: the trace position, in seconds
     (not wrapped at the trace's period), of the session clock's zero ``t0``, so that a record's
     time ``t`` happened at trace time ``t + trace_offset_s``."""
     kind = os.environ.get("STREAMBED_LINK_KIND")
     if not kind:
         return None
-    try:
-        epoch: float | None = float(os.environ["STREAMBED_LINK_EPOCH"])
-    except (KeyError, ValueError):
-        epoch = None
+    epoch: float | None = None
+    with contextlib.suppress(KeyError, ValueError):
+        epoch = float(os.environ["STREAMBED_LINK_EPOCH"])
+    epoch_file = os.environ.get("STREAMBED_LINK_EPOCH_FILE")
+    if epoch_file:  # written when the trace started: the session's first packet
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            epoch = float(json.loads(Path(epoch_file).read_text())["epoch"])
     return {
         "kind": kind,
         "host": os.environ.get("STREAMBED_HOST"),

@@ -89,6 +89,7 @@ from streambed.server.web import (
     INSTALL_COMMAND,
     NODE_PACKAGES,
     PACKAGE_WEB_DIR,
+    page_files,
     resolve_web_dir,
 )
 
@@ -102,6 +103,8 @@ DRIVER = "drive.mjs"
 SETUP = "scripts/setup.sh"
 PAGE_PATH = "/player.html"
 EVENTS_JSONL = BROWSER_EVENTS_JSONL
+PAGE_FILES_JSON = "page-files.json"
+"""Beside the events: what the driver serves from disk for the page (see ``drive.mjs``)."""
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 DEFAULT_TIMEOUT_S = 3600.0
 """Limit on a whole browser session, seconds (beyond it: status error)."""
@@ -222,6 +225,7 @@ def driver_command(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     web_dir: Path | None = None,
+    page_files: Path | None = None,
 ) -> list[str]:
     """``node drive.mjs ...`` for one page: events to ``out``, only ``hosts`` reachable; the
     driver from ``web_dir`` (default: the folder ``resolve_web_dir`` picks), whose node_modules
@@ -232,6 +236,8 @@ def driver_command(
     cmd += ["--chromium", chromium]
     for host in sorted(set(hosts)):
         cmd += ["--allow-host", host]
+    if page_files is not None:
+        cmd += ["--page-files", str(page_files)]
     return cmd
 
 
@@ -642,8 +648,20 @@ def play_browser(
         events_path = Path(scratch.name) / EVENTS_JSONL
     url = page_url(config, session_id, page, page_params)
     hosts = {urlsplit(u).hostname or "" for u in (config.mpd_url, config.abr_url, url)} - {""}
+    files_json = None
+    if page is None:  # Streambed's own page: served from disk, so the link sees only the session
+        files_json = events_path.with_name(PAGE_FILES_JSON)
+        web = resolve_web_dir()
+        files_json.write_text(json.dumps(page_files(web)))
     cmd = driver_command(
-        node_path, chromium_path, url, events_path, hosts, timeout_s, idle_timeout_s
+        node_path,
+        chromium_path,
+        url,
+        events_path,
+        hosts,
+        timeout_s,
+        idle_timeout_s,
+        page_files=files_json,
     )
     empty = BrowserSession([], config, session_id)
     if files is not None:
@@ -706,6 +724,8 @@ def play_browser(
             f", reason: {reason}" if reason else "",
         )
     finally:
+        if files_json is not None:
+            files_json.unlink(missing_ok=True)
         if scratch is not None:
             scratch.cleanup()
     if pending is not None:

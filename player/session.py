@@ -116,7 +116,6 @@ class _Player:
         self.decider: Decider | None = None
         self.started_at = datetime.now(timezone.utc)
         self.t0 = time.monotonic()
-        self.link = link_from_env(self.t0)
         self.files = SessionFiles(config.log_dir) if config.log_dir is not None else None
 
     def clock(self) -> float:
@@ -346,7 +345,7 @@ class _Player:
             "started_at": self.started_at.isoformat(timespec="milliseconds"),
             "duration_s": self.clock(),
             "clock_zero_monotonic_s": self.t0,
-            "link": self.link,
+            "link": link_from_env(self.t0),
             "config": {
                 k: (str(v) if isinstance(v, Path) else v)
                 for k, v in asdict(cfg).items()

@@ -6,6 +6,7 @@ A run directory (eval and emulate write the same one)::
     summary.json            per-algorithm means (reports.summary)
     per_trace.csv           one row per (algorithm, trace) session
     failed.json             sessions that failed (emulate; absent after eval)
+    repeats.csv             run-to-run spread per (algorithm, trace) (emulate --repeat R > 1)
     qoe_cdf.png, bitrate_vs_rebuffer.png
     sim_vs_emu.csv/.json/.png   the comparison, when one was made
     logs/<algorithm>/log_<algorithm>_<trace>     Pensieve's log of a session
@@ -35,6 +36,7 @@ BITRATE_VS_REBUFFER_PNG = "bitrate_vs_rebuffer.png"
 SIM_VS_EMU_CSV = "sim_vs_emu.csv"
 SIM_VS_EMU_JSON = "sim_vs_emu.json"
 SIM_VS_EMU_PNG = "sim_vs_emu.png"
+REPEATS_CSV = "repeats.csv"
 
 CHUNKS_JSONL = "chunks.jsonl"
 SESSION_JSON = "session.json"
@@ -98,6 +100,10 @@ class RunDir:
     @property
     def failed_json(self) -> Path:
         return self.path / FAILED_JSON
+
+    @property
+    def repeats_csv(self) -> Path:
+        return self.path / REPEATS_CSV
 
     @property
     def sessions_dir(self) -> Path:

@@ -43,7 +43,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streambed.core.errors import ConfigError
-from streambed.server.web import INSTALL_COMMAND, PACKAGE_WEB_DIR, find_web_dir
+from streambed.server.web import (
+    DASHJS_FILE,
+    INSTALL_COMMAND,
+    ISOLATED,
+    ISOLATED_FILES,
+    PACKAGE_WEB_DIR,
+    PLAYER_ASSETS,
+    PLAYER_FILES,
+    PLAYER_PAGE,
+    find_web_dir,
+)
 
 MEDIA_TYPES: dict[str, str] = {
     ".mpd": "application/dash+xml",
@@ -63,23 +73,6 @@ _BIG = 10**18  # any position past every file: longer digit strings read as this
 WEB_DIR = PACKAGE_WEB_DIR
 """The dash.js player's shipped files (``player/web``); see :mod:`streambed.server.web` for the
 folder actually served."""
-PLAYER_PAGE = "player.html"
-PLAYER_ASSETS = "/_streambed"
-DASHJS_FILE = "node_modules/dashjs/dist/modern/umd/dash.all.min.js"
-_JS = "text/javascript; charset=utf-8"
-PLAYER_FILES: dict[str, tuple[str, str]] = {
-    "dash.all.min.js": (DASHJS_FILE, _JS),
-    "streambed-abr.js": ("streambed-abr.js", _JS),
-    "streambed-player.js": ("streambed-player.js", _JS),
-    "streambed-decide-worker.js": ("streambed-decide-worker.js", _JS),
-}
-"""``/_streambed/<name>`` -> (file under the web directory, media type): the only files served
-from there."""
-ISOLATED = {
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-}
-_ISOLATED_FILES = {PLAYER_PAGE, "streambed-decide-worker.js"}
 SETUP_HINT = (
     "the dash.js player is not installed ({missing} is missing): run "
     + INSTALL_COMMAND
@@ -233,7 +226,7 @@ def _player_file(web: Path, name: str, relative: str, media_type: str) -> Respon
         stat = os.stat(path)
     except OSError:
         return _error(404, f"not found: player file {relative} is missing from {web}")
-    headers = ISOLATED if name in _ISOLATED_FILES else None
+    headers = ISOLATED if name in ISOLATED_FILES else None
     return _FileResponse(path, stat_result=stat, media_type=media_type, headers=headers)
 
 

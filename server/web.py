@@ -43,6 +43,47 @@ driven, not one of Playwright's)."""
 NPM_TIMEOUT_S = 900.0
 
 
+PLAYER_PAGE = "player.html"
+PLAYER_ASSETS = "/_streambed"
+DASHJS_FILE = "node_modules/dashjs/dist/modern/umd/dash.all.min.js"
+_JS = "text/javascript; charset=utf-8"
+PLAYER_FILES: dict[str, tuple[str, str]] = {
+    "dash.all.min.js": (DASHJS_FILE, _JS),
+    "streambed-abr.js": ("streambed-abr.js", _JS),
+    "streambed-player.js": ("streambed-player.js", _JS),
+    "streambed-decide-worker.js": ("streambed-decide-worker.js", _JS),
+}
+DECIDE_WORKER = "streambed-decide-worker.js"
+"""``/_streambed/<name>`` -> (file under the web directory, media type): the only files served
+from there."""
+ISOLATED = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+ISOLATED_FILES = {PLAYER_PAGE, DECIDE_WORKER}
+
+
+def page_files(web: Path) -> dict[str, dict[str, object]]:
+    """URL path -> the file, media type and headers the origin serves there for the player page
+    (``/player.html`` and ``/_streambed/<name>``). ``play --browser`` hands this to its driver,
+    which serves the page itself on loopback, so that only the session's own requests (MPD,
+    segments, decisions) cross the link."""
+    table: dict[str, dict[str, object]] = {
+        f"/{PLAYER_PAGE}": {
+            "file": str(web / PLAYER_PAGE),
+            "type": "text/html; charset=utf-8",
+            "headers": ISOLATED,
+        }
+    }
+    for name, (relative, media_type) in PLAYER_FILES.items():
+        table[f"{PLAYER_ASSETS}/{name}"] = {
+            "file": str(web / relative),
+            "type": media_type,
+            "headers": ISOLATED if name in ISOLATED_FILES else {},
+        }
+    return table
+
+
 def shipped_files(web: Path | None = None) -> list[Path]:
     """The files of ``web`` (default :data:`PACKAGE_WEB_DIR`) that the wheel ships
     (pyproject's package-data), sorted."""

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from link_helpers import remove_namespaces_of
@@ -192,9 +193,19 @@ def check_session(
     assert browser["frames_decoded"] >= NUM_CHUNKS * CHUNK_S * 12 * 0.9
     # Nothing went wrong in the page, and the browser reached only the test's hosts.
     assert browser["console_errors"] == [] and browser["errors"] == [], browser
-    assert set(browser["hosts"]) <= hosts, browser["hosts"]
-    requested = {e["host"] for e in events if e["type"] == "request"}
-    assert requested and requested <= hosts, requested
+    # The page and its scripts came from the driver on loopback, inside the namespace: only the
+    # session's own requests crossed the link, and its trace began with the first (the MPD),
+    # just after the page clock's zero, as the headless player's does.
+    assert set(browser["hosts"]) <= hosts | {"127.0.0.1"}, browser["hosts"]
+    requests = [e for e in events if e["type"] == "request"]
+    requested = {e["host"] for e in requests}
+    assert requested and requested <= hosts | {"127.0.0.1"}, requested
+    urls = [urlsplit(e["url"]) for e in requests]
+    media = {u.netloc for u in urls if u.path.endswith((".mpd", ".m4s"))}
+    page = [u for u in urls if u.path == "/player.html" or u.path.startswith("/_streambed/")]
+    assert page and media and all(u.hostname == "127.0.0.1" and u.netloc not in media for u in page)
+    if summary["link"] is not None:
+        assert -3.0 < summary["link"]["trace_offset_s"] <= 0, summary["link"]
     assert browser["decision_mode"] == "worker" and browser["cross_origin_isolated"] is True
     # The QoE report: the same files, and the same metrics, as the headless player's.
     assert len((log_dir / PENSIEVE_LOG).read_text().strip().splitlines()) == NUM_CHUNKS

@@ -283,3 +283,31 @@ def test_killed_and_resumed_equals_uninterrupted(
         assert [r.quality for r in read_jsonl(out / chunks)] == [
             r.quality for r in read_jsonl(emulated / chunks)
         ]
+
+
+def test_repeats_report_their_spread_and_start_at_the_first_request(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--repeat 3`` plays every session three times (``<trace>-r1..3``), writes the spread per
+    trace (repeats.csv, summary.json's run_to_run) and prints it; every session's trace began
+    at its own first request (the MPD), just after its clock's zero, as the default says."""
+    traces, video_json = inputs
+    one = tmp_path / "one"
+    one.mkdir()
+    write_trace(one / "steady", 6.0)
+    out = tmp_path / "out"
+    code = emulate_netns(one, video_json, out, "bba", "--repeat", "3", "--delay-ms", "10")
+    assert code == 0, (out / "failed.json").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trace_start"] == "first-packet" and summary["repeat"] == 3
+    spread = summary["run_to_run"]["bba"]
+    assert spread["traces"] == 1 and spread["repeats"] == 3
+    with open(out / "repeats.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["algorithm"], r["trace"], r["n"]) for r in rows] == [("bba", "steady", "3")]
+    with open(out / "per_trace.csv", newline="") as fh:
+        qoe = [float(r["qoe"]) for r in csv.DictReader(fh)]
+    assert float(rows[0]["qoe_range"]) == pytest.approx(max(qoe) - min(qoe))
+    for r in (1, 2, 3):
+        info = json.loads((out / "sessions" / "bba" / f"steady-r{r}" / "session.json").read_text())
+        assert -1.0 < info["link"]["trace_offset_s"] <= 0, info["link"]

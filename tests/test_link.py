@@ -188,6 +188,27 @@ def test_shaper_forwards_ipv4_to_the_host_only() -> None:
     assert to_host == [ipv4(host)] and to_ns == [] and shaper.filtered == 3
 
 
+def test_first_packet_starts_the_shapers_trace_clock() -> None:
+    """With no start given, trace time 0 is the first packet forwarded: a trace with its only
+    opportunity at 100 ms delivers a packet sent at 5000 ms at 5100 ms, not at 5000 ms (the
+    opportunity of the period running since 0 ms would be at 5100 too, so use 300 ms)."""
+    host = socket.inet_aton("10.213.0.1")
+    started: list[float] = []
+    shaper = Shaper([100, 1000], [100, 1000], 0.0, None, host)
+    shaper.on_start = started.append
+    assert not shaper.started
+    packet = bytes([0x45]) + bytes(15) + host + bytes(20)
+    shaper.from_namespace(packet, 5300.0)
+    assert shaper.started and started == [5300.0] and shaper.start_ms == 5300.0
+    to_host: list[bytes] = []
+    shaper.step(5399.0, to_host, [])
+    assert to_host == []  # the period running since 0 ms would have delivered it at 6000
+    shaper.step(5400.0, to_host, [])
+    assert to_host == [packet]
+    shaper.from_namespace(packet, 5500.0)  # only the first packet moves the clock
+    assert started == [5300.0]
+
+
 def test_drain_walks_repeating_traces() -> None:
     ms = [1, 2, 10]  # period 10
     assert analytic.drain_s(ms, 0, 3 * OPPORTUNITY_BYTES) == pytest.approx(0.010)
@@ -704,3 +725,50 @@ def test_cli_runs_a_command_behind_a_pensieve_trace(tmp_path: Path, capsys: Any)
     assert json.loads(stats.read_text())["kind"] == "netns"
     assert cli_main(["link", "--kind", "netns", str(tmp_path / "missing.txt"), "--", "true"]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+# Sleeps, downloads, and says when (on its clock) and where (the link's epoch file) it began.
+LATE_CLIENT = r"""
+import json, os, sys, time, urllib.request
+port, size, sleep_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+host, mapped = os.environ["STREAMBED_HOST"], os.environ[f"STREAMBED_PORT_{port}"]
+time.sleep(sleep_s)
+t0 = time.monotonic()
+with urllib.request.urlopen(f"http://{host}:{mapped}/bytes/{size}", timeout=60) as r:
+    n = len(r.read())
+elapsed = time.monotonic() - t0
+epoch_file = os.environ.get("STREAMBED_LINK_EPOCH_FILE")
+epoch = json.load(open(epoch_file))["epoch"] if epoch_file and os.path.exists(epoch_file) else None
+print(json.dumps({"bytes": n, "t0": t0, "elapsed_s": elapsed, "epoch": epoch,
+                  "env_epoch": os.environ.get("STREAMBED_LINK_EPOCH")}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["netns", "proxy"])
+def test_trace_clock_starts_at_the_first_request(
+    kind: str, tmp_path: Path, server_port: int, leftovers: None
+) -> None:
+    """A trace that carries nothing for its first second, then 12 Mbit/s until 3 s (period).
+    A command that waits 1.5 s before its request finds the link fast when the trace started
+    with the link (ready), and dark for a second when the trace starts at its first packet
+    (first-packet): the same request, the same trace window, however late the command is."""
+    trace = trace_file(tmp_path, "dark-then-fast", list(range(1001, 3001)))
+    size = 200_000  # 0.14 s of the fast part
+    results = {}
+    for start in ("ready", "first-packet"):
+        spec = LinkSpec(trace, kind=kind, ports=(server_port,), trace_start=start)
+        out = tmp_path / f"{start}.json"
+        argv = [sys.executable, "-c", LATE_CLIENT, str(server_port), str(size), "1.5"]
+        with out.open("w") as fh, start_behind_link(spec, argv, stdout=fh) as linked:
+            assert linked.wait(60) == 0
+            assert linked.trace_epoch() is not None
+        results[start] = json.loads(out.read_text())
+    ready, first = results["ready"], results["first-packet"]
+    assert ready["bytes"] == first["bytes"] == size
+    assert ready["elapsed_s"] < 0.8, results  # the trace was 1.5 s in: fast
+    assert first["elapsed_s"] > 1.0, results  # the trace began with the request: a dark second
+    # The command learns trace time 0 from the epoch file: its request, give or take the
+    # connection set-up (ready: the link's start, 1.5 s before it; also in the environment).
+    assert abs(first["epoch"] - first["t0"]) < 0.1 and first["env_epoch"] is None, first
+    assert 1.4 < ready["t0"] - ready["epoch"] < 2.0, ready
+    assert float(ready["env_epoch"]) == pytest.approx(ready["epoch"])

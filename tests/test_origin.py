@@ -392,7 +392,8 @@ def test_player_page_without_node_modules_is_503(tmp_path: Path) -> None:
 
 def test_the_real_player_files_are_served(tmp_path: Path) -> None:
     """The default web directory is player/web: every name the page loads is there."""
-    from streambed.server.app import PLAYER_FILES, WEB_DIR
+    from streambed.server.app import WEB_DIR
+    from streambed.server.web import PLAYER_FILES
 
     assert (WEB_DIR / "player.html").is_file()
     html = (WEB_DIR / "player.html").read_text()

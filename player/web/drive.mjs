@@ -5,7 +5,12 @@
  *
  *   node player/web/drive.mjs --url 'http://HOST:PORT/player.html?mpd=...&abr=...&session=...'
  *       [--out FILE] [--allow-host H]... [--timeout-s S] [--idle-timeout-s S]
- *       [--chromium PATH] [--poll-ms MS]
+ *       [--chromium PATH] [--poll-ms MS] [--page-files JSON_FILE]
+ *
+ * --page-files: {url_path: {file, type, headers}} for the page's own files (player.html and
+ * /_streambed/...): the driver serves them itself on 127.0.0.1 (a port of its own, wherever it
+ * runs: behind a link, inside the link's namespace) and opens the page there, so that only the
+ * session's requests (MPD, segments, decisions: cross-origin, CORS) cross the link.
  *
  * Every event the page records (streambed-player.js) is written as one JSON line to FILE
  * (default: stdout) as soon as it is collected, with the driver's own events:
@@ -24,6 +29,7 @@
  * 2 usage error; 130/143 interrupted by SIGINT/SIGTERM (the browser is closed first).
  */
 import fs from "node:fs";
+import http from "node:http";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -70,6 +76,7 @@ function parseArgs(argv) {
     else if (flag === "--idle-timeout-s") opts.idleTimeoutS = number();
     else if (flag === "--chromium") opts.chromium = need();
     else if (flag === "--poll-ms") opts.pollMs = number();
+    else if (flag === "--page-files") opts.pageFiles = need();
     else if (flag === "-h" || flag === "--help") {
       const text = fs.readFileSync(new URL(import.meta.url), "utf8");
       const header = text.slice(text.indexOf("/*") + 2, text.indexOf("*/"));
@@ -129,6 +136,33 @@ export function chromiumArgs(hosts, pageOrigin) {
   ];
 }
 
+/** An HTTP server on 127.0.0.1 answering GET/HEAD of the table's paths from disk. */
+function servePage(table) {
+  const server = http.createServer((req, res) => {
+    const path = new URL(req.url, "http://127.0.0.1").pathname;
+    const entry = Object.hasOwn(table, path) ? table[path] : null;
+    let body = null;
+    if (entry && (req.method === "GET" || req.method === "HEAD")) {
+      try {
+        body = fs.readFileSync(entry.file);
+      } catch {
+        body = null;
+      }
+    }
+    if (body === null) {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end(`not a player file: ${path}`);
+      return;
+    }
+    res.writeHead(200, { ...entry.headers, "content-type": entry.type, "cache-control": "no-store" });
+    res.end(req.method === "HEAD" ? undefined : body);
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const hosts = [opts.pageHost, ...opts.allow];
@@ -157,6 +191,19 @@ async function main() {
     });
   }
 
+  let pageServer = null;
+  if (opts.pageFiles) {
+    try {
+      pageServer = await servePage(JSON.parse(fs.readFileSync(opts.pageFiles, "utf8")));
+    } catch (exc) {
+      usage(`--page-files ${opts.pageFiles}: ${exc.message}`);
+    }
+    const local = new URL(opts.url);
+    local.protocol = "http:";
+    local.host = `127.0.0.1:${pageServer.address().port}`;
+    opts.url = local.toString();
+    opts.pageOrigin = local.origin;
+  }
   const args = chromiumArgs(hosts, opts.pageOrigin);
   try {
     browser = await chromium.launch({

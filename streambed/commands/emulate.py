@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from streambed.core.linkkinds import AUTO
+from streambed.core.linkkinds import AUTO, FIRST_PACKET, TRACE_STARTS, trace_start_help
 from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
 
@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--delay-ms", type=float, default=40.0, help="one-way delay each direction (default 40)"
     )
+    p.add_argument(
+        "--trace-start",
+        choices=TRACE_STARTS,
+        default=FIRST_PACKET,
+        help=trace_start_help(FIRST_PACKET),
+    )
     p.add_argument("--parallel", type=int, default=1, help="sessions at a time (default 1)")
     p.add_argument("--repeat", type=int, default=1, help="sessions per trace and algorithm")
     p.add_argument("--abr", metavar="URL", help="use this decision service (default: start one)")
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         delay_ms=args.delay_ms,
         parallel=args.parallel,
         repeat=args.repeat,
+        trace_start=args.trace_start,
         abr_url=args.abr,
         origin_url=args.origin,
         resume=args.resume,
@@ -137,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
             f"{s['rebuffer_ratio']:>13.4f}"
         )
     print("\n".join(rows))
+    if result.summary.get("run_to_run"):
+        from streambed.reports.repeats import spread_lines
+
+        print("\n".join(spread_lines(result.summary["run_to_run"])))
     print(
         f"sessions: {result.planned} planned, {result.skipped} already done, "
         f"{len(result.done) - result.skipped} run, {len(result.failed)} failed"

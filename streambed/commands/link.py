@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streambed.core.errors import ConfigError
-from streambed.core.linkkinds import AUTO, CHOICES
+from streambed.core.linkkinds import AUTO, CHOICES, READY, TRACE_STARTS, trace_start_help
 from streambed.emulation.link import LinkSpec, start_behind_link
 
 
@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:
         "--delay-ms", type=float, default=0.0, help="one-way delay in each direction (default 0)"
     )
     p.add_argument("--uplink", type=Path, help="uplink trace (default: the downlink trace)")
+    p.add_argument(
+        "--trace-start", choices=TRACE_STARTS, default=READY, help=trace_start_help(READY)
+    )
     p.add_argument(
         "--queue-packets", type=int, help="drop-tail queue limit in packets (default unbounded)"
     )
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         queue_bytes=args.queue_bytes,
         kind=args.kind,
         ports=tuple(args.port),
+        trace_start=args.trace_start,
     )
     # A SIGTERM to streambed must still tear the link down (namespace, devices, command).
     previous = signal.signal(signal.SIGTERM, _raise_exit)

@@ -76,7 +76,7 @@ class InstallBrowser(argparse.Action):
 
 def register(subparsers: Any) -> None:
     from streambed.abr_service.video import FIRST_QUALITY
-    from streambed.core.linkkinds import AUTO
+    from streambed.core.linkkinds import AUTO, FIRST_PACKET, TRACE_STARTS, trace_start_help
     from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
     p = subparsers.add_parser(
@@ -205,6 +205,12 @@ def register(subparsers: Any) -> None:
         help="one-way delay added in each direction of the link (default 0)",
     )
     link.add_argument(
+        "--trace-start",
+        choices=TRACE_STARTS,
+        default=FIRST_PACKET,
+        help=trace_start_help(FIRST_PACKET),
+    )
+    link.add_argument(
         "--via-link",
         action="store_true",
         help="(set by --trace for the re-run behind the link) re-point the URLs at the host "
@@ -263,6 +269,7 @@ def _run_behind_link(args: argparse.Namespace) -> int:
         delay_ms=args.delay_ms,
         kind=args.link,
         ports=tuple(sorted(set(ports))),
+        trace_start=args.trace_start,
     )
     log.info("playing behind a %s link replaying %s", args.link, args.trace)
     # As root, a mahimahi link runs the player as an unprivileged user: it writes the log there.

@@ -13,3 +13,19 @@ CHOICES: tuple[str, ...] = (AUTO, *KINDS)
 NAMESPACED: tuple[str, ...] = ("mahimahi", "netns")
 """Kinds that run the command in a network namespace of its own (the host is then
 ``$STREAMBED_HOST``, not 127.0.0.1)."""
+
+READY = "ready"
+FIRST_PACKET = "first-packet"
+TRACE_STARTS: tuple[str, ...] = (FIRST_PACKET, READY)
+"""When a link's trace time 0 is: the command's first packet (netns) or connection (proxy),
+i.e. the session's first request, so that every player and every repeat sees the trace from
+the same instant (the default); or ``ready``, when the link is up, as mm-link, whose trace
+starts before it forks the command (mahimahi is always ``ready``)."""
+
+
+def trace_start_help(default: str) -> str:
+    """``--trace-start``'s help, saying which is the default."""
+    return (
+        "trace time 0: first-packet (the session's first request) or ready (when the link "
+        f"comes up, as mm-link; mahimahi is always ready); default {default}"
+    )
