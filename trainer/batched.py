@@ -125,7 +125,13 @@ class BatchedSimulator:
         quality = np.asarray(quality, np.int64)
         chunk = self.chunk
         sizes = self._sizes[quality, chunk]
-        tau, trace_s, line = self.bank.advance_bytes(self.trace, self.tau, sizes, self.line)
+        tau, line = self.tau, self.line
+        wait = None
+        if cfg.wall:  # the wait, then the request's round trip, pass on the trace
+            wait = np.where(chunk == 0, cfg.start_s, cfg.decision_s)
+            tau = self.bank.advance_time(self.trace, tau, wait + cfg.rtt_s)
+            line = self.bank.line_after(self.trace, tau)
+        tau, trace_s, line = self.bank.advance_bytes(self.trace, tau, sizes, line)
 
         delay = trace_s + cfg.rtt_s
         if noise is None and self.mode == "train":
@@ -134,7 +140,7 @@ class BatchedSimulator:
             delay = delay * noise
 
         rebuffer, buffer, sleep = buffer_after_download(
-            self.buffer_s, delay, self.video.chunk_s, cfg
+            self.buffer_s, delay if wait is None else delay + wait, self.video.chunk_s, cfg
         )
         slept = np.flatnonzero(sleep)
         if slept.size:

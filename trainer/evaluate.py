@@ -60,8 +60,9 @@ def run_session(
     decision_ms = 0.0
     records: list[ChunkRecord] = []
     while True:
-        buffer_before = sim.buffer_s
         result = sim.download(quality)
+        clock += result.wait_s
+        buffer_before = result.buffer_before_s
         records.append(
             ChunkRecord.measured(
                 qoe=qoe,

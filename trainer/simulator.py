@@ -9,6 +9,11 @@ The stall is ``max(delay - buffer, 0)``; the buffer loses the delay (not below 0
 chunk duration; a buffer over the cap is drained in whole ``drain_step_s`` sleeps during which
 the trace advances. The trace loops at its end. Every constant is a :class:`SimConfig` field.
 
+``SimConfig.faithful`` (``timing="wall"``) models what an emulated session spends instead:
+before each request a wait (the decision's round trip; before chunk 0 the MPD, the first
+decision and the init segment) and the request's round trip, during which the trace moves on;
+the stall and the buffer count the wait as well as the delay.
+
 Test mode plays each trace once from its beginning with no noise; training mode picks a random
 trace and a random start line (Pensieve's ``randint(1, len)``) and applies the noise.
 :mod:`streambed.trainer.batched` implements the same semantics for thousands of sessions at once.
@@ -24,6 +29,15 @@ import numpy as np
 from streambed.abr_service.video import FIRST_QUALITY, Video
 from streambed.core.errors import ConfigError, TraceError
 from streambed.traces import Trace
+
+
+PENSIEVE_TIMING = "pensieve"
+WALL_TIMING = "wall"
+TIMINGS = (PENSIEVE_TIMING, WALL_TIMING)
+WIRE_PAYLOAD_FACTOR = 1448 / 1500
+"""TCP payload of a full 1500-byte IPv4 packet with TCP timestamps (what a Mahimahi link's
+opportunities carry of a download)."""
+_SERVICE_S = 0.025  # the decision service's own time, when the player measured none
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,44 @@ class SimConfig:
     """Granularity of those sleeps, seconds."""
     default_quality: int = FIRST_QUALITY
     """Level of the first chunk of every session (Pensieve: 1, i.e. 750 kbps)."""
+    timing: str = PENSIEVE_TIMING
+    """``pensieve``: the round trip is added to each download's delay but the trace does not
+    move during it, and nothing happens between chunks. ``wall``: what an emulated session
+    spends (:meth:`faithful`): every second moves the trace, the request's round trip (the
+    response's bytes reach the link ``rtt_s`` after the request) and the wait before each
+    request (``decision_s``; ``start_s`` before chunk 0) too, and the buffer drains during
+    the wait."""
+    decision_s: float = 0.0
+    """``wall``: the wait before each request after the first: the decision's round trip."""
+    start_s: float = 0.0
+    """``wall``: trace time before chunk 0's request (the MPD, the first decision, the init
+    segment)."""
+
+    @classmethod
+    def faithful(
+        cls, delay_ms: float, decision_s: float | None = None, **overrides: float
+    ) -> SimConfig:
+        """The constants of an emulated session from its settings, not from a fit: the link's
+        one-way ``delay_ms`` (round trip ``2 * delay_ms``), the decision's round trip as the
+        player measured it (default: one round trip plus 25 ms of service), TCP/IP's payload
+        share of a full packet (1448 of 1500 bytes), and before chunk 0 the MPD on a new
+        connection (2 round trips), the first decision on another (a round trip more) and the
+        init segment (one)."""
+        rtt = 2.0 * float(delay_ms) / 1000.0
+        decision = rtt + _SERVICE_S if decision_s is None else float(decision_s)
+        values: dict[str, object] = {
+            "rtt_s": rtt,
+            "payload_factor": WIRE_PAYLOAD_FACTOR,
+            "timing": WALL_TIMING,
+            "decision_s": decision,
+            "start_s": 2 * rtt + (rtt + decision) + rtt,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def wall(self) -> bool:
+        return self.timing == WALL_TIMING
 
     def __post_init__(self) -> None:
         if self.rtt_s < 0 or not 0 < self.payload_factor <= 1:
@@ -54,6 +106,12 @@ class SimConfig:
             raise ConfigError(f"bad noise range [{self.noise_low}, {self.noise_high}]")
         if self.buffer_cap_s <= 0 or self.drain_step_s <= 0:
             raise ConfigError("buffer_cap_s and drain_step_s must be positive")
+        if self.timing not in TIMINGS:
+            raise ConfigError(f"timing {self.timing!r}: expected one of {', '.join(TIMINGS)}")
+        if not (0 <= self.decision_s < 60 and 0 <= self.start_s < 600):
+            raise ConfigError(
+                f"bad waits: decision_s={self.decision_s}, start_s={self.start_s} (seconds)"
+            )
 
 
 MODES = ("test", "train")
@@ -77,6 +135,10 @@ class ChunkResult:
     chunk_index: int
     quality: int
     chunk_bytes: int
+    wait_s: float
+    """Before the request (``wall`` timing): the decision's round trip, or chunk 0's start."""
+    buffer_before_s: float
+    """Buffer when the request was sent."""
     delay_s: float
     """Request to last byte: trace time plus round trip (times noise in training mode)."""
     trace_s: float
@@ -151,6 +213,10 @@ class Simulator:
             )
         size = int(self.video.chunk_bytes[quality, self.chunk])
 
+        wait = 0.0
+        if cfg.wall:  # the wait, then the request's round trip, pass on the trace
+            wait = cfg.start_s if self.chunk == 0 else cfg.decision_s
+            self._pass(wait + cfg.rtt_s)
         trace_s = 0.0
         sent = 0.0
         while True:
@@ -173,23 +239,17 @@ class Simulator:
                 noise = float(self.rng.uniform(cfg.noise_low, cfg.noise_high))
             delay *= noise
 
-        rebuffer = max(delay - self.buffer_s, 0.0)
-        self.buffer_s = max(self.buffer_s - delay, 0.0) + self.video.chunk_s
+        cycle = wait + delay
+        buffer_before = max(self.buffer_s - wait, 0.0)
+        rebuffer = max(cycle - self.buffer_s, 0.0)
+        self.buffer_s = max(self.buffer_s - cycle, 0.0) + self.video.chunk_s
 
         sleep = 0.0
         if self.buffer_s > cfg.buffer_cap_s:
             excess = self.buffer_s - cfg.buffer_cap_s
             sleep = float(np.ceil(excess / cfg.drain_step_s) * cfg.drain_step_s)
             self.buffer_s -= sleep
-            remaining = sleep
-            while True:
-                duration = self._times[self._ptr] - self._last_time
-                if duration > remaining:
-                    self._last_time += remaining
-                    break
-                remaining -= duration
-                self._last_time = self._times[self._ptr]
-                self._advance_line()
+            self._pass(sleep)
 
         index = self.chunk
         self.chunk += 1
@@ -198,6 +258,8 @@ class Simulator:
             chunk_index=index,
             quality=quality,
             chunk_bytes=size,
+            wait_s=wait,
+            buffer_before_s=buffer_before,
             delay_s=delay,
             trace_s=trace_s,
             sleep_s=sleep,
@@ -207,6 +269,18 @@ class Simulator:
             end_of_video=left <= 0,
             next_chunk_bytes=self.video.sizes_at(self.chunk),
         )
+
+    def _pass(self, seconds: float) -> None:
+        """Move the trace position ``seconds`` on (time passes, no bytes counted)."""
+        remaining = seconds
+        while True:
+            duration = self._times[self._ptr] - self._last_time
+            if duration > remaining:
+                self._last_time += remaining
+                return
+            remaining -= duration
+            self._last_time = self._times[self._ptr]
+            self._advance_line()
 
     def _advance_line(self) -> None:
         self._ptr += 1
