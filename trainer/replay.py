@@ -318,12 +318,12 @@ def simulate_plan(
         sessions[(s.algorithm, s.label)] = records
     # The simulator played whole videos (and logged their means); these are the compared ones.
     for algorithm in plan.algorithms:
-        mine = [m for m in metrics if m.algorithm == algorithm]
+        compared = [m for m in metrics if m.algorithm == algorithm]
         log.info(
             "%s: simulated like the emulation: qoe_mean %.4f %s",
             algorithm,
-            float(np.mean([m.qoe for m in mine])),
-            window_text(chunk_window(mine, plan.video.num_chunks)),
+            float(np.mean([m.qoe for m in compared])),
+            window_text(chunk_window(compared, plan.video.num_chunks)),
         )
     return metrics, sessions
 
