@@ -29,17 +29,21 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.linkkinds import AUTO, FIRST_PACKET
 from streambed.core.servers import wait_healthy
 from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.reports.provenance import run_provenance
 from streambed.reports.repeats import spread_summary, trace_spreads, write_repeats_csv
 from streambed.reports.rundir import RunDir, SessionDir
 from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
+
+if TYPE_CHECKING:
+    from streambed.abr_service.video import Video
 
 log = logging.getLogger(__name__)
 
@@ -484,8 +488,23 @@ def emulate(
     finally:
         extra["complete"] = not result.interrupted and not result.failed
         extra["interrupted"] = result.interrupted
+        extra.update(run_provenance(_served_video(config), config.model))
         result.summary = write_outputs(out, jobs, result.failed, extra)
     return result
+
+
+def _served_video(config: EmulateConfig) -> Video | None:
+    """The video the origin served (None: an external origin, or unreadable)."""
+    from streambed.abr_service.video import VIDEO_JSON, load_video
+
+    content = config.content or (config.out / "content" if config.video is not None else None)
+    if content is None or not (content / VIDEO_JSON).is_file():
+        return None
+    try:
+        return load_video(content / VIDEO_JSON)
+    except StreambedError as exc:
+        log.warning("%s: unreadable, the summary records no video digest: %s", content, exc)
+        return None
 
 
 def _run_pending(

@@ -318,20 +318,71 @@ def plot_sim_vs_emu(rows: Sequence[FidelityRow], path: Path) -> Path:
     return path
 
 
+def _read_summary(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / SUMMARY_JSON
+    try:
+        found = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (not a streambed eval/emulate output)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable: {exc}") from None
+    if not isinstance(found, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return found
+
+
+def check_comparable(
+    sim_dir: Path, emu_dir: Path, rows: Sequence[FidelityRow], *, allow_mismatch: bool = False
+) -> tuple[list[str], list[str]]:
+    """``(differences, unknowns)`` of the two runs (:func:`~streambed.reports.provenance.
+    compare_runs`); a difference is a ``ConfigError`` unless ``allow_mismatch`` (then a
+    warning, as is every unknown)."""
+    from streambed.reports.provenance import compare_runs
+
+    differences, unknowns = compare_runs(
+        _read_summary(sim_dir),
+        _read_summary(emu_dir),
+        [(r.sim_chunks, r.emu_chunks) for r in rows],
+        {r.algorithm for r in rows},
+    )
+    if differences and not allow_mismatch:
+        raise ConfigError(
+            f"simulation {sim_dir} and emulation {emu_dir} differ: {'; '.join(differences)} "
+            "(compare like with like, or give --allow-mismatch)"
+        )
+    for line in differences:
+        log.warning("MISMATCH, compared anyway (--allow-mismatch): %s", line)
+    for line in unknowns:
+        log.warning("cannot check: %s", line)
+    return differences, unknowns
+
+
 def write_comparison(
-    sim_dir: Path, emu_dir: Path, out_dir: Path | None = None, **extra: Any
+    sim_dir: Path,
+    emu_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    allow_mismatch: bool = False,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Compare the eval-style ``sim_dir`` with the emulation ``emu_dir``; write the
     ``sim_vs_emu`` files into ``out_dir`` (default ``emu_dir``); return the summary, which
-    also names both, the simulator's constants, ``extra`` and the sessions left unmatched."""
+    also names both, the simulator's constants, ``extra``, the sessions left unmatched and
+    what :func:`check_comparable` found (``mismatches``, ``unknown``): runs over different
+    chunk windows, videos or ppo checkpoints are refused unless ``allow_mismatch``."""
     sim_dir, emu_dir = Path(sim_dir), Path(emu_dir)
     matched = compare_matched(sim_dir, emu_dir)
-    summary = json.loads((sim_dir / SUMMARY_JSON).read_text())
+    differences, unknowns = check_comparable(
+        sim_dir, emu_dir, matched.rows, allow_mismatch=allow_mismatch
+    )
+    summary = _read_summary(sim_dir)
     described = {
         "simulation": str(sim_dir),
         "emulation": str(emu_dir),
         "sim_config": summary.get("sim_config"),
         **extra,
+        "mismatches": differences,
+        "unknown": unknowns,
         "only_sim": [list(k) for k in matched.only_sim],
         "only_emu": [list(k) for k in matched.only_emu],
     }

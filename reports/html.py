@@ -30,6 +30,7 @@ from streambed import __version__
 from streambed.core.errors import ConfigError, ReportError, TraceError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.reports.load import ReportDir, load_report_dir
+from streambed.reports.provenance import chunk_window, window_short
 from streambed.reports.stats import PairedComparison, bootstrap_ci, paired_comparison
 from streambed.reports.summary import SessionMetrics
 from streambed.traces import Trace
@@ -37,6 +38,10 @@ from streambed.traces import Trace
 OPTIMAL = "optimal"
 MAX_FAILED_LISTED = 50
 CONFIDENCE = 0.95
+MIN_PAIRED_TRACES = 10
+"""Fewest common traces for a paired cell to be coloured better/worse. Below it a win share
+(2 of 2 is "100% better") and a bootstrap interval over a handful of differences say more
+about which traces were drawn than about the algorithms, so the cell is marked, not coloured."""
 TEMPLATE = "report.html.j2"
 
 
@@ -70,12 +75,14 @@ def write_html_report(
     max_timelines: int = 24,
     seed: int = 0,
     resamples: int = 2000,
+    comparisons: Sequence[Path] = (),
 ) -> Path:
     """Read the report directories ``inputs`` and write the page to ``html``; return ``html``.
 
     ``traces`` is the trace directory for the inputs whose ``summary.json`` names none (eval
     outputs). ``max_timelines``: sessions with a timeline (-1 all, 0 none). ``seed`` and
-    ``resamples`` drive the bootstrap intervals.
+    ``resamples`` drive the bootstrap intervals. ``comparisons``: directories of
+    simulation-vs-emulation files (``report --sim --emu``'s) shown besides the inputs' own.
     """
     if not inputs:
         raise ConfigError("no report directories given")
@@ -86,7 +93,13 @@ def write_html_report(
     if resamples < 1:
         raise ConfigError("resamples must be >= 1")
     sources = [load_report_dir(Path(p), traces) for p in inputs]
-    page = render_page(sources, max_timelines=max_timelines, seed=seed, resamples=resamples)
+    page = render_page(
+        sources,
+        max_timelines=max_timelines,
+        seed=seed,
+        resamples=resamples,
+        comparisons=[Path(p) for p in comparisons],
+    )
     html = Path(html)
     try:
         atomic_write_bytes(html, page.encode("utf-8"))
@@ -184,7 +197,12 @@ def _environment() -> jinja2.Environment:
 
 
 def render_page(
-    sources: Sequence[ReportDir], *, max_timelines: int, seed: int, resamples: int
+    sources: Sequence[ReportDir],
+    *,
+    max_timelines: int,
+    seed: int,
+    resamples: int,
+    comparisons: Sequence[Path] = (),
 ) -> str:
     series = build_series(sources)
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -202,7 +220,10 @@ def render_page(
             has_optimum=any(s.algorithm == OPTIMAL for s in series),
             paired=_paired(series, seed=seed, resamples=resamples),
             plots=_plots(series),
-            fidelity=_fidelity(sources),
+            fidelity=_fidelity(
+                [(s.path, s.name) for s in sources] + [(p, str(p)) for p in comparisons]
+            ),
+            min_paired=MIN_PAIRED_TRACES,
             timelines=_timelines(series, max_timelines),
         )
     )
@@ -316,6 +337,8 @@ def _summary(series: Sequence[Series], *, seed: int, resamples: int) -> list[dic
             else (math.nan,) * 3
         )
         undefined = len(s.metrics) - len(qoe)
+        total = s.source.summary.get("video_chunks")
+        window = chunk_window(s.metrics, total if isinstance(total, int) else None)
         rows.append(
             {
                 "label": s.label,
@@ -328,14 +351,31 @@ def _summary(series: Sequence[Series], *, seed: int, resamples: int) -> list[dic
                 "bitrate": _fmt(_mean([m.bitrate_mean_kbps for m in s.metrics]), ".0f"),
                 "rebuffer_pct": _fmt(_mean([m.rebuffer_ratio for m in s.metrics]) * 100, ".3f"),
                 "switches": _fmt(_mean([m.switches_per_chunk for m in s.metrics]), ".3f"),
+                "chunks": window_short(window),
             }
         )
     return rows
 
 
-def _paired_cell(c: PairedComparison) -> dict[str, Any]:
+def _paired_cell(c: PairedComparison, a: str, b: str) -> dict[str, Any]:
+    """One cell: short text (Δ, interval, win share of n), the details in its title; with
+    fewer than :data:`MIN_PAIRED_TRACES` common traces marked "too few" and not coloured."""
+    few = c.traces < MIN_PAIRED_TRACES
+    diff, low, high = (_fmt(v, ".2f", signed=True) for v in (c.mean_diff, c.low, c.high))
+    win_pct = f"{c.win_fraction * 100:.0f}"
+    title = (
+        f"{a} vs {b} over {c.traces} common traces: {a} better on {c.wins}, tied on {c.ties}, "
+        f"worse on {c.losses}; mean QoE difference {_fmt(c.mean_diff, signed=True)}, 95% "
+        f"interval [{_fmt(c.low, signed=True)}, {_fmt(c.high, signed=True)}]"
+    )
+    if few:
+        title += f"; fewer than {MIN_PAIRED_TRACES} traces: no verdict"
     return {
-        "css": "better" if c.low > 0 else "worse" if c.high < 0 else "even",
+        "css": "few" if few else "better" if c.low > 0 else "worse" if c.high < 0 else "even",
+        "few": few,
+        "text": f"n={c.traces}, too few" if few else f"{diff} [{low},{high}]",
+        "share": "" if few else f"{win_pct}% of {c.traces}",
+        "title": title,
         "traces": c.traces,
         "wins": c.wins,
         "ties": c.ties,
@@ -361,7 +401,7 @@ def _paired(series: Sequence[Series], *, seed: int, resamples: int) -> dict[str,
                 cells.append(None)
                 continue
             c = paired_comparison(qoe[i], qoe[j], resamples=resamples, seed=seed)
-            cells.append(_paired_cell(c))
+            cells.append(_paired_cell(c, a.label, series[j].label))
         rows.append((a.label, cells))
     return {"labels": [s.label for s in series], "rows": rows}
 
@@ -389,14 +429,14 @@ _FIDELITY_COLUMNS = (
 )
 
 
-def _fidelity(sources: Sequence[ReportDir]) -> list[dict[str, Any]]:
-    """Each input's ``sim_vs_emu.json`` and plot (``streambed emulate --compare-sim``,
-    ``streambed report --sim --emu``, the demo), when it has them."""
+def _fidelity(places: Sequence[tuple[Path, str]]) -> list[dict[str, Any]]:
+    """The ``sim_vs_emu.json`` and plot of each ``(directory, name)`` that has them (an input
+    after ``streambed emulate --compare-sim`` or the demo; ``report --sim --emu``'s own)."""
     from streambed.reports.rundir import SIM_VS_EMU_JSON, SIM_VS_EMU_PNG
 
     blocks: list[dict[str, Any]] = []
-    for source in sources:
-        path = source.path / SIM_VS_EMU_JSON
+    for where, name in places:
+        path = where / SIM_VS_EMU_JSON
         if not path.is_file():
             continue
         try:
@@ -412,12 +452,14 @@ def _fidelity(sources: Sequence[ReportDir]) -> list[dict[str, Any]]:
                 value = stats.get(key) if isinstance(stats, dict) else None
                 cells.append("—" if value is None else format(value, spec))
             rows.append((str(name), cells))
-        png = source.path / SIM_VS_EMU_PNG
+        png = where / SIM_VS_EMU_PNG
         constants = found.get("sim_config") or {}
         blocks.append(
             {
                 "error": None,
-                "name": source.name,
+                "name": name,
+                "mismatches": [str(x) for x in found.get("mismatches") or []],
+                "unknown": [str(x) for x in found.get("unknown") or []],
                 "simulation": str(found.get("simulation", "?")),
                 "rtt_s": str(constants.get("rtt_s", "?")),
                 "payload_factor": str(constants.get("payload_factor", "?")),

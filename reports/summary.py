@@ -75,9 +75,18 @@ def summarize(metrics: Sequence[SessionMetrics]) -> dict[str, dict[str, float | 
 def write_report(
     out: Path, metrics: Sequence[SessionMetrics], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Write ``summary.json`` and ``per_trace.csv``; return the summary."""
+    """Write ``summary.json`` and ``per_trace.csv``; return the summary.
+
+    Each algorithm's entry and the summary record their ``chunk_window``
+    (:func:`streambed.reports.provenance.chunk_window`; ``extra["video_chunks"]`` when known)."""
+    from streambed.reports.provenance import chunk_window
+
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"algorithms": summarize(metrics), **(extra or {})}
+    total = summary.get("video_chunks")
+    for name, entry in summary["algorithms"].items():
+        entry["chunk_window"] = chunk_window([m for m in metrics if m.algorithm == name], total)
+    summary["chunk_window"] = chunk_window(metrics, total)
     run = RunDir(out)
     run.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     with open(run.per_trace_csv, "w", newline="") as fh:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from streambed.abr_service.video import default_video
 from streambed.cli import main
+from streambed.reports.provenance import run_provenance
 from streambed.reports.sessionlog import write_jsonl
 from streambed.reports.summary import session_metrics, write_report
 from streambed.traces import save_pensieve
@@ -86,6 +87,7 @@ def make_emulation_output(root: Path) -> Path:
         "complete": False,
         "interrupted": False,
         "sessions": {"planned": 4, "done": len(metrics), "failed": len(failed)},
+        **run_provenance(video, None),
     }
     write_report(out, metrics, extra)
     (out / "failed.json").write_text(json.dumps(failed))

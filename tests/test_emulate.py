@@ -80,6 +80,8 @@ def test_emulate_writes_the_eval_report(emulated: Path) -> None:
     planned = len(TRACES) * len(ALGOS)
     assert summary["sessions"] == {"planned": planned, "done": planned, "failed": 0}
     assert summary["link"] == "netns" and summary["complete"] is True
+    window = {"chunks_min": CHUNKS, "chunks_max": CHUNKS, "video_chunks": CHUNKS}
+    assert summary["chunk_window"] == window and len(summary["video_sha256"]) == 64
     with open(emulated / "per_trace.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((r["algorithm"], r["trace"]) for r in rows) == sorted(
@@ -118,6 +120,7 @@ def test_compare_sim(emulated: Path) -> None:
         assert float(row["qoe_gap"]) == pytest.approx(float(row["emu_qoe"]) - float(row["sim_qoe"]))
     found = json.loads((emulated / "sim_vs_emu.json").read_text())
     assert found["overall"]["count"] == len(rows)
+    assert found["mismatches"] == [] and found["unknown"] == []  # the same window and video
     assert found["overall"]["qoe_gap_mean_abs"] == pytest.approx(
         sum(abs(float(r["qoe_gap"])) for r in rows) / len(rows)
     )

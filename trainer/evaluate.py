@@ -32,6 +32,7 @@ from streambed.abr_service.qoe import QoEMetric, make_qoe
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+from streambed.reports.provenance import chunk_window, run_provenance, window_short, window_text
 from streambed.reports.rundir import RunDir
 from streambed.reports.sessionlog import ChunkRecord, write_jsonl, write_pensieve_log
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
@@ -121,11 +122,13 @@ def format_table(result: EvalResult) -> str:
     """One line per algorithm: mean QoE, bitrate, rebuffer ratio and switches per chunk."""
     rows = [
         f"{'algorithm':<12}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}{'switches':>10}"
+        "  chunks"
     ]
     for name, s in result.summary["algorithms"].items():
         rows.append(
             f"{name:<12}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
             f"{s['rebuffer_ratio']:>13.4f}{s['switches_per_chunk']:>10.3f}"
+            f"  {window_short(s.get('chunk_window'))}"
         )
     return "\n".join(rows)
 
@@ -185,9 +188,14 @@ def evaluate(
                 if plans is not None:
                     plans.close()  # stops the planner's pool now, also on an error
             timings[name] = time.perf_counter() - started
-            mean = np.mean([m.qoe for m in metrics if m.algorithm == name])
+            mine = [m for m in metrics if m.algorithm == name]
             log.info(
-                "%s: qoe_mean %.4f over %d traces (%.1f s)", name, mean, len(traces), timings[name]
+                "%s: qoe_mean %.4f %s, %d traces (%.1f s)",
+                name,
+                np.mean([m.qoe for m in mine]),
+                window_text(chunk_window(mine, video.num_chunks)),
+                len(traces),
+                timings[name],
             )
     extra = {
         "qoe": qoe_name,
@@ -198,6 +206,7 @@ def evaluate(
         "params": params,
         "mode": "test",
         "seconds": timings,
+        **run_provenance(video, params.get("ppo", {}).get("model")),
     }
     summary: dict[str, Any] = {}
     if out is not None:

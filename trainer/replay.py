@@ -23,6 +23,7 @@ import numpy as np
 from streambed.abr_service.video import VIDEO_JSON, Video, load_video
 from streambed.core.errors import ConfigError
 from streambed.reports.fidelity import read_per_trace, write_comparison
+from streambed.reports.provenance import chunk_window, run_provenance, window_text
 from streambed.reports.rundir import PER_TRACE_CSV, SUMMARY_JSON, RunDir
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import SessionMetrics, session_metrics
@@ -315,6 +316,15 @@ def simulate_plan(
         m = session_metrics(records, plan.video.chunk_s)
         metrics.append(dataclasses.replace(m, algorithm=s.algorithm, trace=s.label))
         sessions[(s.algorithm, s.label)] = records
+    # The simulator played whole videos (and logged their means); these are the compared ones.
+    for algorithm in plan.algorithms:
+        compared = [m for m in metrics if m.algorithm == algorithm]
+        log.info(
+            "%s: simulated like the emulation: qoe_mean %.4f %s",
+            algorithm,
+            float(np.mean([m.qoe for m in compared])),
+            window_text(chunk_window(compared, plan.video.num_chunks)),
+        )
     return metrics, sessions
 
 
@@ -337,6 +347,7 @@ def write_simulation(
         "sim_config": dataclasses.asdict(config),
         "params": plan.params,
         "align_start": any(s.start_s is not None for s in plan.sessions),
+        **run_provenance(plan.video, plan.params.get("ppo", {}).get("model")),
     }
     write_outputs(out, metrics, sessions, extra)
     return metrics

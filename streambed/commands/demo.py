@@ -126,6 +126,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     from streambed.emulation.orchestrate import EmulateConfig, emulate
     from streambed.reports.fidelity import write_comparison
     from streambed.reports.html import write_html_report
+    from streambed.reports.provenance import window_text
     from streambed.reports.rundir import RunDir
     from streambed.server.build import build_encoded
     from streambed.trainer.evaluate import evaluate, format_table
@@ -187,7 +188,8 @@ def run_emulated(args: argparse.Namespace) -> int:
     for name, s in emulated.summary.get("algorithms", {}).items():
         print(
             f"  {name:<12} qoe_mean {s['qoe_mean']:.4f}  bitrate {s['bitrate_mean_kbps']:.0f} kbps"
-            f"  rebuffer ratio {s['rebuffer_ratio']:.4f}  ({s['traces']} traces)"
+            f"  rebuffer ratio {s['rebuffer_ratio']:.4f}  ({s['traces']} traces, "
+            f"{window_text(s.get('chunk_window'))})"
         )
     gap = fidelity["overall"].get("qoe_gap_mean_abs")
     if gap is not None:

@@ -135,13 +135,16 @@ def run(args: argparse.Namespace) -> int:
         result = emulate(config)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    from streambed.reports.provenance import window_short
+
     rows = [
         f"{'algorithm':<12}{'traces':>8}{'qoe_mean':>10}{'bitrate_kbps':>14}{'rebuf_ratio':>13}"
+        "  chunks"
     ]
     for name, s in result.summary.get("algorithms", {}).items():
         rows.append(
             f"{name:<12}{s['traces']:>8}{s['qoe_mean']:>10.4f}{s['bitrate_mean_kbps']:>14.0f}"
-            f"{s['rebuffer_ratio']:>13.4f}"
+            f"{s['rebuffer_ratio']:>13.4f}  {window_short(s.get('chunk_window'))}"
         )
     print("\n".join(rows))
     if result.summary.get("run_to_run"):
