@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from streambed.reports.rundir import (
     SUMMARY_JSON,
 )
 from streambed.reports.summary import SessionMetrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +273,22 @@ def write_sim_vs_emu(
 
 
 def plot_sim_vs_emu(rows: Sequence[FidelityRow], path: Path) -> Path:
-    """Emulated against simulated QoE per trace (y = x: perfect agreement), and the gaps;
-    written as ``path`` (PNG) and a PDF of the same stem, in the paper style."""
+    """:func:`sim_vs_emu_figure` written as ``path`` (PNG) and a PDF of the same stem."""
+    import matplotlib.pyplot as plt
+
+    from streambed.reports.style import paper_style, save_figure
+
+    fig = sim_vs_emu_figure(rows)
+    try:
+        with paper_style():
+            return save_figure(fig, path, dpi=200)
+    finally:
+        plt.close(fig)
+
+
+def sim_vs_emu_figure(rows: Sequence[FidelityRow]) -> Figure:
+    """Emulated against simulated QoE per trace (y = x: perfect agreement), and the gaps, in
+    the paper style (double-column wide)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,12 +296,7 @@ def plot_sim_vs_emu(rows: Sequence[FidelityRow], path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     from streambed.reports.plots import qoe_label
-    from streambed.reports.style import (
-        DOUBLE_COLUMN_IN,
-        algorithm_color,
-        paper_style,
-        save_figure,
-    )
+    from streambed.reports.style import DOUBLE_COLUMN_IN, algorithm_color, paper_style
 
     with paper_style():
         fig, (ax, hist) = plt.subplots(1, 2, figsize=(DOUBLE_COLUMN_IN, 2.8))
@@ -332,10 +344,7 @@ def plot_sim_vs_emu(rows: Sequence[FidelityRow], path: Path) -> Path:
                 f"mean gap {overall['qoe_gap_mean']:+.3f} over {len(finite)} sessions"
             )
         fig.tight_layout()
-        try:
-            return save_figure(fig, path, dpi=200)
-        finally:
-            plt.close(fig)
+    return fig
 
 
 def write_comparison(
