@@ -121,7 +121,7 @@ def plot_qoe_cdf(
         ax.set_xlabel(qoe_label(qoe_name, "session mean"))
         ax.set_ylabel("CDF over traces")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
+        ax.legend(loc="best")
         fig.tight_layout()
         return _finish(fig, path, dpi)
 
@@ -313,7 +313,7 @@ def plot_timeline(
             handlelength=1.5,
             columnspacing=1.0,
         )
-        fig.tight_layout(rect=(0, 0, 1, 0.8))
+        fig.tight_layout(rect=(0, 0, 1, 0.86))
         return _finish(fig, path, dpi)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -22,7 +23,7 @@ COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0
 FONT_PT = 8.0
 
-RC = {
+RC: dict[str, Any] = {
     "font.size": FONT_PT,
     "axes.titlesize": FONT_PT,
     "axes.labelsize": FONT_PT,
@@ -111,7 +112,7 @@ def series_style(algorithm: str, kind: str | None = None) -> SeriesStyle:
 @contextmanager
 def paper_style() -> Iterator[None]:
     """Matplotlib settings of every figure Streambed draws."""
-    with plt.rc_context(RC):
+    with plt.rc_context(cast(Any, RC)):
         yield
 
 

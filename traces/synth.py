@@ -184,6 +184,5 @@ def default_traces(
     states, rare short outages; ``params`` to change them), generated here (no data, no
     network)."""
     return [
-        generate_trace(params, seed=seed * 1000 + i, name=f"synth_{i:03d}")
-        for i in range(count)
+        generate_trace(params, seed=seed * 1000 + i, name=f"synth_{i:03d}") for i in range(count)
     ]
