@@ -171,42 +171,46 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, entry in result.items():
-            pts = entry["curve_minutes_qoe"]
-            if pts:
-                (line,) = ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    marker="o",
-                    ms=3,
-                    label=f"{name} (seed {entry['seed']})",
-                )
-                if "averaged_pt_test_qoe" in entry:  # drawn at the end of the run
-                    ax.plot(
-                        entry["end_minutes"],
-                        entry["averaged_pt_test_qoe"],
-                        marker="*",
-                        ms=11,
-                        color=line.get_color(),
-                        ls="none",
+        from streambed.reports.style import COLUMN_IN, paper_style, save_figure
+
+        with paper_style():
+            fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6))
+            for name, entry in result.items():
+                pts = entry["curve_minutes_qoe"]
+                if pts:
+                    (line,) = ax.plot(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        marker="o",
+                        ms=3,
+                        label=f"{name} (seed {entry['seed']})",
                     )
-        if reference is not None:
-            ax.axhline(
-                reference,
-                color="k",
-                ls="--",
-                lw=1,
-                label=f"Pensieve-PPO checkpoint ({reference:.3f})",
-            )
-        if any("averaged_pt_test_qoe" in e for e in result.values()):
-            ax.plot([], [], marker="*", ms=11, color="grey", ls="none", label="averaged.pt")
-        ax.set_xlabel("training wall-clock minutes (2-core CPU)")
-        ax.set_ylabel("qoe_mean on norway-test (QoE_lin)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(png, dpi=120)
+                    if "averaged_pt_test_qoe" in entry:  # drawn at the end of the run
+                        ax.plot(
+                            entry["end_minutes"],
+                            entry["averaged_pt_test_qoe"],
+                            marker="*",
+                            ms=11,
+                            color=line.get_color(),
+                            ls="none",
+                        )
+            if reference is not None:
+                ax.axhline(
+                    reference,
+                    color="k",
+                    ls="--",
+                    lw=1,
+                    label=f"Pensieve-PPO checkpoint ({reference:.3f})",
+                )
+            if any("averaged_pt_test_qoe" in e for e in result.values()):
+                ax.plot([], [], marker="*", ms=11, color="grey", ls="none", label="averaged.pt")
+            ax.set_xlabel("training wall-clock minutes (2-core CPU)")
+            ax.set_ylabel("QoE (lin, per chunk), norway-test mean")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            save_figure(fig, Path(png), dpi=200)  # and the PDF next to it
+            plt.close(fig)
     return {"reference_pensieve_ppo": reference, "runs": result}
 
 

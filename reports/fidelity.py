@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from streambed.reports.rundir import (
     SUMMARY_JSON,
 )
 from streambed.reports.summary import SessionMetrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -270,52 +273,78 @@ def write_sim_vs_emu(
 
 
 def plot_sim_vs_emu(rows: Sequence[FidelityRow], path: Path) -> Path:
-    """Emulated against simulated QoE per trace (y = x: perfect agreement), and the gaps."""
+    """:func:`sim_vs_emu_figure` written as ``path`` (PNG) and a PDF of the same stem."""
+    import matplotlib.pyplot as plt
+
+    from streambed.reports.style import paper_style, save_figure
+
+    fig = sim_vs_emu_figure(rows)
+    try:
+        with paper_style():
+            return save_figure(fig, path, dpi=200)
+    finally:
+        plt.close(fig)
+
+
+def sim_vs_emu_figure(rows: Sequence[FidelityRow]) -> Figure:
+    """Emulated against simulated QoE per trace (y = x: perfect agreement), and the gaps, in
+    the paper style (double-column wide)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, (ax, hist) = plt.subplots(1, 2, figsize=(11.0, 4.4))
-    finite = [r for r in rows if math.isfinite(r.sim_qoe) and math.isfinite(r.emu_qoe)]
-    algorithms = list(dict.fromkeys(r.algorithm for r in rows))
-    # Shared bins, so the algorithms' histograms compare.
-    bins = np.histogram_bin_edges([r.qoe_gap for r in finite] or [0.0], bins=30)
-    for algorithm in algorithms:
-        mine = [r for r in finite if r.algorithm == algorithm]
-        if not mine:
-            continue
-        stats = _stats(mine)
-        label = f"{algorithm} (mean |gap| {stats['qoe_gap_mean_abs']:.3f}, n={len(mine)})"
-        ax.scatter(
-            [r.sim_qoe for r in mine], [r.emu_qoe for r in mine], s=10, alpha=0.6, label=label
-        )
-        hist.hist([r.qoe_gap for r in mine], bins=bins, alpha=0.5, label=algorithm)
-    if finite:
-        values = [v for r in finite for v in (r.sim_qoe, r.emu_qoe)]
-        low, high = min(values), max(values)
-        pad = 0.05 * (high - low or 1.0)
-        ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", lw=1, label="y = x")
-    ax.set_xlabel("simulated QoE per trace")
-    ax.set_ylabel("emulated QoE per trace")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    hist.axvline(0.0, color="k", lw=1, ls="--")
-    hist.set_xlabel("QoE gap per trace (emulated - simulated)")
-    hist.set_ylabel("sessions")
-    hist.grid(alpha=0.3)
-    hist.legend(fontsize=7)
-    overall = _stats(finite)
-    if overall["qoe_gap_mean_abs"] is not None:
-        fig.suptitle(
-            f"simulation vs emulation: mean |QoE gap| {overall['qoe_gap_mean_abs']:.3f}, "
-            f"mean gap {overall['qoe_gap_mean']:+.3f} over {len(finite)} sessions",
-            fontsize=10,
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from streambed.reports.plots import qoe_label
+    from streambed.reports.style import DOUBLE_COLUMN_IN, algorithm_color, paper_style
+
+    with paper_style():
+        fig, (ax, hist) = plt.subplots(1, 2, figsize=(DOUBLE_COLUMN_IN, 2.8))
+        finite = [r for r in rows if math.isfinite(r.sim_qoe) and math.isfinite(r.emu_qoe)]
+        algorithms = list(dict.fromkeys(r.algorithm for r in rows))
+        # Shared bins, so the algorithms' histograms compare.
+        bins = np.histogram_bin_edges([r.qoe_gap for r in finite] or [0.0], bins=30)
+        for algorithm in algorithms:
+            mine = [r for r in finite if r.algorithm == algorithm]
+            if not mine:
+                continue
+            stats = _stats(mine)
+            color = algorithm_color(algorithm)
+            label = f"{algorithm} (mean |gap| {stats['qoe_gap_mean_abs']:.2f}, n={len(mine)})"
+            ax.scatter(
+                [r.sim_qoe for r in mine],
+                [r.emu_qoe for r in mine],
+                s=8,
+                alpha=0.7,
+                color=color,
+                label=label,
+            )
+            hist.hist([r.qoe_gap for r in mine], bins=bins, alpha=0.5, color=color, label=algorithm)
+        if finite:
+            values = [v for r in finite for v in (r.sim_qoe, r.emu_qoe)]
+            low, high = min(values), max(values)
+            pad = 0.05 * (high - low or 1.0)
+            ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", lw=0.8, label="y = x")
+            ax.set_xlim(low - pad, high + pad)
+            ax.set_ylim(low - pad, high + pad)
+        ax.set_xlabel(qoe_label(None, "simulated"))
+        ax.set_ylabel(qoe_label(None, "emulated"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+        hist.axvline(0.0, color="k", lw=0.8, ls="--")
+        hist.set_xlabel("QoE gap per trace (emulated - simulated, per chunk)")
+        hist.set_ylabel("sessions")
+        hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+        hist.grid(alpha=0.3)
+        hist.legend()
+        overall = _stats(finite)
+        if overall["qoe_gap_mean_abs"] is not None:
+            fig.suptitle(
+                f"simulation vs emulation: mean |QoE gap| {overall['qoe_gap_mean_abs']:.3f}, "
+                f"mean gap {overall['qoe_gap_mean']:+.3f} over {len(finite)} sessions"
+            )
+        fig.tight_layout()
+    return fig
 
 
 def _read_summary(directory: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from streambed.core.errors import ConfigError, ReportError, TraceError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.reports.load import ReportDir, load_report_dir
 from streambed.reports.provenance import chunk_window, window_short
+from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.stats import PairedComparison, bootstrap_ci, paired_comparison
 from streambed.reports.summary import SessionMetrics
 from streambed.traces import Trace
@@ -408,13 +409,16 @@ def _paired(series: Sequence[Series], *, seed: int, resamples: int) -> dict[str,
 
 def _plots(series: Sequence[Series]) -> dict[str, str] | None:
     from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
+    from streambed.reports.style import series_style
 
     labelled = [replace(m, algorithm=s.label) for s in series for m in s.metrics]
     if not labelled:
         return None
+    # A simulated and an emulated run of one algorithm: one colour, two line styles.
+    styles = {s.label: series_style(s.algorithm, s.source.mode) for s in series}
     return {
-        "cdf": _png_uri(plot_qoe_cdf(labelled)),
-        "scatter": _png_uri(plot_bitrate_rebuffer(labelled)),
+        "cdf": _png_uri(plot_qoe_cdf(labelled, styles=styles)),
+        "scatter": _png_uri(plot_bitrate_rebuffer(labelled, styles=styles)),
     }
 
 
@@ -486,7 +490,8 @@ def _trace_for(source: ReportDir, trace_name: str) -> tuple[Trace | None, str]:
 
 
 def _timelines(series: Sequence[Series], max_timelines: int) -> dict[str, Any] | None:
-    from streambed.reports.plots import plot_timeline
+    from streambed.reports.plots import TimelineLimits, plot_timeline, timeline_limits
+    from streambed.reports.style import series_style
 
     sessions = sum(len(s.metrics) for s in series)
     if sessions == 0:
@@ -506,11 +511,15 @@ def _timelines(series: Sequence[Series], max_timelines: int) -> dict[str, Any] |
     )
     groups: dict[tuple[int, str], dict[str, Any]] = {}
     several = len({id(s.source) for s in series}) > 1
+    # Timelines of one group stand side by side: they share their y-limits, so first the
+    # records of every pick, then the union of the group's limits.
+    loaded: list[tuple[Timeline, tuple[int, str], list[ChunkRecord], Trace | None]] = []
+    limits: dict[tuple[int, str], TimelineLimits] = {}
     for pick in picks:
         source, trace_name = pick.series.source, pick.metrics.trace
         key = (id(source), trace_name)
         trace, trace_note = _trace_for(source, trace_name)
-        group = groups.setdefault(
+        groups.setdefault(
             key,
             {
                 "trace": trace_name,
@@ -519,13 +528,23 @@ def _timelines(series: Sequence[Series], max_timelines: int) -> dict[str, Any] |
                 "figures": [],
             },
         )
-        png = plot_timeline(source.records(pick.series.algorithm, trace_name), trace)
-        group["figures"].append(
+        records = source.records(pick.series.algorithm, trace_name)
+        loaded.append((pick, key, records, trace))
+        mine = timeline_limits(records, trace)
+        limits[key] = limits[key].union(mine) if key in limits else mine
+    for pick, key, records, trace in loaded:
+        png = plot_timeline(
+            records,
+            trace,
+            limits=limits[key],
+            style=series_style(pick.series.algorithm, pick.series.source.mode),
+        )
+        groups[key]["figures"].append(
             {
                 "uri": _png_uri(png),
-                "alt": f"timeline of {pick.series.label} on {trace_name}",
+                "alt": f"timeline of {pick.series.label} on {pick.metrics.trace}",
                 "label": pick.series.label,
-                "trace": trace_name,
+                "trace": pick.metrics.trace,
                 "qoe": _fmt(pick.metrics.qoe, ".3f"),
                 "role": pick.role,
             }

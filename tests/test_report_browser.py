@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 from report_helpers import EVAL_ALGORITHMS, EVAL_TRACES, make_eval_output
 
 from streambed.reports.html import write_html_report
+from streambed.reports.style import algorithm_color
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_S = 90
@@ -25,7 +27,8 @@ WINDOW = (1280, 2400)
 # Chromium prints a page's console messages on stderr as ``CONSOLE(line)`` (older builds) or
 # ``INFO:CONSOLE:line]`` (newer); uncaught exceptions as ``Uncaught ...``.
 CONSOLE = re.compile(r"CONSOLE[(:]|Uncaught")
-C0_BLUE = np.array([31, 119, 180])  # matplotlib's first colour: the CDF's and bitrate's lines
+# BBA's colour in every plot: its CDF line, its scatter points and its timelines' bitrate.
+C0_BLUE = np.array(to_rgb(algorithm_color("bba"))) * 255
 
 
 def chromium() -> Path:
@@ -82,7 +85,7 @@ def test_screenshot(page: Path, tmp_path: Path) -> None:
     ink = np.any(rgb < 235, axis=-1).mean()
     assert ink > 0.05, f"the page looks blank ({ink:.1%} non-white pixels)"
     blue = np.all(np.abs(rgb - C0_BLUE) <= 30, axis=-1).sum()
-    assert blue > 500, f"no plot colours on the page ({blue} pixels near C0 blue)"
+    assert blue > 500, f"no plot colours on the page ({blue} pixels near BBA's colour)"
 
 
 def test_dom(page: Path, tmp_path: Path) -> None:

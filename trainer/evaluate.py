@@ -244,6 +244,7 @@ def write_outputs(
     for (algorithm, trace), records in sessions.items():
         write_pensieve_log(records, run.pensieve_log(algorithm, trace))
         write_jsonl(records, run.session(algorithm, trace).chunks_jsonl)
-    plot_qoe_cdf(metrics, run.qoe_cdf_png)
+    qoe_name = extra.get("qoe")
+    plot_qoe_cdf(metrics, run.qoe_cdf_png, qoe_name=qoe_name if isinstance(qoe_name, str) else None)
     plot_bitrate_rebuffer(metrics, run.bitrate_vs_rebuffer_png)
     return summary

@@ -1,6 +1,6 @@
 """``streambed demo``: the main job on embedded defaults, with no data and no network.
 
-1. generates a small trace set (``OUT/traces``);
+1. generates a small set of cellular-like traces, with deep fades and outages (``OUT/traces``);
 2. encodes real DASH content with ffmpeg (``OUT/content``: H.264, Pensieve's 6-level ladder);
 3. emulates BBA, RobustMPC and the learned policy Streambed ships (``models/ppo-norway.pt``): one
    real-time session per trace and algorithm behind a link replaying the trace (``--link auto``:
@@ -28,7 +28,7 @@ from streambed.core.linkkinds import AUTO
 from streambed.core.linkkinds import CHOICES as LINK_CHOICES
 from streambed.models import SHIPPED_MODEL
 from streambed.traces import Trace, save_pensieve
-from streambed.traces.synth import DEFAULT_TRACE_COUNT, default_traces
+from streambed.traces.synth import DEFAULT_TRACE_COUNT, DEMO_TRACE_PARAMS, default_traces
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def run_sim_only(args: argparse.Namespace) -> int:
     from streambed.trainer.evaluate import evaluate, format_table
 
     out: Path = args.out
-    traces = default_traces(args.traces or DEFAULT_TRACE_COUNT, args.seed)
+    traces = default_traces(args.traces or DEFAULT_TRACE_COUNT, args.seed, DEMO_TRACE_PARAMS)
     video = default_video(args.seed)
     _write_traces(traces, out / "traces")
     video.save(out / "video")
@@ -136,7 +136,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     if count < 1:
         raise ConfigError(f"--traces {count}: need at least one trace")
     started = time.monotonic()
-    traces = default_traces(count, args.seed)
+    traces = default_traces(count, args.seed, DEMO_TRACE_PARAMS)
     traces_dir = _write_traces(traces, out / "traces")
     log.info("generated %d traces in %s", len(traces), traces_dir)
 
