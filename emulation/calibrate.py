@@ -64,7 +64,7 @@ from streambed.trainer.replay import (
     simulate_plan,
     write_simulation,
 )
-from streambed.trainer.simulator import SimConfig
+from streambed.trainer.simulator import WALL_TIMING, SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +462,7 @@ def calibrate(
     loss: str = "l2",
     include_decision: bool = True,
     align_start: bool = True,
+    timing: str = WALL_TIMING,
     progress: bool = True,
 ) -> CalibrationResult:
     """Fit the constants to the emulation in ``emu_dir``, compare before and after.
@@ -480,12 +481,17 @@ def calibrate(
     emu_dir = Path(emu_dir)
     out = emu_dir / "calibration" if out is None else Path(out)
     plan = plan_from_emulation(
-        emu_dir, video=video, model=model, traces=traces, align_start=align_start
+        emu_dir, video=video, model=model, traces=traces, align_start=align_start, timing=timing
     )
     other = dataclasses.replace(
         plan,
         sessions=plan_from_emulation(
-            emu_dir, video=video, model=model, traces=traces, align_start=not align_start
+            emu_dir,
+            video=video,
+            model=model,
+            traces=traces,
+            align_start=not align_start,
+            timing=timing,
         ).sessions,
     )
     emulated = read_per_trace(emu_dir)
@@ -494,6 +500,7 @@ def calibrate(
         "emulation": str(emu_dir),
         "objective": objective,
         "align_start": align_start,
+        "sim_config_default": dataclasses.asdict(plan.base_config),
         "link": plan.summary.get("link"),
         "delay_ms": plan.summary.get("delay_ms"),
         "sessions": len(plan.sessions),
@@ -538,7 +545,18 @@ def calibrate(
         other_after = _comparison(other, emulated, fitted, out / f"fitted{suffix}", progress)
     gap_before = before["overall"]["qoe_gap_mean_abs"]
     gap_after = after["overall"]["qoe_gap_mean_abs"]
+    worse = gap_before is not None and gap_after is not None and gap_after > gap_before
+    if worse:
+        log.warning(
+            "the fitted constants are WORSE than the defaults (%s timing): mean |QoE gap| "
+            "%.4f fitted against %.4f with the defaults; keep the defaults",
+            default.timing,
+            gap_after,
+            gap_before,
+        )
     report.update(
+        timing=default.timing,
+        fit_worse_than_default=worse,
         default={"rtt_s": default.rtt_s, "payload_factor": default.payload_factor},
         fitted={"rtt_s": fitted.rtt_s, "payload_factor": fitted.payload_factor},
         sim_config_fitted=dataclasses.asdict(fitted),

@@ -20,12 +20,15 @@ clearly when it is absent. It also needs ``net.ipv4.ip_forward=1``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pwd
 import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -189,6 +192,41 @@ def require_mahimahi(allow_root: bool = True) -> None:
             "the mahimahi link needs IP forwarding: run `sysctl -w net.ipv4.ip_forward=1` as "
             "root (scripts/setup.sh --dev does), or use --kind netns or --kind proxy"
         )
+
+
+def readable_python(system: Path = Path("/usr/bin/python3")) -> str:
+    """An interpreter the Mahimahi user can run that imports this process's packages: this one
+    when the user can run it, else a venv of ``system`` (e.g. Debian's, when this interpreter
+    lives in a mode-700 /root) under /tmp whose site-packages path points at this one's (same
+    minor version), made once per environment and readable by everyone."""
+    if not run_as_root():
+        return sys.executable
+    try:
+        check_command(sys.executable)
+        return sys.executable
+    except ConfigError as exc:
+        reason = str(exc)
+    if not system.exists():
+        raise ConfigError(f"{reason}; and no {system} to make a readable venv from")
+    site = sysconfig.get_paths()["purelib"]
+    key = hashlib.sha256(f"{sys.prefix}{site}".encode()).hexdigest()[:12]
+    venv = Path(tempfile.gettempdir()) / f"streambed-mm-venv-{key}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True)
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        (Path(purelib) / "streambed-dev.pth").write_text(
+            f"import site; site.addsitedir({site!r})\n"
+        )
+        for path in [venv, *venv.rglob("*")]:
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o055 if path.is_dir() else mode | 0o044)
+    return str(python)
 
 
 def grant(path: Path) -> None:

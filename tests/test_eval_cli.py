@@ -326,3 +326,16 @@ def test_optimal_plans_move_the_bar_as_they_finish(monkeypatch: pytest.MonkeyPat
     plans = list(got)
     expected = [evaluate_module.plan_optimal(t, video, qoe, SimConfig()) for t in traces]
     assert plans == expected
+
+
+def test_eval_in_the_emulations_timing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--sim wall`` simulates with SimConfig.faithful of --delay-ms and --decision-ms (recorded
+    in summary.json); the offline optimum, planned in Pensieve's timing, is refused."""
+    out = tmp_path / "wall"
+    argv = ["eval", "--out", str(out), "--algorithms", "bba", "--sim", "wall", "--no-progress"]
+    assert main([*argv, "--delay-ms", "20", "--decision-ms", "70"]) == 0
+    config = json.loads((out / "summary.json").read_text())["sim_config"]
+    assert config["timing"] == "wall" and config["rtt_s"] == 0.04
+    assert config["decision_s"] == pytest.approx(0.07)
+    line = run_error(capsys, [*argv[:-4], "bba,optimal", "--sim", "wall"])
+    assert "optimal" in line and "--sim pensieve" in line

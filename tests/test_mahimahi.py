@@ -15,14 +15,12 @@ real Mahimahi is the reference of the netns shaper.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -60,38 +58,7 @@ def python() -> str:
     if not mahimahi.run_as_root():
         return sys.executable
     user = mahimahi.run_user()
-    try:
-        mahimahi.check_command(sys.executable)
-        return sys.executable
-    except ConfigError as exc:
-        reason = str(exc)
-    system = Path("/usr/bin/python3")
-    assert system.exists(), f"{reason}; and no /usr/bin/python3 to make a readable venv from"
-    site = sysconfig.get_paths()["purelib"]
-    key = hashlib.sha256(f"{sys.prefix}{site}".encode()).hexdigest()[:12]
-    venv = Path("/tmp") / f"streambed-mm-venv-{key}"
-    if not (venv / "bin" / "python").exists():
-        subprocess.run(
-            [str(system), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
-        )
-        purelib = subprocess.run(
-            [
-                str(venv / "bin" / "python"),
-                "-c",
-                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        (Path(purelib) / "streambed-dev.pth").write_text(
-            f"import site; site.addsitedir({site!r})\n"
-        )
-        for path in [venv, *venv.rglob("*")]:
-            path.chmod(
-                path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044
-            )
-    py = str(venv / "bin" / "python")
+    py = mahimahi.readable_python()
     check = subprocess.run(
         [
             py,

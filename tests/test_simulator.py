@@ -98,13 +98,58 @@ def _random_traces(count: int, seed: int) -> list[Trace]:
     return [generate_trace(params, seed=seed + i, name=f"t{i}") for i in range(count)]
 
 
-def test_scalar_and_batched_agree_to_1e9() -> None:
+def test_wall_timing_moves_the_trace_during_the_waits() -> None:
+    """1 Mbit/s for 2 s, then 2 Mbit/s; a wait of 0.5 s before chunk 0, 0.1 s before the
+    others, a round trip of 80 ms. Chunk 0 (1 s of bytes at 1 Mbit/s) is requested at trace
+    time 0.5 and its bytes start at 0.58: it ends at 1.58 (delay 1.08, stall 0.5 + 1.08).
+    Chunk 1 is requested at 1.68, its bytes start at 1.76: 0.24 s at 1 Mbit/s carry 28,500 B,
+    the other 90,250 B take 0.38 s at 2 Mbit/s (delay 0.70). Pensieve's timing starts chunk 1
+    where chunk 0's bytes ended (1.0): a whole second at 1 Mbit/s."""
+    video = small_video([[59_375] * 3, [RATE_1MBPS] * 3, [2 * RATE_1MBPS] * 3])
+    trace = step_trace([1.0, 2.0], 2.0, "step")
+    wall = SimConfig(timing="wall", decision_s=0.1, start_s=0.5)
+    sim = Simulator([trace], video, wall)
+    first = sim.download(1)
+    assert (first.wait_s, first.delay_s) == (0.5, pytest.approx(1.08, abs=1e-12))
+    assert first.rebuffer_s == pytest.approx(1.58, abs=1e-12) and first.buffer_s == 4.0
+    second = sim.download(1)
+    assert second.wait_s == 0.1 and second.trace_s == pytest.approx(0.62, abs=1e-12)
+    assert second.delay_s == pytest.approx(0.70, abs=1e-12)
+    assert second.buffer_before_s == pytest.approx(3.9, abs=1e-12)
+    assert second.rebuffer_s == 0.0 and second.buffer_s == pytest.approx(7.2, abs=1e-12)
+    pensieve = Simulator([trace], video)
+    pensieve.download(1)
+    assert pensieve.download(1).trace_s == pytest.approx(1.0, abs=1e-12)
+    batched = BatchedSimulator([trace], video, 1, wall, mode="test")
+    batched.step(np.array([1]))
+    step = batched.step(np.array([1]))
+    assert step.delay_s[0] == pytest.approx(0.70, abs=1e-12)
+    assert step.buffer_s[0] == pytest.approx(7.2, abs=1e-12)
+
+
+def test_faithful_constants_come_from_the_emulation_settings() -> None:
+    """40 ms each way: an 80 ms round trip; the decision's round trip as measured (or 80 + 25
+    ms); TCP/IP's 1448 of 1500 bytes; before chunk 0 the MPD (2 round trips), the first
+    decision (a round trip and the decision) and the init segment (one)."""
+    measured = SimConfig.faithful(40.0, 0.105, buffer_cap_s=30.0)
+    assert (measured.timing, measured.rtt_s, measured.decision_s) == ("wall", 0.08, 0.105)
+    assert measured.payload_factor == pytest.approx(1448 / 1500)
+    assert measured.start_s == pytest.approx(4 * 0.08 + 0.105)
+    assert measured.buffer_cap_s == 30.0
+    assert SimConfig.faithful(0.0).decision_s == pytest.approx(0.025)
+    with pytest.raises(ConfigError, match="timing"):
+        SimConfig(timing="fast")
+
+
+@pytest.mark.parametrize("timing", ["pensieve", "wall"])
+def test_scalar_and_batched_agree_to_1e9(timing: str) -> None:
     traces = _random_traces(7, seed=10)
     video = generate_video(seed=3, num_chunks=20)
     n, steps = 40, 90
     rng = np.random.default_rng(0)
-    batched = BatchedSimulator(traces, video, n, mode="train", rng=np.random.default_rng(5))
-    scalars = [Simulator(traces, video, mode="train") for _ in range(n)]
+    config = SimConfig() if timing == "pensieve" else SimConfig.faithful(40.0, 0.1)
+    batched = BatchedSimulator(traces, video, n, config, mode="train", rng=np.random.default_rng(5))
+    scalars = [Simulator(traces, video, config, mode="train") for _ in range(n)]
 
     def restart(mask: np.ndarray) -> None:
         idx = np.flatnonzero(mask)

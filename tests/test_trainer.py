@@ -21,6 +21,7 @@ from streambed.cli import main
 from streambed.core.errors import ConfigError
 from streambed.traces import SynthParams, generate_trace, save_pensieve
 from streambed.trainer.a3c import A3C, A3CArgs
+from streambed.trainer.args import check_args
 from streambed.trainer.averaging import averaged_weights, snapshot_paths
 from streambed.trainer.checkpoints import policy_checkpoint
 from streambed.trainer.data import Data, load_data
@@ -411,6 +412,20 @@ def test_validation_from_several_starts() -> None:
     # the first of the four starts is the trace's beginning: the single-start number is in it
     per_start = [evaluate_actor(trainer.actor, [t], VIDEO, QOE, starts=4) for t in DATA.val]
     assert float(np.mean(per_start)) == pytest.approx(four)
+
+
+def test_sim_wall_trains_and_validates_in_the_emulations_timing() -> None:
+    """``--sim wall``: the rollouts and the validation run SimConfig.faithful of the given
+    delay, and the same policy validates differently than in Pensieve's timing."""
+    wall = PPO(PPOArgs(out="unused", num_envs=8, progress=False, sim="wall", sim_delay_ms=40), DATA)
+    config = wall.collector.sim.config
+    assert (config.timing, config.rtt_s) == ("wall", 0.08) and config.decision_s > 0.08
+    pensieve = PPO(PPOArgs(out="unused", num_envs=8, progress=False), DATA)
+    pensieve.actor.load_state_dict(wall.actor.state_dict())
+    assert pensieve.collector.sim.config.timing == "pensieve"
+    assert wall.validate() != pensieve.validate()
+    with pytest.raises(ConfigError, match="--sim 'fast'"):
+        check_args(PPOArgs(sim="fast"))
 
 
 def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from streambed.core.errors import ConfigError
+from streambed.trainer.simulator import PENSIEVE_TIMING, TIMINGS, WALL_TIMING, SimConfig
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,13 @@ class CommonArgs:
     only, the number ``streambed eval`` reports)."""
     qoe: str = "lin"
     """QoE metric of the reward and the validation (lin, log, hd)."""
+    sim: str = "pensieve"
+    """Simulator timing of training and validation: pensieve (Pensieve's published simulator,
+    so that figures stay comparable with the literature) or wall (what an emulated session
+    spends: the decision's and the request's round trips move the trace; SimConfig.faithful
+    with --sim-delay-ms), to train a policy in the simulator that matches the emulation."""
+    sim_delay_ms: float = 40.0
+    """--sim wall: the emulated link's one-way delay, milliseconds (emulate's --delay-ms)."""
     arch: str = "pensieve-ppo"
     """Policy architecture: pensieve-ppo (Pensieve-PPO's network), pensieve (the original
     Pensieve network), or a plug-in of the streambed.policies entry-point group. Its suggested
@@ -135,8 +143,18 @@ class CommonArgs:
         "threads": NON_NEGATIVE,
         "snapshot_minutes": NON_NEGATIVE,
         "average_last": NON_NEGATIVE,
+        "sim_delay_ms": Bound(0, 10_000),
     }
     """Valid values of the numeric arguments; subclasses add theirs (see :func:`check_args`)."""
+
+
+def sim_config(args: CommonArgs) -> SimConfig:
+    """The simulator constants ``--sim`` and ``--sim-delay-ms`` ask for."""
+    if args.sim == PENSIEVE_TIMING:
+        return SimConfig()
+    if args.sim == WALL_TIMING:
+        return SimConfig.faithful(args.sim_delay_ms)
+    raise ConfigError(f"--sim {args.sim!r}: expected one of {', '.join(TIMINGS)}")
 
 
 def check_args(args: CommonArgs, given: Collection[str] = ()) -> None:
@@ -159,3 +177,4 @@ def check_args(args: CommonArgs, given: Collection[str] = ()) -> None:
         ):
             continue
         raise ConfigError(f"{flag} must be {bound.describe()}, got {value}")
+    sim_config(args)  # --sim names a timing

@@ -90,6 +90,7 @@ class Trainer:
             self.args.device,
             self.args.val_starts,
             self.collector.sim.observation,
+            self.collector.sim.config,
         )
 
     def average_grads(self, *modules: nn.Module) -> None:

@@ -31,7 +31,7 @@ from streambed.traces import Trace
 from streambed.traces.formats import load_trace
 from streambed.traces.traceset import trace_files
 from streambed.trainer.evaluate import evaluate, write_outputs
-from streambed.trainer.simulator import SimConfig
+from streambed.trainer.simulator import PENSIEVE_TIMING, TIMINGS, WALL_TIMING, SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,23 @@ def emulated_start_s(emu_dir: Path, algorithm: str, label: str) -> float | None:
         return None
 
 
+def measured_decision_s(emu_dir: Path, sessions: Sequence[EmulatedSession]) -> float | None:
+    """Mean decision round trip the emulated players measured (``decision_ms`` of chunks 1..N:
+    chunk 0's also opens the connection), seconds; None when none was recorded."""
+    total, count = 0.0, 0
+    for s in sessions:
+        try:
+            with open(RunDir(emu_dir).session(s.algorithm, s.label).chunks_jsonl) as fh:
+                for line in fh:
+                    record = json.loads(line)
+                    if int(record.get("chunk_index", 0)) > 0:
+                        total += float(record.get("decision_ms") or 0.0)
+                        count += 1
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return total / count / 1000.0 if count and total > 0 else None
+
+
 def rotate_trace(trace: Trace, start_s: float, name: str | None = None) -> Trace:
     """``trace`` as seen from trace position ``start_s`` (modulo its period): a trace that
     starts there and wraps around, so a test-mode session over it plays exactly what a
@@ -162,10 +179,14 @@ def plan_from_emulation(
     model: Path | None = None,
     traces: Path | None = None,
     align_start: bool = False,
+    timing: str = WALL_TIMING,
 ) -> EmulationPlan:
     """Read what the emulation in ``emu_dir`` ran (see :func:`simulate_like`); with
     ``align_start``, each session's :func:`emulated_start_s` too. ``traces`` replaces the
-    summary's ``traces_dir`` (e.g. when it was relative to another working directory)."""
+    summary's ``traces_dir`` (e.g. when it was relative to another working directory).
+    ``timing``: the base constants: ``wall`` (default) :meth:`SimConfig.faithful` from the
+    emulation's link delay and the decision round trip its players measured, or ``pensieve``
+    (Pensieve's published constants)."""
     emu_dir = Path(emu_dir)
     summary = read_summary(emu_dir)
     metrics = read_per_trace(emu_dir)
@@ -243,11 +264,26 @@ def plan_from_emulation(
         params["ppo"] = {**params.get("ppo", {}), "model": str(chosen)}
     player = _player_config(emu_dir, sessions)
     defaults = SimConfig()
-    base = SimConfig(
-        buffer_cap_s=float(player.get("buffer_cap_s") or defaults.buffer_cap_s),
-        drain_step_s=float(player.get("sleep_step_s") or defaults.drain_step_s),
-        default_quality=int(player.get("first_quality", defaults.default_quality)),
-    )
+    settings = {
+        "buffer_cap_s": float(player.get("buffer_cap_s") or defaults.buffer_cap_s),
+        "drain_step_s": float(player.get("sleep_step_s") or defaults.drain_step_s),
+        "default_quality": int(player.get("first_quality", defaults.default_quality)),
+    }
+    if timing == WALL_TIMING:
+        delay_ms = summary.get("delay_ms")
+        if not isinstance(delay_ms, int | float):
+            raise ConfigError(f"{where}: no 'delay_ms' field: cannot model the emulated link")
+        decision_s = measured_decision_s(emu_dir, sessions)
+        base = SimConfig.faithful(float(delay_ms), decision_s, **settings)
+        log.info(
+            "simulating with the emulation's timing: %g ms each way, decision round trip %s",
+            delay_ms,
+            "n/a (modelled)" if decision_s is None else f"{decision_s * 1000:.1f} ms (measured)",
+        )
+    elif timing == PENSIEVE_TIMING:
+        base = SimConfig(**settings)  # type: ignore[arg-type]
+    else:
+        raise ConfigError(f"timing {timing!r}: expected one of {', '.join(TIMINGS)}")
     return EmulationPlan(
         emu_dir=emu_dir,
         traces=loaded,
@@ -267,6 +303,9 @@ def simulate_plan(
     """Simulate every emulated session of ``plan`` (``config``: default ``plan.base_config``);
     metrics and records keyed and labelled as the emulation's sessions, cut to their chunks."""
     config = config or plan.base_config
+    if config.wall and any(s.start_s is not None for s in plan.sessions):
+        # Aligned: the rotated trace starts at chunk 0's request, so nothing comes before it.
+        config = dataclasses.replace(config, start_s=0.0)
     found: dict[tuple[str, str], list[ChunkRecord]] = {}
     if all(s.start_s is None for s in plan.sessions):
         result = evaluate(
@@ -362,6 +401,7 @@ def simulate_like(
     video: Path | None = None,
     traces: Path | None = None,
     align_start: bool = False,
+    timing: str = WALL_TIMING,
     progress: bool = False,
 ) -> Path:
     """Run the test-mode simulator on what the emulation in ``emu_dir`` ran; write an
@@ -371,12 +411,13 @@ def simulate_like(
     player's buffer cap, sleep step and first level); ``model``: the ppo checkpoint when the
     emulation's summary records none; ``video``: when the emulation has no
     ``content/video.json``; ``traces``: instead of the summary's ``traces_dir``;
+    ``timing``: the simulator's constants when ``config`` is not given (:func:`plan_from_emulation`);
     ``align_start``: start each simulated session at the trace
     position where the emulated one sent its first request (:func:`emulated_start_s`; then
     repeated sessions differ) instead of at the trace's beginning. Returns ``out``.
     """
     plan = plan_from_emulation(
-        emu_dir, video=video, model=model, traces=traces, align_start=align_start
+        emu_dir, video=video, model=model, traces=traces, align_start=align_start, timing=timing
     )
     write_simulation(plan, Path(out), config, progress=progress)
     return Path(out)
@@ -392,6 +433,7 @@ def sim_vs_emu(
     video: Path | None = None,
     traces: Path | None = None,
     align_start: bool = False,
+    timing: str = WALL_TIMING,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Simulate what ``emu_dir`` ran into ``sim_dir`` (default ``out_dir/sim``), compare, and
@@ -407,6 +449,7 @@ def sim_vs_emu(
         video=video,
         traces=traces,
         align_start=align_start,
+        timing=timing,
         progress=progress,
     )
     return write_comparison(sim_dir, emu_dir, out_dir, align_start=align_start)

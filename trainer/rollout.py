@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from streambed.abr_service.qoe import make_qoe
-from streambed.trainer.args import CommonArgs
+from streambed.trainer.args import CommonArgs, sim_config
 from streambed.trainer.batched import BatchedSimulator, BatchStep
 from streambed.trainer.data import Data
 from streambed.trainer.networks import arch_observation
@@ -52,7 +52,7 @@ class Collector:
             data.train,
             data.video,
             num_envs,
-            SimConfig(),
+            sim_config(args),
             mode="train",
             rng=rng,
             obs_dtype=np.float32,

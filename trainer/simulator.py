@@ -30,7 +30,6 @@ from streambed.abr_service.video import FIRST_QUALITY, Video
 from streambed.core.errors import ConfigError, TraceError
 from streambed.traces import Trace
 
-
 PENSIEVE_TIMING = "pensieve"
 WALL_TIMING = "wall"
 TIMINGS = (PENSIEVE_TIMING, WALL_TIMING)

@@ -23,6 +23,7 @@ def evaluate_actor(
     device: str = "cpu",
     starts: int = 1,
     observation: Observation | None = None,
+    config: SimConfig | None = None,
 ) -> float:
     """Greedy test-mode ``qoe_mean`` over ``traces`` (no noise), the actor reading
     ``observation`` (default: Pensieve's).
@@ -33,7 +34,13 @@ def evaluate_actor(
     """
     n = len(traces) * starts
     sim = BatchedSimulator(
-        traces, video, n, SimConfig(), mode="test", obs_dtype=np.float64, observation=observation
+        traces,
+        video,
+        n,
+        config or SimConfig(),
+        mode="test",
+        obs_dtype=np.float64,
+        observation=observation,
     )
     trace_idx = np.repeat(np.arange(len(traces)), starts)
     lengths = sim.bank.stop[trace_idx] - sim.bank.start[trace_idx]

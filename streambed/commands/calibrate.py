@@ -14,6 +14,7 @@ from typing import Any
 OBJECTIVES = ("download", "qoe")
 LOSSES = ("l2", "l1")
 STARTS = ("aligned", "beginning")
+TIMINGS = ("wall", "pensieve")
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +78,14 @@ def register(subparsers: Any) -> None:
         "start: where the emulated ones started in their traces (default), or at the traces' "
         "beginning as `streambed eval`; the other is reported too",
     )
+    p.add_argument(
+        "--timing",
+        choices=TIMINGS,
+        default="wall",
+        help="the default constants the fit refines: wall (the emulation's own settings: its "
+        "link delay, the decision round trip its players measured, TCP/IP's payload share; "
+        "default) or pensieve (Pensieve's published simulator)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -94,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         loss=args.loss,
         include_decision=not args.download_only,
         align_start=args.start == "aligned",
+        timing=args.timing,
         progress=not args.no_progress,
     )
     report = result.report
@@ -118,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
             f"download fit: {fit['chunks']} chunks of {fit['sessions']} sessions over "
             f"{fit['traces']} traces; rmse {fit['errors_default']['rmse_s']:.3f} s -> "
             f"{fit['errors_fitted']['rmse_s']:.3f} s"
+        )
+    if report.get("fit_worse_than_default"):
+        print(
+            "WARNING: the fitted constants are WORSE than the defaults "
+            f"({report['timing']} timing): mean |QoE gap| "
+            f"{_fmt(report['qoe_gap_mean_abs']['fitted'])} fitted against "
+            f"{_fmt(report['qoe_gap_mean_abs']['default'])}; keep the defaults"
         )
     out = args.out if args.out is not None else args.emu_out / "calibration"
     print(f"report: {out / 'calibration.json'}")

@@ -88,6 +88,14 @@ def register(subparsers: Any) -> None:
         help="then simulate the same traces, video and algorithms (OUT/sim) and compare per "
         "trace: OUT/sim_vs_emu.csv, .json and .png",
     )
+    p.add_argument(
+        "--sim",
+        choices=("wall", "pensieve"),
+        default="wall",
+        help="--compare-sim's simulator: wall (the emulation's own timing: its link delay and "
+        "the decision round trip its players measured; default) or pensieve (Pensieve's "
+        "published simulator, as `streambed eval`)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=run)
@@ -161,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_sim and result.done and not result.interrupted:
         from streambed.trainer.replay import sim_vs_emu
 
-        found = sim_vs_emu(args.out, progress=not args.no_progress)["overall"]
+        found = sim_vs_emu(args.out, timing=args.sim, progress=not args.no_progress)["overall"]
         gap = found.get("qoe_gap_mean_abs")
         print(
             f"simulation vs emulation: {found['count']} sessions, mean |QoE gap| "

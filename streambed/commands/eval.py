@@ -51,8 +51,24 @@ def register(subparsers: Any) -> None:
         metavar="ALGO.KEY=VALUE",
         help="algorithm parameter, e.g. bba.reservoir_s=8 (repeatable)",
     )
+    p.add_argument(
+        "--sim",
+        choices=("pensieve", "wall"),
+        default="pensieve",
+        help="simulator timing: pensieve (Pensieve's published simulator: --rtt-ms, "
+        "--payload-factor; default) or wall (what an emulated session spends: the decision's "
+        "and the request's round trips move the trace; from --delay-ms and --decision-ms)",
+    )
     p.add_argument("--rtt-ms", type=float, default=80.0, help="round trip per chunk (default 80)")
     p.add_argument("--payload-factor", type=float, default=0.95, help="default 0.95")
+    p.add_argument(
+        "--delay-ms", type=float, default=40.0, help="--sim wall: one-way link delay (default 40)"
+    )
+    p.add_argument(
+        "--decision-ms",
+        type=float,
+        help="--sim wall: the decision's round trip (default: a link round trip plus 25 ms)",
+    )
     p.add_argument("--buffer-cap-s", type=float, default=60.0, help="default 60")
     p.add_argument("--workers", type=int, help="processes for the optimal planner (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,9 +110,22 @@ def run(args: argparse.Namespace) -> int:
         if args.sample:
             ppo["sample"] = "true"
     traces, video = load_inputs(args.traces, args.video)
-    config = SimConfig(
-        rtt_s=args.rtt_ms / 1000, payload_factor=args.payload_factor, buffer_cap_s=args.buffer_cap_s
-    )
+    if args.sim == "wall":
+        if "optimal" in algorithms:
+            raise ConfigError(
+                "--algorithms optimal plans with Pensieve's timing: drop it or use --sim pensieve"
+            )
+        config = SimConfig.faithful(
+            args.delay_ms,
+            None if args.decision_ms is None else args.decision_ms / 1000,
+            buffer_cap_s=args.buffer_cap_s,
+        )
+    else:
+        config = SimConfig(
+            rtt_s=args.rtt_ms / 1000,
+            payload_factor=args.payload_factor,
+            buffer_cap_s=args.buffer_cap_s,
+        )
     started = time.perf_counter()
     result = evaluate(
         traces,
