@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from streambed.abr_service.video import Video, generate_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError
+from streambed.emulation import calibrate as calibrate_module
 from streambed.emulation.calibrate import (
     SessionSamples,
     TraceLink,
@@ -37,7 +39,7 @@ from streambed.reports.fidelity import (
     read_per_trace,
     write_sim_vs_emu,
 )
-from streambed.reports.sessionlog import ChunkRecord, write_jsonl
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl, write_jsonl
 from streambed.reports.summary import SessionMetrics, session_metrics, write_report
 from streambed.traces import Trace, load_traceset
 from streambed.traces.formats import save_pensieve
@@ -201,7 +203,7 @@ def test_nan_qoe_is_left_out_of_the_means(tmp_path: Path) -> None:
 
 
 def test_simulate_like_reproduces_the_simulator(emulation: Path, tmp_path: Path) -> None:
-    out = simulate_like(emulation, tmp_path / "sim")
+    out = simulate_like(emulation, tmp_path / "sim", timing="pensieve")
     simulated = {(m.algorithm, m.trace): m for m in read_per_trace(out)}
     direct = evaluate(
         load_traceset(emulation.parent / "traces"), small_video(), ALGOS, progress=False
@@ -224,6 +226,24 @@ def test_simulate_like_reproduces_the_simulator(emulation: Path, tmp_path: Path)
     assert len(rows) == len(emulated)
     assert max(abs(r.qoe_gap) for r in rows) < 1e-9
     assert max(abs(r.rebuffer_s_gap) for r in rows) < 1e-9
+
+
+def test_simulate_like_defaults_to_the_emulations_timing(emulation: Path, tmp_path: Path) -> None:
+    """Without constants, the simulation takes the emulation's: its link delay and the decision
+    round trip its players logged (chunks 1..N), TCP/IP's payload share; and says so."""
+    summary = json.loads((emulation / "summary.json").read_text())
+    out = simulate_like(emulation, tmp_path / "sim")
+    config = json.loads((out / "summary.json").read_text())["sim_config"]
+    assert config["timing"] == "wall"
+    assert config["rtt_s"] == pytest.approx(2 * summary["delay_ms"] / 1000)
+    assert config["payload_factor"] == pytest.approx(1448 / 1500)
+    logged = [
+        r.decision_ms
+        for path in emulation.glob("sessions/*/*/chunks.jsonl")
+        for r in read_jsonl(path)
+        if r.chunk_index > 0
+    ]
+    assert config["decision_s"] == pytest.approx(sum(logged) / len(logged) / 1000)
 
 
 def test_simulate_like_refuses_to_write_into_the_emulation(emulation: Path) -> None:
@@ -362,7 +382,7 @@ def test_download_fit_rejects_a_bad_loss() -> None:
 def test_calibrate_cli(emulation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cal"
     argv = ["calibrate", str(emulation), "--out", str(out), "--download-only", "--no-progress"]
-    assert main(argv) == 0
+    assert main([*argv, "--timing", "pensieve"]) == 0  # as the emulation was fabricated
     report = json.loads((out / "calibration.json").read_text())
     assert report["fitted"]["rtt_s"] == pytest.approx(0.12, abs=1e-3)
     assert report["fitted"]["payload_factor"] == pytest.approx(0.9, abs=1e-3)
@@ -381,11 +401,31 @@ def test_calibrate_cli(emulation: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_calibrate_qoe_objective(emulation: Path, tmp_path: Path) -> None:
     out = tmp_path / "cal"
     argv = ["calibrate", str(emulation), "--out", str(out), "--objective", "qoe"]
-    assert main([*argv, "--start", "beginning", "--no-progress"]) == 0
+    assert main([*argv, "--start", "beginning", "--timing", "pensieve", "--no-progress"]) == 0
     report = json.loads((out / "calibration.json").read_text())
     gaps = report["qoe_gap_mean_abs"]
     assert gaps["fitted"] <= gaps["default"]
     assert len(report["qoe_fit"]["evaluations"]) >= 36
+
+
+def test_calibrate_says_when_its_fit_is_worse_than_the_defaults(
+    emulation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    """A fit that moves the QoE gap the wrong way (here a download fit forced to a 3 s round
+    trip) is flagged in calibration.json and printed as a WARNING line, not reported silently."""
+    real = calibrate_module.fit_download
+
+    def bad_fit(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real(*args, **kwargs), rtt_s=3.0)
+
+    monkeypatch.setattr(calibrate_module, "fit_download", bad_fit)
+    out = tmp_path / "cal"
+    argv = ["calibrate", str(emulation), "--out", str(out), "--timing", "pensieve"]
+    assert main([*argv, "--no-progress"]) == 0
+    report = json.loads((out / "calibration.json").read_text())
+    gaps = report["qoe_gap_mean_abs"]
+    assert gaps["fitted"] > gaps["default"] and report["fit_worse_than_default"] is True
+    assert "WARNING: the fitted constants are WORSE than the defaults" in capsys.readouterr().out
 
 
 def test_calibrate_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
