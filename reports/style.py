@@ -4,6 +4,7 @@ line style per source (simulated solid, emulated dashed)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from collections.abc import Iterator
@@ -114,6 +115,10 @@ def paper_style() -> Iterator[None]:
     """Matplotlib settings of every figure Streambed draws."""
     with plt.rc_context(cast(Any, RC)):
         yield
+
+
+# Embedding a font subset in a PDF logs every table fontTools prunes at INFO: not news.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def save_figure(fig: Figure, path: Path, dpi: int) -> Path:

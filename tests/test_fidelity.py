@@ -235,8 +235,7 @@ def test_simulate_like_defaults_to_the_emulations_timing(emulation: Path, tmp_pa
     out = simulate_like(emulation, tmp_path / "sim")
     config = json.loads((out / "summary.json").read_text())["sim_config"]
     assert config["timing"] == "wall"
-    assert config["rtt_s"] == pytest.approx(2 * summary["delay_ms"] / 1000)
-    assert config["payload_factor"] == pytest.approx(1448 / 1500)
+    assert config["payload_factor"] == pytest.approx(1504 * 1448 / 1500**2)
     logged = [
         r.decision_ms
         for path in emulation.glob("sessions/*/*/chunks.jsonl")
@@ -244,6 +243,8 @@ def test_simulate_like_defaults_to_the_emulations_timing(emulation: Path, tmp_pa
         if r.chunk_index > 0
     ]
     assert config["decision_s"] == pytest.approx(sum(logged) / len(logged) / 1000)
+    assert config["rtt_s"] == config["decision_s"]  # every request costs what a decision did
+    assert summary["delay_ms"] == 40.0
 
 
 def test_simulate_like_refuses_to_write_into_the_emulation(emulation: Path) -> None:

@@ -128,13 +128,14 @@ def test_wall_timing_moves_the_trace_during_the_waits() -> None:
 
 
 def test_faithful_constants_come_from_the_emulation_settings() -> None:
-    """40 ms each way: an 80 ms round trip; the decision's round trip as measured (or 80 + 25
-    ms); TCP/IP's 1448 of 1500 bytes; before chunk 0 the MPD (2 round trips), the first
-    decision (a round trip and the decision) and the init segment (one)."""
+    """40 ms each way: every HTTP request costs the decision's round trip as measured (or the
+    link's 80 ms plus 25 ms); 1504 of every 1500 trace bytes, 1448 of each 1500-byte packet
+    payload; before chunk 0 the MPD and the first decision (each a handshake and a request)
+    and the init segment (a request)."""
     measured = SimConfig.faithful(40.0, 0.105, buffer_cap_s=30.0)
-    assert (measured.timing, measured.rtt_s, measured.decision_s) == ("wall", 0.08, 0.105)
-    assert measured.payload_factor == pytest.approx(1448 / 1500)
-    assert measured.start_s == pytest.approx(4 * 0.08 + 0.105)
+    assert (measured.timing, measured.rtt_s, measured.decision_s) == ("wall", 0.105, 0.105)
+    assert measured.payload_factor == pytest.approx(1504 * 1448 / 1500**2)
+    assert measured.start_s == pytest.approx(2 * 0.08 + 3 * 0.105)
     assert measured.buffer_cap_s == 30.0
     assert SimConfig.faithful(0.0).decision_s == pytest.approx(0.025)
     with pytest.raises(ConfigError, match="timing"):

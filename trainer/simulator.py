@@ -33,10 +33,11 @@ from streambed.traces import Trace
 PENSIEVE_TIMING = "pensieve"
 WALL_TIMING = "wall"
 TIMINGS = (PENSIEVE_TIMING, WALL_TIMING)
-WIRE_PAYLOAD_FACTOR = 1448 / 1500
-"""TCP payload of a full 1500-byte IPv4 packet with TCP timestamps (what a Mahimahi link's
-opportunities carry of a download)."""
-_SERVICE_S = 0.025  # the decision service's own time, when the player measured none
+WIRE_PAYLOAD_FACTOR = (1504 / 1500) * (1448 / 1500)
+"""Payload bytes a Mahimahi link delivers per byte of a Pensieve trace: the trace converts to
+one opportunity per 1500 bytes, each opportunity carries 1504 bytes, and a full 1500-byte
+IPv4 packet with TCP timestamps carries 1448 bytes of payload."""
+_SERVICE_S = 0.025  # the hosts' own time per HTTP request, when the players measured none
 
 
 @dataclass(frozen=True)
@@ -74,20 +75,24 @@ class SimConfig:
     def faithful(
         cls, delay_ms: float, decision_s: float | None = None, **overrides: float
     ) -> SimConfig:
-        """The constants of an emulated session from its settings, not from a fit: the link's
-        one-way ``delay_ms`` (round trip ``2 * delay_ms``), the decision's round trip as the
-        player measured it (default: one round trip plus 25 ms of service), TCP/IP's payload
-        share of a full packet (1448 of 1500 bytes), and before chunk 0 the MPD on a new
-        connection (2 round trips), the first decision on another (a round trip more) and the
-        init segment (one)."""
-        rtt = 2.0 * float(delay_ms) / 1000.0
-        decision = rtt + _SERVICE_S if decision_s is None else float(decision_s)
+        """The constants of an emulated session from its settings, not from a fit.
+
+        Every HTTP request costs one round trip of the link (``2 * delay_ms``) plus the hosts'
+        own time: the decision's round trip as the players measured it (``decision_s``;
+        default the link's round trip plus 25 ms) is that cost, for the decision before each
+        chunk and for the chunk's request alike (both are requests through the same link to
+        servers on the host; on a loaded host the difference is tens of milliseconds). The
+        payload share is a Mahimahi link's (:data:`WIRE_PAYLOAD_FACTOR`). Before chunk 0: the
+        MPD on a new connection (its handshake and the request), the first decision on another
+        (a handshake more) and the init segment."""
+        link_rtt = 2.0 * float(delay_ms) / 1000.0
+        request = link_rtt + _SERVICE_S if decision_s is None else float(decision_s)
         values: dict[str, object] = {
-            "rtt_s": rtt,
+            "rtt_s": request,
             "payload_factor": WIRE_PAYLOAD_FACTOR,
             "timing": WALL_TIMING,
-            "decision_s": decision,
-            "start_s": 2 * rtt + (rtt + decision) + rtt,
+            "decision_s": request,
+            "start_s": (link_rtt + request) + (link_rtt + request) + request,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
