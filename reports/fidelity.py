@@ -42,6 +42,7 @@ import numpy as np
 
 from streambed.core.errors import ConfigError, ReportError
 from streambed.reports.load import read_per_trace_csv
+from streambed.reports.repeats import base_trace
 from streambed.reports.rundir import (
     PER_TRACE_CSV,
     SIM_VS_EMU_CSV,
@@ -212,11 +213,29 @@ def _finite_mean(values: Sequence[float], absolute: bool = False) -> float | Non
     return float(np.mean(np.abs(array) if absolute else array))
 
 
+def _over_repeats(rows: Sequence[FidelityRow]) -> float | None:
+    """Mean |QoE gap| per trace of the sessions' means over repeats (``TRACE-rR``): the
+    emulation's expected session against the simulation's; None without repeats."""
+    groups: dict[tuple[str, str], list[FidelityRow]] = {}
+    for r in rows:
+        groups.setdefault((r.algorithm, base_trace(r.trace)), []).append(r)
+    if all(len(g) < 2 for g in groups.values()):
+        return None
+    gaps = []
+    for group in groups.values():
+        emu = _finite_mean([r.emu_qoe for r in group])
+        sim = _finite_mean([r.sim_qoe for r in group])
+        if emu is not None and sim is not None:
+            gaps.append(emu - sim)
+    return _finite_mean(gaps, absolute=True)
+
+
 def _stats(rows: Sequence[FidelityRow]) -> dict[str, Any]:
     gaps = [r.qoe_gap for r in rows]
     return {
         "count": len(rows),
         "qoe_gap_mean_abs": _finite_mean(gaps, absolute=True),
+        "qoe_gap_mean_abs_over_repeats": _over_repeats(rows),
         "qoe_gap_mean": _finite_mean(gaps),
         "sim_qoe_mean": _finite_mean([r.sim_qoe for r in rows]),
         "emu_qoe_mean": _finite_mean([r.emu_qoe for r in rows]),
@@ -232,7 +251,9 @@ def fidelity_summary(rows: Sequence[FidelityRow]) -> dict[str, Any]:
     """Overall and per-algorithm statistics of the gaps (None where no value is finite).
 
     ``qoe_gap_mean_abs`` is the mean absolute per-trace QoE gap; ``qoe_gap_mean`` its signed
-    mean (emulation minus simulation: negative when the simulator is optimistic).
+    mean (emulation minus simulation: negative when the simulator is optimistic);
+    ``qoe_gap_mean_abs_over_repeats`` (repeated sessions only) the same of each trace's means
+    over its repeats.
     """
     return {
         "overall": _stats(rows),

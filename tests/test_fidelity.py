@@ -44,7 +44,13 @@ from streambed.reports.summary import SessionMetrics, session_metrics, write_rep
 from streambed.traces import Trace, load_traceset
 from streambed.traces.formats import save_pensieve
 from streambed.trainer.evaluate import evaluate
-from streambed.trainer.replay import plan_from_emulation, rotate_trace, simulate_like
+from streambed.trainer.replay import (
+    _simulate_once,
+    plan_from_emulation,
+    rotate_trace,
+    simulate_like,
+    simulate_plan,
+)
 from streambed.trainer.simulator import SimConfig, Simulator
 
 TRUE = SimConfig(rtt_s=0.12, payload_factor=0.9)
@@ -476,3 +482,53 @@ def test_calibrate_a_real_emulation(tmp_path: Path) -> None:
     assert 0 < report["fitted"]["payload_factor"] <= 1 and report["fitted"]["rtt_s"] >= 0
     rows = compare(out / "fitted" / "sim", emu)
     assert len(rows) == 2
+
+
+def test_gap_over_repeats_compares_each_traces_means(tmp_path: Path) -> None:
+    """Two repeats of a trace that straddle the simulation (+1, -1) are each 1.0 off, but their
+    mean is the simulation's: 0.0 over repeats; a trace without repeats counts as itself."""
+    sim = write_per_trace(
+        tmp_path / "sim",
+        [
+            ("bba", "a-r1", 1.0, 1, 0, 0),
+            ("bba", "a-r2", 1.0, 1, 0, 0),
+            ("bba", "b-r1", 1.0, 1, 0, 0),
+            ("bba", "b-r2", 1.0, 1, 0, 0),
+        ],
+    )
+    emu = write_per_trace(
+        tmp_path / "emu",
+        [
+            ("bba", "a-r1", 2.0, 1, 0, 0),
+            ("bba", "a-r2", 0.0, 1, 0, 0),
+            ("bba", "b-r1", 1.5, 1, 0, 0),
+            ("bba", "b-r2", 1.5, 1, 0, 0),
+        ],
+    )
+    overall = write_sim_vs_emu(compare(sim, emu), tmp_path / "out")["overall"]
+    assert overall["qoe_gap_mean_abs"] == pytest.approx((1 + 1 + 0.5 + 0.5) / 4)
+    assert overall["qoe_gap_mean_abs_over_repeats"] == pytest.approx((0.0 + 0.5) / 2)
+    single = write_per_trace(tmp_path / "one", [("bba", "a", 1.0, 1, 0, 0)])
+    alone = write_sim_vs_emu(compare(single, single), tmp_path / "out1")["overall"]
+    assert alone["qoe_gap_mean_abs_over_repeats"] is None
+
+
+def test_an_ensemble_is_the_mean_of_its_seeded_samples(emulation: Path) -> None:
+    """With a timing jitter each emulated session is simulated K times (seeds 0..K-1) and
+    compared as their mean; the samples differ (the jitter moves the trace position)."""
+    plan = plan_from_emulation(emulation, timing="wall")
+    jittery = dataclasses.replace(plan.base_config, jitter_s=0.3)
+    mean, _ = simulate_plan(plan, jittery, samples=3)
+    runs = [simulate_plan(dataclasses.replace(plan, base_config=jittery), None)]
+    singles = [
+        {
+            (m.algorithm, m.trace): m.qoe
+            for m in _simulate_once(plan, jittery, progress=False, seed=k)[0]
+        }
+        for k in range(3)
+    ]
+    assert runs[0][0][0].qoe == singles[0][(runs[0][0][0].algorithm, runs[0][0][0].trace)]
+    assert any(s != singles[0] for s in singles[1:])
+    for m in mean:
+        key = (m.algorithm, m.trace)
+        assert m.qoe == pytest.approx(sum(s[key] for s in singles) / 3, abs=1e-12)

@@ -119,6 +119,12 @@ class BatchedSimulator:
         if self.obs is not None:
             self.obs[idx] = 0.0
 
+    def _round_trip(self, mean_s: float) -> float | np.ndarray:
+        jitter = self.config.jitter_s
+        if jitter == 0:
+            return mean_s
+        return np.maximum(0.0, mean_s + self.rng.normal(0.0, jitter, size=self.n))
+
     def step(self, quality: np.ndarray, noise: np.ndarray | None = None) -> BatchStep:
         """Download every session's next chunk at ``quality`` (shape (N,))."""
         cfg = self.config
@@ -127,13 +133,15 @@ class BatchedSimulator:
         sizes = self._sizes[quality, chunk]
         tau, line = self.tau, self.line
         wait = None
+        request: float | np.ndarray = cfg.rtt_s
         if cfg.wall:  # the wait, then the request's round trip, pass on the trace
-            wait = np.where(chunk == 0, cfg.start_s, cfg.decision_s)
-            tau = self.bank.advance_time(self.trace, tau, wait + cfg.rtt_s)
+            wait = np.where(chunk == 0, cfg.start_s, self._round_trip(cfg.decision_s))
+            request = self._round_trip(cfg.rtt_s)
+            tau = self.bank.advance_time(self.trace, tau, wait + request)
             line = self.bank.line_after(self.trace, tau)
         tau, trace_s, line = self.bank.advance_bytes(self.trace, tau, sizes, line)
 
-        delay = trace_s + cfg.rtt_s
+        delay = trace_s + request
         if noise is None and self.mode == "train":
             noise = self.rng.uniform(cfg.noise_low, cfg.noise_high, size=self.n)
         if noise is not None:

@@ -156,7 +156,7 @@ def evaluate(
     config = config or SimConfig()
     qoe = make_qoe(qoe_name, video.bitrates_kbps)
     params = params or {}
-    sim = Simulator(traces, video, config, mode="test")
+    sim = Simulator(traces, video, config, mode="test", rng=np.random.default_rng(seed))
     metrics: list[SessionMetrics] = []
     sessions: dict[tuple[str, str], list[ChunkRecord]] = {}
     timings: dict[str, float] = {}

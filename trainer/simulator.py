@@ -70,10 +70,19 @@ class SimConfig:
     start_s: float = 0.0
     """``wall``: trace time before chunk 0's request (the MPD, the first decision, the init
     segment)."""
+    jitter_s: float = 0.0
+    """``wall``: standard deviation of each request's round trip (the decision's and the
+    chunk's; normal, cut at 0), drawn from the simulator's generator: the emulation's timing
+    noise, for ensembles of simulated sessions (a few milliseconds decide whether a stall lands
+    before an outage)."""
 
     @classmethod
     def faithful(
-        cls, delay_ms: float, decision_s: float | None = None, **overrides: float
+        cls,
+        delay_ms: float,
+        decision_s: float | None = None,
+        jitter_s: float = 0.0,
+        **overrides: float,
     ) -> SimConfig:
         """The constants of an emulated session from its settings, not from a fit.
 
@@ -84,7 +93,8 @@ class SimConfig:
         servers on the host; on a loaded host the difference is tens of milliseconds). The
         payload share is a Mahimahi link's (:data:`WIRE_PAYLOAD_FACTOR`). Before chunk 0: the
         MPD on a new connection (its handshake and the request), the first decision on another
-        (a handshake more) and the init segment."""
+        (a handshake more) and the init segment. ``jitter_s``: the spread of the measured round
+        trips (see the field)."""
         link_rtt = 2.0 * float(delay_ms) / 1000.0
         request = link_rtt + _SERVICE_S if decision_s is None else float(decision_s)
         values: dict[str, object] = {
@@ -93,6 +103,7 @@ class SimConfig:
             "timing": WALL_TIMING,
             "decision_s": request,
             "start_s": (link_rtt + request) + (link_rtt + request) + request,
+            "jitter_s": float(jitter_s),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -112,9 +123,10 @@ class SimConfig:
             raise ConfigError("buffer_cap_s and drain_step_s must be positive")
         if self.timing not in TIMINGS:
             raise ConfigError(f"timing {self.timing!r}: expected one of {', '.join(TIMINGS)}")
-        if not (0 <= self.decision_s < 60 and 0 <= self.start_s < 600):
+        if not (0 <= self.decision_s < 60 and 0 <= self.start_s < 600 and 0 <= self.jitter_s < 10):
             raise ConfigError(
-                f"bad waits: decision_s={self.decision_s}, start_s={self.start_s} (seconds)"
+                f"bad waits: decision_s={self.decision_s}, start_s={self.start_s}, "
+                f"jitter_s={self.jitter_s} (seconds)"
             )
 
 
@@ -218,9 +230,11 @@ class Simulator:
         size = int(self.video.chunk_bytes[quality, self.chunk])
 
         wait = 0.0
+        request = cfg.rtt_s
         if cfg.wall:  # the wait, then the request's round trip, pass on the trace
-            wait = cfg.start_s if self.chunk == 0 else cfg.decision_s
-            self._pass(wait + cfg.rtt_s)
+            wait = cfg.start_s if self.chunk == 0 else self._round_trip(cfg.decision_s)
+            request = self._round_trip(cfg.rtt_s)
+            self._pass(wait + request)
         trace_s = 0.0
         sent = 0.0
         while True:
@@ -237,7 +251,7 @@ class Simulator:
             self._last_time = self._times[self._ptr]
             self._advance_line()
 
-        delay = trace_s + cfg.rtt_s
+        delay = trace_s + request
         if self.mode == "train" or noise is not None:
             if noise is None:
                 noise = float(self.rng.uniform(cfg.noise_low, cfg.noise_high))
@@ -273,6 +287,10 @@ class Simulator:
             end_of_video=left <= 0,
             next_chunk_bytes=self.video.sizes_at(self.chunk),
         )
+
+    def _round_trip(self, mean_s: float) -> float:
+        jitter = self.config.jitter_s
+        return mean_s if jitter == 0 else max(0.0, mean_s + float(self.rng.normal(0.0, jitter)))
 
     def _pass(self, seconds: float) -> None:
         """Move the trace position ``seconds`` on (time passes, no bytes counted)."""
