@@ -11,6 +11,9 @@ are not played again, so an interrupted run continues where it stopped):
 
 * ``OUT/netns``: bba, bola, robustmpc and ppo (``--model``) over every trace;
 * ``OUT/netns-pensieve``: ppo with the Pensieve-PPO checkpoint (``--pensieve``);
+* ``OUT/repeat``: bba and robustmpc over every k-th trace (``--repeat-traces``), each session
+  ``--repeats`` times: the run-to-run spread per trace, and the gap to the simulator per
+  session and of each trace's means over its repeats;
 * ``OUT/mahimahi`` and ``OUT/mahimahi-pensieve``: the same on every k-th trace (k chosen for
   ``--mahimahi-traces``) behind real Mahimahi (as root, its shells run as
   ``$STREAMBED_MAHIMAHI_USER`` with an interpreter that user can run:
@@ -45,7 +48,12 @@ from streambed.reports.fidelity import match, read_per_trace
 from streambed.reports.stats import bootstrap_ci, paired_comparison
 from streambed.reports.summary import SessionMetrics
 from streambed.traces.traceset import trace_files
-from streambed.trainer.replay import plan_from_emulation, simulate_plan
+from streambed.trainer.replay import (
+    default_samples,
+    plan_from_emulation,
+    sim_vs_emu,
+    simulate_plan,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -122,8 +130,44 @@ def renamed(metrics: list[SessionMetrics], ppo_label: str) -> list[SessionMetric
 
 def simulated(emu_dir: Path, timing: str, aligned: bool) -> list[SessionMetrics]:
     plan = plan_from_emulation(emu_dir, align_start=aligned, timing=timing)
-    metrics, _ = simulate_plan(plan)
+    metrics, _ = simulate_plan(plan, samples=default_samples(plan.base_config))
     return metrics
+
+
+def repeat_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """Play (or resume) the repeated run and return its spread and its gaps to the simulator."""
+    out = args.out / "repeat"
+    traces = subset(args.traces, args.repeat_traces, args.out / "repeat-traces")
+    if not args.report_only:
+        emulate(
+            EmulateConfig(
+                traces=traces,
+                algorithms=("bba", "robustmpc"),
+                out=out,
+                video=args.video,
+                link="netns",
+                delay_ms=args.delay_ms,
+                parallel=min(args.parallel, 25),
+                repeat=args.repeats,
+                resume=True,
+                progress=not args.no_progress,
+            )
+        )
+    if not (out / "per_trace.csv").is_file():
+        return {}
+    summary = json.loads((out / "summary.json").read_text())
+    found = sim_vs_emu(out, out / "fidelity", align_start=True)
+    return {
+        "run_to_run": summary.get("run_to_run"),
+        "sim_vs_emu": {
+            k: found["overall"].get(k)
+            for k in ("qoe_gap_mean_abs", "qoe_gap_mean_abs_over_repeats", "qoe_gap_mean")
+        },
+        "sim_vs_emu_by_algorithm": {
+            a: {k: s.get(k) for k in ("qoe_gap_mean_abs", "qoe_gap_mean_abs_over_repeats")}
+            for a, s in found["algorithms"].items()
+        },
+    }
 
 
 def gap(sim: list[SessionMetrics], emu: list[SessionMetrics]) -> float:
@@ -226,6 +270,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=32)
     parser.add_argument("--delay-ms", type=float, default=40.0)
     parser.add_argument("--mahimahi-traces", type=int, default=20)
+    parser.add_argument("--repeat-traces", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/verdict"))
     parser.add_argument(
         "--report-only", action="store_true", help="play nothing: report what OUT holds"
@@ -277,12 +323,14 @@ def main() -> None:
                     pairs.append({"link": link, "where": where, **found})
     figures["table"] = rows
     figures["paired"] = pairs
+    if args.repeat_traces > 0:
+        figures["repeat"] = repeat_figures(args)
     text = markdown(rows, pairs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verdict.json").write_text(json.dumps(figures, indent=1) + "\n")
     (args.out / "verdict.md").write_text(text)
     print(text)
-    print(json.dumps({k: figures[k] for k in ("machine", "date", "wall_s")}))
+    print(json.dumps({k: figures.get(k) for k in ("machine", "date", "wall_s", "repeat")}))
 
 
 if __name__ == "__main__":
