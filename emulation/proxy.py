@@ -58,11 +58,12 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from streambed.core.linkkinds import FIRST_PACKET, READY, TRACE_STARTS
+from streambed.core.linkkinds import FIRST_PACKET
 from streambed.emulation.analytic import INITIAL_WINDOW_BYTES, PROXY_PAYLOAD_PER_OPPORTUNITY
 from streambed.emulation.schedule import (
     ByteLink,
     Schedule,
+    add_helper_arguments,
     write_epoch_file,
 )
 from streambed.emulation.shaper import read_mahimahi
@@ -440,19 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, action="append", required=True, help="host port to relay")
     p.add_argument("--listen-host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--target-host", default="127.0.0.1", help="where the host's servers are")
-    p.add_argument("--control-fd", type=int, required=True, help="stop at end-of-file")
-    p.add_argument("--down", required=True, help="downlink Mahimahi trace")
-    p.add_argument("--up", required=True, help="uplink Mahimahi trace")
-    p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
-    p.add_argument("--epoch", type=float, required=True, help="time.monotonic() of trace start")
-    p.add_argument(
-        "--trace-start",
-        choices=TRACE_STARTS,
-        default=READY,
-        help="trace time 0: --epoch (ready), or the command's first connection",
-    )
-    p.add_argument("--epoch-file", help="write trace time 0 (monotonic s) here as JSON")
-    p.add_argument("--stats", help="write counters as JSON here on exit")
+    add_helper_arguments(p, epoch_required=True)
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the link ends
     start = time.monotonic()

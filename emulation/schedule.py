@@ -28,6 +28,7 @@ Only the standard library is imported: the shaper process starts fast and stays 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from bisect import bisect_right
@@ -35,8 +36,32 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from streambed.core.linkkinds import READY, TRACE_STARTS
+
 #: Bytes delivered per trace opportunity: a 1500-byte MTU plus the 4 bytes mm-link adds.
 OPPORTUNITY_BYTES = 1504
+
+
+def add_helper_arguments(parser: argparse.ArgumentParser, *, epoch_required: bool) -> None:
+    """The flags both link helpers (the netns shaper and the proxy) take from the link."""
+    parser.add_argument("--control-fd", type=int, required=True, help="stop at end-of-file")
+    parser.add_argument("--down", required=True, help="downlink Mahimahi trace")
+    parser.add_argument("--up", required=True, help="uplink Mahimahi trace")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
+    parser.add_argument(
+        "--epoch",
+        type=float,
+        required=epoch_required,
+        help="time.monotonic() of trace start" + ("" if epoch_required else " (default: ready)"),
+    )
+    parser.add_argument(
+        "--trace-start",
+        choices=TRACE_STARTS,
+        default=READY,
+        help="trace time 0: --epoch or when ready, or the command's first packet (connection)",
+    )
+    parser.add_argument("--epoch-file", help="write trace time 0 (monotonic s) here as JSON")
+    parser.add_argument("--stats", help="write counters as JSON here on exit")
 
 
 def write_epoch_file(path: str, epoch_s: float) -> None:

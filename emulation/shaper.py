@@ -38,10 +38,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from streambed.core.linkkinds import FIRST_PACKET, READY, TRACE_STARTS
+from streambed.core.linkkinds import FIRST_PACKET
 from streambed.emulation.schedule import (
     PacketLink,
     Schedule,
+    add_helper_arguments,
     write_epoch_file,
 )
 
@@ -273,25 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--host-fd", type=int, required=True, help="TUN fd of the host side")
     p.add_argument("--ns-fd", type=int, required=True, help="TUN fd of the namespace side")
-    p.add_argument("--control-fd", type=int, required=True, help="stop at end-of-file")
     p.add_argument("--host-addr", required=True, help="host address (uplink destination)")
     p.add_argument("--host-dev", help="host TUN device name (its drop counter goes in the stats)")
-    p.add_argument("--down", required=True, help="downlink Mahimahi trace")
-    p.add_argument("--up", required=True, help="uplink Mahimahi trace")
-    p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay per direction")
-    p.add_argument(
-        "--epoch", type=float, help="time.monotonic() of trace start (default: when ready)"
-    )
-    p.add_argument(
-        "--trace-start",
-        choices=TRACE_STARTS,
-        default=READY,
-        help="trace time 0: when forwarding starts (ready), or the first packet forwarded",
-    )
-    p.add_argument("--epoch-file", help="write trace time 0 (monotonic s) here as JSON")
+    add_helper_arguments(p, epoch_required=False)
     p.add_argument("--queue-packets", type=int, help="drop-tail limit in packets")
     p.add_argument("--queue-bytes", type=int, help="drop-tail limit in bytes")
-    p.add_argument("--stats", help="write counters as JSON here on exit")
     return run(p.parse_args(argv))
 
 
