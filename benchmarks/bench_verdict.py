@@ -14,6 +14,9 @@ are not played again, so an interrupted run continues where it stopped):
 * ``OUT/repeat``: bba and robustmpc over every k-th trace (``--repeat-traces``), each session
   ``--repeats`` times: the run-to-run spread per trace, and the gap to the simulator per
   session and of each trace's means over its repeats;
+* ``OUT/players-streambed`` and ``OUT/players-dashjs``: robustmpc and ppo over every k-th
+  trace (``--players-traces``) and 60 s of ffmpeg content, with each player: where each
+  session's first chunk request fell on its trace, and the per-trace gap between the players;
 * ``OUT/mahimahi`` and ``OUT/mahimahi-pensieve``: the same on every k-th trace (k chosen for
   ``--mahimahi-traces``) behind real Mahimahi (as root, its shells run as
   ``$STREAMBED_MAHIMAHI_USER`` with an interpreter that user can run:
@@ -37,6 +40,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -50,12 +54,14 @@ from streambed.reports.summary import SessionMetrics
 from streambed.traces.traceset import trace_files
 from streambed.trainer.replay import (
     default_samples,
+    emulated_start_s,
     plan_from_emulation,
     sim_vs_emu,
     simulate_plan,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAYER_RESOLUTIONS = "256x144,426x240,640x360,640x360,640x360,640x360"
 SHARED = ROOT.parent / "shared"
 ALGORITHMS = ("bba", "bola", "robustmpc", "ppo")
 LABELS = {
@@ -259,6 +265,63 @@ def markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def players_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """Both players (headless and dash.js in Chromium) over the same few traces and real
+    ffmpeg content: each session's trace position at its first chunk request, and the
+    per-trace QoE gap between the players."""
+    content = args.out / "players-content"
+    if not (content / "video.json").is_file() and not args.report_only:
+        subprocess.run(
+            [sys.executable, "-m", "streambed", "origin", "build", "--out", str(content)]
+            + ["--duration-s", "60", "--fps", "12", "--resolutions", PLAYER_RESOLUTIONS],
+            check=True,
+            cwd=ROOT,
+        )
+    traces = subset(args.traces, args.players_traces, args.out / "players-traces")
+    found: dict[str, Any] = {}
+    for player in ("streambed", "dashjs"):
+        out = args.out / f"players-{player}"
+        if not args.report_only:
+            emulate(
+                EmulateConfig(
+                    traces=traces,
+                    algorithms=("robustmpc", "ppo"),
+                    out=out,
+                    content=content,
+                    model=args.model,
+                    link="netns",
+                    delay_ms=args.delay_ms,
+                    parallel=4 if player == "dashjs" else 16,
+                    player=player,
+                    resume=True,
+                    progress=not args.no_progress,
+                )
+            )
+        if not (out / "per_trace.csv").is_file():
+            continue
+        starts = [
+            s
+            for s in (emulated_start_s(out, m.algorithm, m.trace) for m in read_per_trace(out))
+            if s is not None
+        ]
+        found[player] = {
+            "qoe": {(m.algorithm, m.trace): m.qoe for m in read_per_trace(out)},
+            "first_chunk_request_trace_s": [min(starts), max(starts)] if starts else None,
+        }
+    if len(found) < 2:
+        return {}
+    head, dash = found["streambed"]["qoe"], found["dashjs"]["qoe"]
+    gaps = [dash[k] - head[k] for k in head.keys() & dash.keys()]
+    return {
+        "sessions": len(gaps),
+        "qoe_gap_mean": sum(gaps) / len(gaps),
+        "qoe_gap_mean_abs": sum(abs(g) for g in gaps) / len(gaps),
+        "first_chunk_request_trace_s": {
+            p: f["first_chunk_request_trace_s"] for p, f in found.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traces", type=Path, default=SHARED / "data/traces/norway-test")
@@ -272,6 +335,7 @@ def main() -> None:
     parser.add_argument("--mahimahi-traces", type=int, default=20)
     parser.add_argument("--repeat-traces", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--players-traces", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/verdict"))
     parser.add_argument(
         "--report-only", action="store_true", help="play nothing: report what OUT holds"
@@ -325,12 +389,16 @@ def main() -> None:
     figures["paired"] = pairs
     if args.repeat_traces > 0:
         figures["repeat"] = repeat_figures(args)
+    if args.players_traces > 0:
+        figures["players"] = players_figures(args)
     text = markdown(rows, pairs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verdict.json").write_text(json.dumps(figures, indent=1) + "\n")
     (args.out / "verdict.md").write_text(text)
     print(text)
-    print(json.dumps({k: figures.get(k) for k in ("machine", "date", "wall_s", "repeat")}))
+    print(
+        json.dumps({k: figures.get(k) for k in ("machine", "date", "wall_s", "repeat", "players")})
+    )
 
 
 if __name__ == "__main__":
