@@ -229,13 +229,21 @@ class DownloadFit:
     """Mean time between a chunk's end (and sleep) and the next request, over chunks 1..N."""
 
 
+ERROR_PERCENTILES = (5, 25, 50, 75, 95)
+
+
 def _errors(residual: np.ndarray) -> dict[str, float]:
-    return {
+    """Summary of per-chunk time errors (emulated minus modelled, seconds): the distribution's
+    percentiles as well as its moments."""
+    found = {
         "rmse_s": float(np.sqrt(np.mean(residual**2))),
         "mae_s": float(np.mean(np.abs(residual))),
         "median_abs_s": float(np.median(np.abs(residual))),
         "bias_s": float(np.mean(residual)),
     }
+    for q, value in zip(ERROR_PERCENTILES, np.percentile(residual, ERROR_PERCENTILES), strict=True):
+        found[f"p{q}_s"] = float(value)
+    return found
 
 
 class _Problem:
@@ -515,7 +523,9 @@ def calibrate(
                 load_samples(plan),
                 by_stem,
                 loss=loss,
-                include_decision=include_decision,
+                # The emulation's timing models the decision as its own wait: fit the
+                # downloads alone; Pensieve's has no wait and lets rtt_s absorb it.
+                include_decision=include_decision and not default.wall,
                 default=default,
             )
             fitted = dataclasses.replace(

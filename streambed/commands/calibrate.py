@@ -68,7 +68,8 @@ def register(subparsers: Any) -> None:
         "--download-only",
         action="store_true",
         help="download objective: fit download_s alone, without the player's decision time "
-        "before each request (which the simulator's per-chunk delay otherwise absorbs)",
+        "before each request (which Pensieve's per-chunk delay otherwise absorbs; with "
+        "--timing wall the decision is its own wait and the fit is always on download_s)",
     )
     p.add_argument(
         "--start",
@@ -129,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
             f"{fit['traces']} traces; rmse {fit['errors_default']['rmse_s']:.3f} s -> "
             f"{fit['errors_fitted']['rmse_s']:.3f} s"
         )
+        for name in ("default", "fitted"):
+            e = fit[f"errors_{name}"]
+            print(
+                f"per-chunk time error ({name}, emulated - modelled, s): "
+                + ", ".join(f"p{q} {e[f'p{q}_s']:+.3f}" for q in (5, 25, 50, 75, 95))
+            )
     if report.get("fit_worse_than_default"):
         print(
             "WARNING: the fitted constants are WORSE than the defaults "
