@@ -340,11 +340,17 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="play nothing: report what OUT holds"
     )
+    parser.add_argument(
+        "--players-only", action="store_true", help="run and report the two players' stage only"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.players_only:
+        print(json.dumps(players_figures(args), indent=1))
+        return
     runs = [
         Run("netns", "netns", ALGORITHMS, args.model, "ppo"),
         Run("netns-pensieve", "netns", ("ppo",), args.pensieve, "pensieve-ppo"),
