@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 ENSEMBLE = 8
 """Simulated sessions per emulated one when the timing has a jitter: a few milliseconds decide
 whether a stall lands before an outage (moving every round trip by 5 ms changes a RobustMPC
-session's QoE by 0.1 on average on norway-test), so one simulated session is compared as the
+session's QoE by 0.08 on average on norway-test), so one simulated session is compared as the
 mean of several under the emulation's measured timing noise."""
 _REPEAT_LABEL = re.compile(r"^(?P<stem>.+)-r(?P<repeat>\d+)$")
 
