@@ -432,7 +432,7 @@ def write_outputs(
     if metrics:
         from streambed.reports.plots import plot_bitrate_rebuffer, plot_qoe_cdf
 
-        plot_qoe_cdf(metrics, run.qoe_cdf_png)
+        plot_qoe_cdf(metrics, run.qoe_cdf_png, qoe_name="lin")  # the players' default metric
         plot_bitrate_rebuffer(metrics, run.bitrate_vs_rebuffer_png)
     return summary
 
