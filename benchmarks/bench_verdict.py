@@ -61,7 +61,7 @@ from streambed.trainer.replay import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAYER_RESOLUTIONS = "256x144,426x240,640x360,640x360,640x360,640x360"
+PLAYER_RESOLUTIONS = "256x144,320x180,384x216,448x252,512x288,640x360"
 SHARED = ROOT.parent / "shared"
 ALGORITHMS = ("bba", "bola", "robustmpc", "ppo")
 LABELS = {
