@@ -21,7 +21,6 @@ installs them.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -512,8 +511,8 @@ def test_emulate_both_players_side_by_side(content: Path, tmp_path: Path) -> Non
     text = page.read_text()
     assert "robustmpc (streambed)" in text and "robustmpc (dashjs)" in text
     assert "dash.js in Chromium" in text and "headless" in text
-    # the paired matrix compares the players per trace: "(k/2 better, ...)"
-    assert "vs robustmpc (dashjs)" in text and re.search(r"\([0-2]/2 better", text)
+    # the paired matrix compares the players per trace; 2 traces are too few for a verdict
+    assert "vs robustmpc (dashjs)" in text and "n=2, too few" in text
 
 
 def test_emulate_dashjs_needs_encoded_content(tmp_path: Path) -> None:
