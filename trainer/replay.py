@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from streambed.abr_service.video import VIDEO_JSON, Video, load_video
 from streambed.core.errors import ConfigError
 from streambed.reports.fidelity import read_per_trace, write_comparison
 from streambed.reports.provenance import chunk_window, run_provenance, window_text
+from streambed.reports.repeats import base_trace
 from streambed.reports.rundir import PER_TRACE_CSV, SUMMARY_JSON, RunDir
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import SessionMetrics, session_metrics
@@ -40,7 +40,6 @@ ENSEMBLE = 8
 whether a stall lands before an outage (moving every round trip by 5 ms changes a RobustMPC
 session's QoE by 0.08 on average on norway-test), so one simulated session is compared as the
 mean of several under the emulation's measured timing noise."""
-_REPEAT_LABEL = re.compile(r"^(?P<stem>.+)-r(?P<repeat>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,8 @@ def _player_config(emu_dir: Path, sessions: Sequence[EmulatedSession]) -> dict[s
 def _trace_stem(label: str, stems: set[str]) -> str | None:
     if label in stems:
         return label
-    found = _REPEAT_LABEL.match(label)
-    if found and found["stem"] in stems:
-        return found["stem"]
-    return None
+    stem = base_trace(label)  # a repeated session's label, <stem>-rR
+    return stem if stem in stems else None
 
 
 def emulated_start_s(emu_dir: Path, algorithm: str, label: str) -> float | None:
