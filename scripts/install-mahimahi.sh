@@ -59,5 +59,6 @@ echo "install-mahimahi: building in $tree" >&2
 ./autogen.sh >/dev/null
 ./configure --quiet >/dev/null
 make -s -j"$(nproc)" >/dev/null
-make -s install >/dev/null
-echo "install-mahimahi: installed $(command -v mm-link)" >&2
+# DESTDIR (optional) stages the install under a folder, as the Docker build does.
+make -s install DESTDIR="${DESTDIR:-}" >/dev/null
+echo "install-mahimahi: installed ${DESTDIR:-}/usr/local/bin/mm-link" >&2

@@ -43,6 +43,7 @@ from streambed.server.mpd import (
 )
 
 log = logging.getLogger(__name__)
+STAGING_PREFIX = ".building-"  # a build in progress (removed when it ends)
 
 DEFAULT_LADDER_KBPS: tuple[int, ...] = PENSIEVE_BITRATES_KBPS
 DEFAULT_CHUNK_S = 4.0
@@ -99,7 +100,7 @@ def _staged(out: Path, force: bool) -> Iterator[Path]:
     if out.exists():
         if not out.is_dir():
             raise ContentError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()):
+        if any(not p.name.startswith(STAGING_PREFIX) for p in out.iterdir()):
             if not force:
                 raise ContentError(f"{out}: not empty; pass --force to replace a previous build")
             if not (out / MPD_NAME).is_file():
@@ -108,16 +109,33 @@ def _staged(out: Path, force: bool) -> Iterator[Path]:
                     "that is not origin content"
                 )
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    # An existing directory may be a mount point (a container's volume, which Python cannot
+    # tell from a bind mount of the same filesystem): it can be neither removed nor renamed
+    # onto, and its parent may be another filesystem. Stage inside it and swap its entries.
+    in_place = out.exists()
+    staging = Path(
+        tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
+        if in_place
+        else tempfile.mkdtemp(prefix=f".{out.name}{STAGING_PREFIX}", dir=out.parent)
+    )
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; content is meant to be served
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    if not in_place:
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        return
+    for old in out.iterdir():
+        if old != staging:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    # video.json last: a build cut short here has none, so the next start builds again
+    for new in sorted(staging.iterdir(), key=lambda p: p.name == VIDEO_JSON):
+        new.rename(out / new.name)
+    staging.rmdir()
 
 
 # ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,6 +126,28 @@ def test_output_directory_rules(tmp_path: Path) -> None:
     assert verify_content(out)[0].num_levels == 3
     (tmp_path / "empty").mkdir()
     build_synthetic(video, tmp_path / "empty")  # an empty directory is fine
+
+
+def test_rebuild_into_a_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's volume is a mount point: it cannot be removed or renamed onto, so the
+    build is staged inside it and its entries swapped (the compose stack's `origin`)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    monkeypatch.setattr(shutil, "rmtree", guard_rmtree(volume, shutil.rmtree))
+    build_synthetic(generate_video(num_chunks=2, bitrates_kbps=(300, 750)), volume)
+    (volume / ".building-leftover").mkdir()  # from a build that was killed
+    build_synthetic(generate_video(num_chunks=3, bitrates_kbps=(300, 750, 1200)), volume, force=True)
+    assert volume.is_dir() and verify_content(volume)[0].num_levels == 3
+    assert not any(p.name.startswith(".building-") for p in volume.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["volume"]  # nothing staged beside it
+
+
+def guard_rmtree(mount: Path, rmtree: Any) -> Any:
+    def guarded(path: Any, *args: Any, **kwargs: Any) -> None:
+        assert Path(path) != mount, "removed the mount point itself"
+        rmtree(path, *args, **kwargs)
+
+    return guarded
 
 
 def test_verify_content_names_mismatches(tmp_path: Path) -> None:
