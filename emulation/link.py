@@ -42,12 +42,14 @@ temporary files.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from streambed.core.errors import ConfigError, LinkError, StreambedError
 from streambed.core.linkkinds import AUTO, CHOICES, FIRST_PACKET, KINDS, READY, TRACE_STARTS
@@ -230,6 +233,87 @@ def address_of(port: int, env: Mapping[str, str] | None = None) -> tuple[str, in
     env = os.environ if env is None else env
     host = env.get("STREAMBED_HOST", "127.0.0.1")
     return host, int(env.get(f"STREAMBED_PORT_{port}", port))
+
+
+def link_ports(urls: Sequence[str]) -> tuple[int, ...]:
+    """The host ports a command behind the link needs mapped (``LinkSpec.ports``): those of
+    ``urls`` on this machine, after ``outside_url``."""
+    return tuple(sorted({_port(u) for u in urls if _is_loopback(urlsplit(u).hostname or "")}))
+
+
+def outside_url(url: str, kind: str) -> str:
+    """``url`` ready for a command behind a ``kind`` link, decided outside it, where the name
+    service is: a server on this machine becomes 127.0.0.1 (which ``via_link_url`` re-points
+    inside), another host its address (a compose service, another node), reached through
+    Mahimahi's NAT. The netns and proxy links reach this machine only: another host is refused.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if _is_this_machine(host):
+        address = "127.0.0.1"
+    else:
+        if kind != "mahimahi":
+            raise ConfigError(
+                f"{url}: {host} is another machine, and the {kind} link reaches only this one "
+                "(use --link mahimahi, whose NAT routes out, or serve it here)"
+            )
+        address = _resolve(host, url)
+    netloc = f"{address}:{parts.port}" if parts.port else address
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
+    """``url`` as a command behind a link reaches it: a server on this machine (127.0.0.1,
+    after ``outside_url``) at the host's address and mapped port; any other host unchanged."""
+    parts = urlsplit(url)
+    if not _is_loopback(parts.hostname or ""):
+        return url
+    host, mapped = address_of(_port(url), env)
+    return urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _resolve(host: str, url: str) -> str:
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"{url}: cannot resolve {host!r}: {exc}") from None
+    return str(infos[0][4][0])
+
+
+def _is_this_machine(host: str) -> bool:
+    """Loopback, or an address of this machine's (a socket binds to it)."""
+    if _is_loopback(host):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # unresolvable here: _resolve names it
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        if _is_loopback(address):
+            return True
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                continue
+            return True
+    return False
 
 
 def _exit_status(returncode: int) -> int:

@@ -30,12 +30,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.linkkinds import AUTO, FIRST_PACKET
 from streambed.core.servers import wait_healthy
-from streambed.emulation.link import LinkedProcess, LinkSpec, resolve_kind, start_behind_link
+from streambed.emulation.link import (
+    LinkedProcess,
+    LinkSpec,
+    link_ports,
+    outside_url,
+    resolve_kind,
+    start_behind_link,
+)
 from streambed.reports.provenance import run_provenance
 from streambed.reports.repeats import spread_summary, trace_spreads, write_repeats_csv
 from streambed.reports.rundir import RunDir, SessionDir
@@ -241,11 +247,6 @@ def prepare_content(config: EmulateConfig) -> Path | None:
     return target
 
 
-def _port(url: str) -> int:
-    parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def _mpd_url(origin: str) -> str:
     from streambed.server.mpd import MPD_NAME
 
@@ -314,7 +315,7 @@ class _Runner:
             downlink=job.trace,
             delay_ms=cfg.delay_ms,
             kind=self.kind,
-            ports=tuple(sorted({_port(self.mpd_url), _port(self.abr_url)})),
+            ports=link_ports([self.mpd_url, self.abr_url]),
             trace_start=cfg.trace_start,
         )
         with self.lock:
@@ -529,7 +530,8 @@ def _run_pending(
             abr = stack.enter_context(
                 decision_service(content / "video.json", config.out, config.model)
             )
-        runner = _Runner(config, kind, _mpd_url(origin), abr.rstrip("/"), run_id)
+        mpd_url, abr_url = outside_url(_mpd_url(origin), kind), outside_url(abr.rstrip("/"), kind)
+        runner = _Runner(config, kind, mpd_url, abr_url, run_id)
         bar = stack.enter_context(
             tqdm(
                 total=result.planned,

@@ -85,6 +85,9 @@ if docker compose version >/dev/null 2>&1; then
 else
     compose=(docker-compose)
 fi
+# The file must parse with both: compose v2 (the plugin) and Debian's docker-compose 1.29.
+docker compose version >/dev/null 2>&1 && { docker compose config --quiet || fail "docker compose config"; }
+command -v docker-compose >/dev/null && { docker-compose config --quiet || fail "docker-compose config"; }
 step "engine $(docker version --format '{{.Server.Version}}'), build with ${builder[*]}, compose: ${compose[*]}"
 
 cleanup() {
@@ -139,7 +142,8 @@ step "building streambed:latest (Debian base, Mahimahi from $(basename "$tarball
     tail -n 40 "$CACHE/build.log" >&2
     fail "docker build (log $CACHE/build.log)"
 }
-step "image: $(docker image inspect streambed:latest --format '{{.Size}}' | awk '{printf "%.2f GB", $1 / 1e9}')"
+size=$(docker image inspect streambed:latest --format '{{.Size}}')
+step "image streambed:latest: $((size / 1000000)) MB"
 docker run --rm --entrypoint sh streambed:latest -c 'test -u "$(command -v mm-link)" && test -u "$(command -v mm-delay)"' ||
     fail "mm-link and mm-delay are not setuid root in the image"
 

@@ -772,3 +772,32 @@ def test_trace_clock_starts_at_the_first_request(
     assert abs(first["epoch"] - first["t0"]) < 0.1 and first["env_epoch"] is None, first
     assert 1.4 < ready["t0"] - ready["epoch"] < 2.0, ready
     assert float(ready["env_epoch"]) == pytest.approx(ready["epoch"])
+
+
+def test_urls_for_a_command_behind_a_link() -> None:
+    """This machine's servers are re-pointed at the host as seen through the link; another
+    host (a compose service, another node) keeps its address and is reached through Mahimahi's
+    NAT only."""
+    from streambed.emulation.link import link_ports, outside_url, via_link_url
+
+    assert outside_url("http://localhost:8080/m.mpd", "netns") == "http://127.0.0.1:8080/m.mpd"
+    assert outside_url("http://0.0.0.0:8333", "proxy") == "http://127.0.0.1:8333"
+    remote = "http://192.0.2.7:8333/decide"  # TEST-NET-1: never this machine's
+    assert outside_url(remote, "mahimahi") == remote
+    for kind in ("netns", "proxy"):
+        with pytest.raises(ConfigError, match=r"192\.0\.2\.7 is another machine.*--link mahimahi"):
+            outside_url(remote, kind)
+    with pytest.raises(ConfigError, match="cannot resolve 'no-such-host.invalid'"):
+        outside_url("http://no-such-host.invalid:80/", "mahimahi")
+    own = next(
+        (a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")),
+        None,
+    )
+    if own is not None:  # this machine's own address counts as this machine
+        assert outside_url(f"http://{own}:9000/x", "netns") == "http://127.0.0.1:9000/x"
+
+    env = {"STREAMBED_HOST": "10.0.0.1", "STREAMBED_PORT_8080": "5555"}
+    assert via_link_url("http://127.0.0.1:8080/m.mpd", env) == "http://10.0.0.1:5555/m.mpd"
+    assert via_link_url("http://127.0.0.1:8333", env) == "http://10.0.0.1:8333"
+    assert via_link_url(remote, env) == remote
+    assert link_ports(["http://127.0.0.1:8080/a", remote, "http://127.0.0.1/b"]) == (80, 8080)

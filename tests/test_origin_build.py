@@ -136,7 +136,9 @@ def test_rebuild_into_a_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(shutil, "rmtree", guard_rmtree(volume, shutil.rmtree))
     build_synthetic(generate_video(num_chunks=2, bitrates_kbps=(300, 750)), volume)
     (volume / ".building-leftover").mkdir()  # from a build that was killed
-    build_synthetic(generate_video(num_chunks=3, bitrates_kbps=(300, 750, 1200)), volume, force=True)
+    build_synthetic(
+        generate_video(num_chunks=3, bitrates_kbps=(300, 750, 1200)), volume, force=True
+    )
     assert volume.is_dir() and verify_content(volume)[0].num_levels == 3
     assert not any(p.name.startswith(".building-") for p in volume.iterdir())
     assert [p.name for p in tmp_path.iterdir()] == ["volume"]  # nothing staged beside it

@@ -28,11 +28,10 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from streambed.core.errors import ConfigError
 from streambed.player.argv import FLAGS, play_argv
@@ -229,16 +228,6 @@ def _params(items: list[str]) -> dict[str, str | int | float | bool] | None:
     return params or None
 
 
-def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
-    """``url`` re-pointed at the host as seen from behind a link (host and port replaced)."""
-    from streambed.emulation.link import address_of
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host, mapped = address_of(port, env)
-    return urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
-
-
 def config_from_args(args: argparse.Namespace) -> PlayerConfig:
     from streambed.player.session import PlayerConfig
 
@@ -246,6 +235,8 @@ def config_from_args(args: argparse.Namespace) -> PlayerConfig:
     if values["trace"] is None:
         values["trace"] = args.trace.stem if args.trace is not None else ""
     if args.via_link:
+        from streambed.emulation.link import via_link_url
+
         values["mpd_url"] = via_link_url(values["mpd_url"])
         values["abr_url"] = via_link_url(values["abr_url"])
     player = "dashjs" if args.browser else "streambed"
@@ -254,21 +245,27 @@ def config_from_args(args: argparse.Namespace) -> PlayerConfig:
 
 def _run_behind_link(args: argparse.Namespace) -> int:
     try:
-        from streambed.emulation.link import LinkSpec, run_behind_link
+        from streambed.emulation.link import (
+            LinkSpec,
+            link_ports,
+            outside_url,
+            resolve_kind,
+            run_behind_link,
+        )
     except ImportError as exc:
         raise ConfigError(f"--trace needs the emulation package ({exc})") from None
     if args.via_link:
         raise ConfigError("--trace and --via-link do not go together")
     config = config_from_args(args)  # usage errors here, not from behind the link
-    ports = []
-    for url in (config.mpd_url, config.abr_url):
-        parts = urlsplit(url)
-        ports.append(parts.port or (443 if parts.scheme == "https" else 80))
+    kind = resolve_kind(args.link)
+    config = replace(
+        config, mpd_url=outside_url(config.mpd_url, kind), abr_url=outside_url(config.abr_url, kind)
+    )
     spec = LinkSpec(
         downlink=args.trace,
         delay_ms=args.delay_ms,
-        kind=args.link,
-        ports=tuple(sorted(set(ports))),
+        kind=kind,
+        ports=link_ports([config.mpd_url, config.abr_url]),
         trace_start=args.trace_start,
     )
     log.info("playing behind a %s link replaying %s", args.link, args.trace)
