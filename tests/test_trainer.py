@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -528,3 +530,63 @@ def test_student_rollouts_start_from_each_session_exactly() -> None:
     np.testing.assert_allclose(trainer._student_rollouts(), expected, atol=1e-9)
     deeper = replace(args, horizon=4)
     assert Imitate(deeper, DATA)._student_rollouts().shape == (8, VIDEO.num_levels)
+
+
+def test_torchrun_gives_the_run_of_workers(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m streambed train`` (PyTorch's launcher, the multi-node
+    path) trains the same weights as ``--workers 2``, and resumes from last.pt (read by rank 0
+    alone, each worker's share scattered) to the same place."""
+    for part, traces in (("train", DATA.train), ("val", DATA.val)):
+        (tmp_path / part).mkdir()
+        for trace in traces:
+            save_pensieve(trace, tmp_path / part / trace.name)
+    base = PPOArgs(
+        traces=str(tmp_path / "train"),
+        val_traces=str(tmp_path / "val"),
+        out=str(tmp_path / "workers"),
+        steps=4_000,
+        num_envs=16,
+        rollout_steps=24,
+        val_every=2,
+        workers=2,
+        threads=1,  # torchrun gives each process one thread
+        seed=4,
+        anneal_lr=False,
+        progress=False,
+    )
+    train(PPO, base)
+    flags = [
+        *("--traces", base.traces, "--val-traces", base.val_traces),
+        *("--num-envs", "16", "--rollout-steps", "24", "--val-every", "2", "--threads", "1"),
+        *("--seed", "4", "--no-anneal-lr", "--no-progress"),
+    ]
+    torchrun = [
+        str(Path(sys.executable).parent / "torchrun"),
+        *("--standalone", "--nnodes", "1", "--nproc-per-node", "2"),
+        *("-m", "streambed", "train", "ppo"),
+    ]
+    out = tmp_path / "torchrun"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*torchrun, *flags, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    run("--steps", "2000")
+    assert json.loads((out / "args.json").read_text())["workers"] == 2
+    assert len(torch.load(out / "last.pt", weights_only=True)["collectors"]) == 2
+    run("--steps", "4000", "--resume")
+    workers, launched = _final_actor(tmp_path / "workers"), _final_actor(out)
+    assert all(torch.equal(workers[k], launched[k]) for k in workers)
+    refused = subprocess.run(
+        [*torchrun, *flags, "--out", str(tmp_path / "x"), "--steps", "100", "--workers", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "--workers 3 under torchrun" in refused.stderr

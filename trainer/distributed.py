@@ -8,6 +8,11 @@ Rank 0 is the calling process: it alone validates, keeps ``best.pt`` and snapsho
 pushes; ``last.pt`` holds every worker's sessions, so ``--resume`` needs the same ``--workers``.
 
 With one worker every call here is a no-op and nothing is started.
+
+Under PyTorch's own launcher (``torchrun --nnodes N --nproc-per-node M -m streambed train ...``)
+the processes are the launcher's, on one machine or several: each joins the group from the
+environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) and runs
+the same body, so the run is the one ``--workers N*M`` gives on one machine.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -118,12 +124,24 @@ def _worker(rank: int, world: int, port: int, body: Callable[[Group], Any]) -> N
         dist.destroy_process_group()
 
 
+def launched() -> tuple[int, int] | None:
+    """``(rank, world)`` when a launcher (torchrun) started this process, else None."""
+    env = os.environ
+    if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+        return None
+    return int(env["RANK"]), int(env["WORLD_SIZE"])
+
+
 def run_workers(world: int, body: Callable[[Group], Any]) -> Any:
     """Run ``body(group)`` in ``world`` processes (this one is rank 0); returns rank 0's result.
 
     ``body`` must be picklable (a module-level function or a ``functools.partial`` of one).
     A worker that dies makes rank 0's next collective call raise; the rest are terminated.
+    Under torchrun, this process is one of the launcher's ``WORLD_SIZE`` and starts none.
     """
+    started = launched()
+    if started is not None:
+        return _run_launched(*started, body)
     if world == 1:
         return body(Group())
     from streambed.core.servers import free_port
@@ -148,3 +166,18 @@ def run_workers(world: int, body: Callable[[Group], Any]) -> Any:
         failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
         if failed:
             log.error("worker processes exited with codes %s", failed)
+
+
+def _run_launched(rank: int, world: int, body: Callable[[Group], Any]) -> Any:
+    if rank:
+        logging.disable(logging.INFO)  # rank 0 reports
+    if world == 1:
+        return body(Group())
+    dist.init_process_group(
+        "gloo", init_method="env://", rank=rank, world_size=world, timeout=TIMEOUT
+    )
+    log.info("joined %d processes started by torchrun (rank %d)", world, rank)
+    try:
+        return body(Group(rank, world))
+    finally:
+        dist.destroy_process_group()

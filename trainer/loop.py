@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from streambed.trainer.args import CommonArgs, check_args
 from streambed.trainer.averaging import averaged_weights, snapshot_paths
 from streambed.trainer.checkpoints import policy_checkpoint, tensor_bytes, train_state_limit
 from streambed.trainer.data import Data, load_data
-from streambed.trainer.distributed import Group, run_workers
+from streambed.trainer.distributed import Group, launched, run_workers
 from streambed.trainer.networks import make_networks
 from streambed.trainer.push import push_checkpoint
 from streambed.trainer.rollout import Collector
@@ -120,9 +120,21 @@ class Trainer:
 def train(cls: type[Trainer], args: CommonArgs) -> dict[str, Any]:
     """Load the data, build ``cls`` and run it to its budget, in ``args.workers`` processes."""
     check_args(args)
-    check_out(args)  # before any worker starts
-    if args.workers > 1:
-        load_data(args)  # a bad trace or video fails here, before any worker starts
+    started = launched()
+    if started is not None:  # torchrun's processes: the launcher sets the number
+        rank, world = started
+        if args.workers not in (1, world):
+            raise ConfigError(
+                f"--workers {args.workers} under torchrun, which started {world} processes: "
+                "leave --workers out (torchrun's --nnodes x --nproc-per-node sets it)"
+            )
+        args = replace(args, workers=world)
+        if rank == 0:
+            check_out(args)
+    else:
+        check_out(args)  # before any worker starts
+        if args.workers > 1:
+            load_data(args)  # a bad trace or video fails here, before any worker starts
     return run_workers(args.workers, functools.partial(_train_worker, cls, args))
 
 
@@ -328,25 +340,41 @@ def restore_train_state(trainer: Trainer, path: Path) -> tuple[int, float, float
     seconds and best validation QoE it was saved at. A state that does not fit (missing
     entries, other shapes, another --num-envs) is a ModelError naming the file."""
     group = trainer.group
-    limit = train_state_limit(
-        trainer.modules(), trainer.collector.state(), group.world, trainer.extra_state_bytes()
-    )
-    state = read_train_state(path, limit, trainer.algorithm)
+    shares: list[dict[str, Any]] | None = None
+    if group.is_main:  # rank 0 alone reads the file: the others may be on other machines
+        limit = train_state_limit(
+            trainer.modules(), trainer.collector.state(), group.world, trainer.extra_state_bytes()
+        )
+        shares = _worker_shares(read_train_state(path, limit, trainer.algorithm), group.world, path)
+    state = group.scatter(shares)
     try:
-        collectors = state.get("collectors") or [state["collector"]]
-        if len(collectors) != group.world:
-            raise ConfigError(
-                f"{path} was written by {len(collectors)} worker(s); "
-                f"resume it with --workers {len(collectors)}"
-            )
         for key, module in trainer.modules().items():
             module.load_state_dict(state["modules"][key])
-        trainer.collector.load_state(collectors[group.rank])
+        trainer.collector.load_state(state["collector"])
         trainer.load_extra_state(state["extra"])
-        torch.set_rng_state((state.get("torch_rngs") or [state["torch_rng"]])[group.rank])
+        torch.set_rng_state(state["torch_rng"])
         return int(state["iteration"]), float(state["elapsed_s"]), float(state["best_val"])
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelError(f"{path}: cannot resume from it: {_reason(exc)}") from None
+
+
+def _worker_shares(state: dict[str, Any], world: int, path: Path) -> list[dict[str, Any]]:
+    """``state`` split into what each of ``world`` workers restores (its own sessions and
+    random stream, the shared networks)."""
+    try:
+        collectors = state.get("collectors") or [state["collector"]]
+        rngs = state.get("torch_rngs") or [state["torch_rng"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: cannot resume from it: {_reason(exc)}") from None
+    if len(collectors) != world or len(rngs) != world:
+        raise ConfigError(
+            f"{path} was written by {len(collectors)} worker(s); "
+            f"resume it with --workers {len(collectors)}"
+        )
+    common = {k: v for k, v in state.items() if k not in ("collectors", "torch_rngs")}
+    return [
+        {**common, "collector": c, "torch_rng": r} for c, r in zip(collectors, rngs, strict=True)
+    ]
 
 
 def _reason(exc: BaseException) -> str:
