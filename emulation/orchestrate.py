@@ -89,6 +89,9 @@ class EmulateConfig:
     """``streambed`` (the headless player) or ``dashjs`` (dash.js in headless Chromium)."""
     params: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per algorithm, the parameters each of its sessions sends to the service."""
+    cluster: str | None = None
+    """Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``, ``local``): run the sessions
+    as Ray tasks there (``streambed.emulation.cluster``); None: threads of this process."""
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -142,6 +145,8 @@ class EmulateResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
+    """With ``--cluster``: sessions run per Ray node (its id's first 8 characters)."""
 
     @property
     def exit_code(self) -> int:
@@ -489,6 +494,8 @@ def emulate(
     finally:
         extra["complete"] = not result.interrupted and not result.failed
         extra["interrupted"] = result.interrupted
+        if config.cluster is not None:
+            extra["cluster"] = {"address": config.cluster, "sessions_per_node": result.nodes}
         extra.update(run_provenance(_served_video(config), config.model))
         result.summary = write_outputs(out, jobs, result.failed, extra)
     return result
@@ -499,10 +506,13 @@ def _served_video(config: EmulateConfig) -> Video | None:
     from streambed.abr_service.video import VIDEO_JSON, load_video
 
     content = config.content or (config.out / "content" if config.video is not None else None)
-    if content is None or not (content / VIDEO_JSON).is_file():
+    path = None if content is None else content / VIDEO_JSON
+    if (path is None or not path.is_file()) and config.video is not None:
+        path = config.video  # with --cluster, each node built its own copy
+    if path is None or not path.exists():
         return None
     try:
-        return load_video(content / VIDEO_JSON)
+        return load_video(path)
     except StreambedError as exc:
         log.warning("%s: unreadable, the summary records no video digest: %s", content, exc)
         return None
@@ -518,6 +528,9 @@ def _run_pending(
 ) -> None:
     from tqdm import tqdm
 
+    if config.cluster is not None:
+        _run_cluster(config, kind, pending, result, run_id, on_progress)
+        return
     with contextlib.ExitStack() as stack:
         content = prepare_content(config)
         origin = config.origin_url
@@ -556,18 +569,7 @@ def _run_pending(
                         failure = future.result()
                     except Exception as exc:  # a bug in a worker must not stop the others
                         failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
-                    if failure is None:
-                        result.done.append(job)
-                    elif not failure.get("interrupted"):
-                        result.failed.append(
-                            {
-                                "algorithm": job.algorithm,
-                                "trace": job.label,
-                                "trace_file": str(job.trace),
-                                "log_dir": str(job.log_dir(config.out)),
-                                **failure,
-                            }
-                        )
+                    _record(config, result, job, failure)
                     bar.update(1)
                 bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
                 bar.refresh()
@@ -578,3 +580,51 @@ def _run_pending(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record(
+    config: EmulateConfig, result: EmulateResult, job: SessionJob, failure: dict[str, Any] | None
+) -> None:
+    if failure is None:
+        result.done.append(job)
+    elif not failure.get("interrupted"):
+        result.failed.append(
+            {
+                "algorithm": job.algorithm,
+                "trace": job.label,
+                "trace_file": str(job.trace),
+                "log_dir": str(job.log_dir(config.out)),
+                **failure,
+            }
+        )
+
+
+def _run_cluster(
+    config: EmulateConfig,
+    kind: str,
+    pending: list[SessionJob],
+    result: EmulateResult,
+    run_id: str,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> None:
+    from tqdm import tqdm
+
+    from streambed.emulation.cluster import run_on_cluster
+
+    with tqdm(
+        total=result.planned,
+        initial=result.skipped,
+        desc="sessions",
+        unit="session",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    ) as bar:
+
+        def on_result(job: SessionJob, failure: dict[str, Any] | None) -> None:
+            _record(config, result, job, failure)
+            bar.update(1)
+            bar.set_postfix(failed=len(result.failed), refresh=False)
+            if on_progress is not None:
+                on_progress(len(result.done), 0, len(result.failed))
+
+        result.nodes = dict(run_on_cluster(config, kind, run_id, pending, on_result, bar))

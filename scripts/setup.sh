@@ -4,7 +4,8 @@
 # `streambed play --browser`; with --dev also chromium, in which the tests render the HTML
 # report and play dash.js) when they are missing, then a virtualenv in .venv with the pinned CPU
 # build of torch, then the dash.js player's npm packages in player/web/node_modules (npm ci,
-# pinned by player/web/package-lock.json). `--dev` adds the test and lint tools, and (as root)
+# pinned by player/web/package-lock.json). `--dev` adds the test and lint tools and Ray (the
+# `cluster` extra, for `emulate --cluster`), and (as root)
 # builds Mahimahi from ../shared/vendor/mahimahi-*.tar.gz when mm-link is missing and sets
 # net.ipv4.ip_forward=1, for tests/test_mahimahi.py.
 #
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
-[[ "${1:-}" == "--dev" ]] && extra="[dev]"
+[[ "${1:-}" == "--dev" ]] && extra="[dev,cluster]"
 
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)

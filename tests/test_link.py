@@ -782,7 +782,7 @@ def test_urls_for_a_command_behind_a_link() -> None:
 
     assert outside_url("http://localhost:8080/m.mpd", "netns") == "http://127.0.0.1:8080/m.mpd"
     assert outside_url("http://0.0.0.0:8333", "proxy") == "http://127.0.0.1:8333"
-    remote = "http://192.0.2.7:8333/decide"  # TEST-NET-1: never this machine's
+    remote = "http://198.51.100.7:8333/decide"  # TEST-NET-2: never this machine's
     assert outside_url(remote, "mahimahi") == remote
     for kind in ("netns", "proxy"):
         with pytest.raises(ConfigError, match=r"192\.0\.2\.7 is another machine.*--link mahimahi"):

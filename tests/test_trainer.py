@@ -21,6 +21,7 @@ from streambed.abr_service.qoe import make_qoe
 from streambed.abr_service.video import default_video
 from streambed.cli import main
 from streambed.core.errors import ConfigError
+from streambed.core.servers import free_port
 from streambed.traces import SynthParams, generate_trace, save_pensieve
 from streambed.trainer.a3c import A3C, A3CArgs
 from streambed.trainer.args import check_args
@@ -533,9 +534,10 @@ def test_student_rollouts_start_from_each_session_exactly() -> None:
 
 
 def test_torchrun_gives_the_run_of_workers(tmp_path: Path) -> None:
-    """``torchrun --nproc-per-node 2 -m streambed train`` (PyTorch's launcher, the multi-node
-    path) trains the same weights as ``--workers 2``, and resumes from last.pt (read by rank 0
-    alone, each worker's share scattered) to the same place."""
+    """PyTorch's launcher trains the weights of ``--workers 2``: two torchrun agents of one
+    process each (``--nnodes 2``, c10d rendezvous: the multi-node path on one machine) train
+    the first half, ``torchrun --standalone --nproc-per-node 2`` resumes from last.pt (read by
+    rank 0 alone, each worker's share scattered) to the end."""
     for part, traces in (("train", DATA.train), ("val", DATA.val)):
         (tmp_path / part).mkdir()
         for trace in traces:
@@ -577,7 +579,25 @@ def test_torchrun_gives_the_run_of_workers(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
-    run("--steps", "2000")
+    # The first half as two "machines": two torchrun agents meeting at a c10d rendezvous.
+    port = free_port()
+    agents = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "torchrun"),
+                *("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"),
+                *("--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"),
+                *("-m", "streambed", "train", "ppo", *flags, "--out", str(out), "--steps", "2000"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for agent in agents:
+        _, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0, err[-3000:]
     assert json.loads((out / "args.json").read_text())["workers"] == 2
     assert len(torch.load(out / "last.pt", weights_only=True)["collectors"]) == 2
     run("--steps", "4000", "--resume")

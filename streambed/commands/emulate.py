@@ -74,6 +74,13 @@ def register(subparsers: Any) -> None:
         help=trace_start_help(FIRST_PACKET),
     )
     p.add_argument("--parallel", type=int, default=1, help="sessions at a time (default 1)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run each session as a Ray task on this cluster (auto, HOST:PORT, ray://HOST:PORT, "
+        "or local): one netns_slot per session, each node serving its own sessions; needs "
+        "pip install 'streambed-abr[cluster]' (README, 'Beyond one machine')",
+    )
     p.add_argument("--repeat", type=int, default=1, help="sessions per trace and algorithm")
     p.add_argument("--abr", metavar="URL", help="use this decision service (default: start one)")
     p.add_argument("--origin", metavar="URL", help="use this origin (default: start one)")
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         session_timeout_s=args.session_timeout_s,
         player=args.player,
         params=params,
+        cluster=args.cluster,
     )
     terminated = []
 
