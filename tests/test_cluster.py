@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +111,37 @@ def test_a_two_node_cluster_runs_the_local_executors_sessions(
     worst = max(abs(on_ray[k] - a[k]) for k in a)
     print(f"local run-to-run {spread:.4f}, cluster against local {worst:.4f} (QoE per session)")
     assert worst <= max(2 * spread, 0.05), (spread, worst, on_ray, a)
+    # --resume on the cluster: nothing left to run
+    assert emulate(inputs, tmp_path / "ray", "--cluster", cluster.address, "--resume") == 0
+    again = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert again["sessions"] == summary["sessions"] and again["cluster"]["sessions_per_node"] == {}
+
+
+def test_ctrl_c_cancels_the_cluster_sessions(
+    inputs: tuple[Path, Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGINT to ``streambed emulate --cluster``: the tasks are cancelled, each tearing its link
+    down, and the partial report is written (exit 130), as the local executor does."""
+    traces, video_json = inputs
+    argv = [sys.executable, "-m", "streambed", "emulate", "--traces", str(traces)]
+    argv += ["--video", str(video_json), "--algorithms", ALGOS, "--link", "netns"]
+    argv += ["--no-progress", "--cluster", cluster.address, "--out", str(tmp_path / "ray")]
+    before = set(netns.list_namespaces())
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not set(netns.list_namespaces()) - before:  # sessions are running
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output[-3000:]
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["interrupted"] and summary["sessions"]["done"] < 8
+    deadline = time.monotonic() + 20
+    while set(netns.list_namespaces()) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not set(netns.list_namespaces()) - before  # every link torn down
 
 
 def test_a_killed_worker_node_has_its_sessions_retried(
