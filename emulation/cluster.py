@@ -71,21 +71,22 @@ class NodeServices:
     """The origin (and decision service) of one node for one run; a Ray actor pinned there."""
 
     def __init__(self, config: Any, scratch: str) -> None:
-        from streambed.emulation.orchestrate import (
-            decision_service,
-            origin_server,
-            prepare_content,
-        )
+        from streambed.emulation.sessions import decision_service, origin_server, prepare_content
 
         self.stack = contextlib.ExitStack()
         out = Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         self.stack.callback(shutil.rmtree, out.parent, ignore_errors=True)
         content = prepare_content(dataclasses.replace(config, out=out))
-        origin = config.origin_url or self.stack.enter_context(origin_server(content))
-        abr = config.abr_url or self.stack.enter_context(
-            decision_service(content / "video.json", out, config.model)
-        )
+        origin, abr = config.origin_url, config.abr_url
+        if origin is None:
+            assert content is not None  # EmulateConfig: --content/--video, or both URLs
+            origin = self.stack.enter_context(origin_server(content))
+        if abr is None:
+            assert content is not None
+            abr = self.stack.enter_context(
+                decision_service(content / "video.json", out, config.model)
+            )
         self.urls = (origin, abr.rstrip("/"))
 
     def get_urls(self) -> tuple[str, str]:
@@ -102,7 +103,7 @@ def run_session(config: Any, kind: str, run_id: str, job: Any) -> dict[str, Any]
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from streambed.emulation.link import outside_url
-    from streambed.emulation.orchestrate import _mpd_url, _Runner
+    from streambed.emulation.sessions import SessionRunner, mpd_url
 
     node = ray.get_runtime_context().get_node_id()
     scratch = Path(tempfile.gettempdir()) / f"streambed-{run_id}-{node[:8]}"  # nodes may share /tmp
@@ -120,8 +121,8 @@ def run_session(config: Any, kind: str, run_id: str, job: Any) -> dict[str, Any]
     origin, abr = ray.get(services.get_urls.remote())  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="session-", dir=_mkdir(scratch)) as tmp:
         local = dataclasses.replace(config, out=Path(tmp), progress=False)
-        runner = _Runner(
-            local, kind, outside_url(_mpd_url(origin), kind), outside_url(abr, kind), run_id
+        runner = SessionRunner(
+            local, kind, outside_url(mpd_url(origin), kind), outside_url(abr, kind), run_id
         )
         try:
             failure = runner.run(job)

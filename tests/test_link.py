@@ -785,16 +785,16 @@ def test_urls_for_a_command_behind_a_link() -> None:
     remote = "http://198.51.100.7:8333/decide"  # TEST-NET-2: never this machine's
     assert outside_url(remote, "mahimahi") == remote
     for kind in ("netns", "proxy"):
-        with pytest.raises(ConfigError, match=r"192\.0\.2\.7 is another machine.*--link mahimahi"):
+        with pytest.raises(ConfigError, match=r"198\.51\.100\.7 is another machine.*--link mahimahi"):
             outside_url(remote, kind)
     with pytest.raises(ConfigError, match="cannot resolve 'no-such-host.invalid'"):
         outside_url("http://no-such-host.invalid:80/", "mahimahi")
-    own = next(
-        (a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")),
-        None,
-    )
-    if own is not None:  # this machine's own address counts as this machine
-        assert outside_url(f"http://{own}:9000/x", "netns") == "http://127.0.0.1:9000/x"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("198.51.100.1", 9))  # no packet: picks the source address of the route
+        own = probe.getsockname()[0]
+    assert not own.startswith("127.")
+    # this machine's own address counts as this machine
+    assert outside_url(f"http://{own}:9000/x", "netns") == "http://127.0.0.1:9000/x"
 
     env = {"STREAMBED_HOST": "10.0.0.1", "STREAMBED_PORT_8080": "5555"}
     assert via_link_url("http://127.0.0.1:8080/m.mpd", env) == "http://10.0.0.1:5555/m.mpd"

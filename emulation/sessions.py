@@ -1,0 +1,347 @@
+"""One emulated session and what it talks to: the run's configuration (``EmulateConfig``), a
+session (``SessionJob``), the origin and decision service a run starts, and ``SessionRunner``,
+which plays sessions behind their links from worker threads (retried once). The local executor
+(:mod:`streambed.emulation.orchestrate`) and the Ray one (:mod:`streambed.emulation.cluster`)
+both run sessions with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streambed.core.errors import ConfigError, StreambedError
+from streambed.core.linkkinds import AUTO, FIRST_PACKET
+from streambed.core.servers import wait_healthy
+from streambed.emulation.link import LinkedProcess, LinkSpec, link_ports, start_behind_link
+from streambed.reports.rundir import RunDir, SessionDir
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 2  # a failed session is retried once
+PLAYERS = ("streambed", "dashjs")
+_SERVICE_START_S = 60.0
+_POLL_S = 0.1
+_SESSION_ID_CHARS = re.compile(r"[^A-Za-z0-9._:@-]")
+
+
+@dataclass(frozen=True)
+class EmulateConfig:
+    """What ``streambed emulate`` runs (see the module docstring)."""
+
+    traces: Path
+    algorithms: tuple[str, ...]
+    out: Path
+    content: Path | None = None
+    """Content directory (``streambed.server.build`` layout); with ``video``, built into OUT/content."""
+    video: Path | None = None
+    """Video description from which size-exact synthetic content is built."""
+    model: Path | None = None
+    link: str = AUTO
+    delay_ms: float = 40.0
+    trace_start: str = FIRST_PACKET
+    """Trace time 0 of each session's link (``streambed.core.linkkinds.TRACE_STARTS``)."""
+    parallel: int = 1
+    repeat: int = 1
+    abr_url: str | None = None
+    origin_url: str | None = None
+    resume: bool = False
+    max_chunks: int | None = None
+    progress: bool = True
+    session_timeout_s: float | None = None
+    """Stop (and fail) a session still running after this long (None: no limit)."""
+    player: str = "streambed"
+    """``streambed`` (the headless player) or ``dashjs`` (dash.js in headless Chromium)."""
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per algorithm, the parameters each of its sessions sends to the service."""
+    cluster: str | None = None
+    """Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``, ``local``): run the sessions
+    as Ray tasks there (``streambed.emulation.cluster``); None: threads of this process."""
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ConfigError("no algorithms to emulate")
+        if self.parallel < 1 or self.repeat < 1:
+            raise ConfigError("--parallel and --repeat must be >= 1")
+        if self.content is not None and self.video is not None:
+            raise ConfigError("give --content or --video, not both")
+        if self.content is None and self.video is None and self.abr_url is None:
+            raise ConfigError("need --content or --video (or both --origin and --abr)")
+        if self.content is None and self.video is None and self.origin_url is None:
+            raise ConfigError("need --content or --video (or both --origin and --abr)")
+        if self.player not in PLAYERS:
+            raise ConfigError(f"player {self.player!r}: choose {', '.join(PLAYERS)}")
+        if self.player == "dashjs" and self.video is not None:
+            raise ConfigError(
+                "--player dashjs decodes the media: give --content built with ffmpeg "
+                "(`streambed origin build`), not the synthetic segments of --video"
+            )
+        if "ppo" in self.algorithms and self.model is None and self.abr_url is None:
+            raise ConfigError("--algorithms ppo needs --model CHECKPOINT (or --abr URL)")
+
+
+@dataclass(frozen=True)
+class SessionJob:
+    """One session: an algorithm over a trace (the ``repeat``-th time of ``repeats``)."""
+
+    algorithm: str
+    trace: Path
+    repeat: int = 0
+    repeats: int = 1
+
+    @property
+    def label(self) -> str:
+        """The trace's name in the report (``<stem>-r<R>`` when repeated)."""
+        stem = self.trace.stem
+        return stem if self.repeats == 1 else f"{stem}-r{self.repeat + 1}"
+
+    def log_dir(self, out: Path) -> Path:
+        return RunDir(out).session_dir(self.algorithm, self.label)
+
+    def session_json(self, out: Path) -> Path:
+        return RunDir(out).session(self.algorithm, self.label).session_json
+
+
+def plan_jobs(traces_dir: Path, algorithms: Sequence[str], repeats: int = 1) -> list[SessionJob]:
+    from streambed.traces.traceset import trace_files
+
+    files = trace_files(traces_dir)
+    return [
+        SessionJob(algorithm, trace, r, repeats)
+        for algorithm in algorithms
+        for trace in files
+        for r in range(repeats)
+    ]
+
+
+def session_status(path: Path) -> str | None:
+    """The ``status`` of a session.json (None when absent or unreadable)."""
+    try:
+        status = json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+
+
+def _wait_healthy(
+    url: str, proc: subprocess.Popen[bytes] | None, what: str, log_path: Path
+) -> None:
+
+    why = wait_healthy(url, proc, _SERVICE_START_S)
+    if why is not None:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise ConfigError(f"{what} {why}: {' | '.join(tail)}")
+
+
+@contextlib.contextmanager
+def decision_service(video_json: Path, out: Path, model: Path | None = None) -> Iterator[str]:
+    """``streambed serve`` on 0.0.0.0 (a free port) as a subprocess; yields its loopback URL."""
+    from streambed.core.servers import free_port
+
+    port = free_port("0.0.0.0")
+    argv = [
+        sys.executable,
+        "-m",
+        "streambed",
+        "serve",
+        "--host=0.0.0.0",
+        f"--port={port}",
+        f"--video={video_json}",
+        f"--models-dir={out / 'models'}",
+    ]
+    if model is not None:
+        argv.append(f"--model={model}")
+    log_path = out / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, "the decision service (streambed serve)", log_path)
+        log.info("decision service at %s (log %s)", url, log_path)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def origin_server(content: Path) -> Iterator[str]:
+    """The origin app under uvicorn on 0.0.0.0 (a free port), in a thread; its loopback URL."""
+    from streambed.core.servers import serve_in_thread
+    from streambed.server.app import create_app
+
+    with serve_in_thread(create_app(content), host="0.0.0.0") as url:
+        yield url.replace("0.0.0.0", "127.0.0.1")
+
+
+def prepare_content(config: EmulateConfig) -> Path | None:
+    """The content directory: ``--content``, or synthetic content built from ``--video``."""
+    if config.content is not None:
+        return config.content
+    if config.video is None:
+        return None
+    from streambed.abr_service.video import VIDEO_JSON, load_video
+    from streambed.server.build import build_synthetic
+
+    target = config.out / "content"
+    if config.resume and (target / VIDEO_JSON).is_file():
+        return target
+    build_synthetic(load_video(config.video), target, force=True)
+    return target
+
+
+def mpd_url(origin: str) -> str:
+    from streambed.server.mpd import MPD_NAME
+
+    return origin if origin.endswith(".mpd") else f"{origin.rstrip('/')}/{MPD_NAME}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+
+
+class SessionRunner:
+    """Runs sessions behind links from worker threads; ``stop()`` ends the running ones."""
+
+    def __init__(
+        self, config: EmulateConfig, kind: str, mpd_url: str, abr_url: str, run_id: str
+    ) -> None:
+        self.config = config
+        self.kind = kind
+        self.mpd_url = mpd_url
+        self.abr_url = abr_url
+        self.run_id = run_id
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self, job: SessionJob) -> dict[str, Any] | None:
+        """Run ``job`` (retried once); None when done, else a description of the failure."""
+        reasons = []
+        for attempt in range(1, ATTEMPTS + 1):
+            if self.stopping.is_set():
+                return {"interrupted": True}
+            reason = self._attempt(job, attempt)
+            if reason is None:
+                return None
+            log.warning(
+                "session %s/%s attempt %d failed: %s", job.algorithm, job.label, attempt, reason
+            )
+            reasons.append(reason)
+        return {"attempts": len(reasons), "reasons": reasons}
+
+    def _attempt(self, job: SessionJob, attempt: int) -> str | None:
+        from streambed.player.argv import play_argv
+        from streambed.player.session import PlayerConfig
+
+        cfg = self.config
+        log_dir = job.log_dir(cfg.out)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        job.session_json(cfg.out).unlink(missing_ok=True)
+        session_id = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
+        player = PlayerConfig(
+            mpd_url=self.mpd_url,
+            abr_url=self.abr_url,
+            algorithm=job.algorithm,
+            session_id=f"{session_id[:120]}-a{attempt}",
+            run_id=self.run_id,
+            trace=job.label,
+            max_chunks=cfg.max_chunks,
+            log_dir=log_dir,
+            player=cfg.player,
+            params=dict(cfg.params.get(job.algorithm, {})) or None,
+        )
+        spec = LinkSpec(
+            downlink=job.trace,
+            delay_ms=cfg.delay_ms,
+            kind=self.kind,
+            ports=link_ports([self.mpd_url, self.abr_url]),
+            trace_start=cfg.trace_start,
+        )
+        with self.lock:
+            self.running += 1
+        try:
+            with open(SessionDir(log_dir).play_log, "wb") as out_file:
+                try:
+                    linked = start_behind_link(
+                        spec,
+                        play_argv(player),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_file,
+                        stderr=subprocess.STDOUT,
+                        writable=[log_dir],
+                    )
+                except StreambedError as exc:
+                    return f"link: {exc}"
+                rc = self._wait(linked)
+        except StreambedError as exc:  # tearing the link down failed
+            return f"link: {exc}"
+        finally:
+            with self.lock:
+                self.running -= 1
+        if self.stopping.is_set():
+            return "interrupted"
+        status = session_status(SessionDir(log_dir).session_json)
+        if rc == 0 and status == "done":
+            for warning in _warnings(log_dir):  # e.g. the service's video is not the MPD's
+                log.warning("session %s/%s: %s", job.algorithm, job.label, warning)
+            return None
+        return f"exit status {rc}, session {status or 'without session.json'}: {_reason(log_dir)}"
+
+    def _wait(self, linked: LinkedProcess) -> int:
+        timeout = self.config.session_timeout_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with linked:
+            while True:
+                rc = linked.poll()
+                if rc is not None:
+                    return rc
+                if self.stopping.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    linked.terminate()
+                    try:
+                        return linked.wait(10)
+                    except subprocess.TimeoutExpired:
+                        return -1  # closing the link kills it
+                time.sleep(_POLL_S)
+
+
+def _warnings(log_dir: Path) -> list[str]:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        found = json.loads(SessionDir(log_dir).session_json.read_text()).get("warnings")
+        if isinstance(found, list):
+            return [str(w) for w in found]
+    return []
+
+
+def _reason(log_dir: Path) -> str:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        reason = json.loads(SessionDir(log_dir).session_json.read_text()).get("reason")
+        if reason:
+            return str(reason)
+    with contextlib.suppress(OSError):
+        lines = SessionDir(log_dir).play_log.read_text(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1]
+    return "no reason given"
