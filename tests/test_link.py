@@ -785,7 +785,9 @@ def test_urls_for_a_command_behind_a_link() -> None:
     remote = "http://198.51.100.7:8333/decide"  # TEST-NET-2: never this machine's
     assert outside_url(remote, "mahimahi") == remote
     for kind in ("netns", "proxy"):
-        with pytest.raises(ConfigError, match=r"198\.51\.100\.7 is another machine.*--link mahimahi"):
+        with pytest.raises(
+            ConfigError, match=r"198\.51\.100\.7 is another machine.*--link mahimahi"
+        ):
             outside_url(remote, kind)
     with pytest.raises(ConfigError, match="cannot resolve 'no-such-host.invalid'"):
         outside_url("http://no-such-host.invalid:80/", "mahimahi")
