@@ -143,6 +143,29 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def check_central_urls(config: Any, kind: str) -> None:
+    """``--origin``/``--abr`` with ``--cluster`` name one server for every node: reachable only
+    through Mahimahi's NAT, and never as loopback (each node's 127.0.0.1 is itself)."""
+    from urllib.parse import urlsplit
+
+    from streambed.emulation.link import is_loopback
+
+    for flag, url in (("--origin", config.origin_url), ("--abr", config.abr_url)):
+        if url is None:
+            continue
+        if is_loopback(urlsplit(url).hostname or ""):
+            raise ConfigError(
+                f"{flag} {url}: with --cluster every node's loopback is itself: give an address "
+                f"all nodes reach, or leave {flag} out (one per node)"
+            )
+        if kind != "mahimahi":
+            raise ConfigError(
+                f"{flag} {url}: with --cluster a central server is reached through Mahimahi's "
+                f"NAT only (the {kind} link reaches its own node): use --link mahimahi, or leave "
+                f"{flag} out (one per node)"
+            )
+
+
 def run_on_cluster(
     config: Any,
     kind: str,
@@ -153,6 +176,7 @@ def run_on_cluster(
 ) -> Counter[str]:
     """Run ``pending`` sessions as Ray tasks; ``on_result(job, failure)`` for each as it
     finishes, after its files are in ``config.out``. Returns the sessions per node."""
+    check_central_urls(config, kind)
     ray = connect(config.cluster)
     task = ray.remote(run_session).options(
         num_cpus=0, resources={SLOT: 1}, max_retries=NODE_RETRIES, retry_exceptions=False

@@ -238,7 +238,7 @@ def address_of(port: int, env: Mapping[str, str] | None = None) -> tuple[str, in
 def link_ports(urls: Sequence[str]) -> tuple[int, ...]:
     """The host ports a command behind the link needs mapped (``LinkSpec.ports``): those of
     ``urls`` on this machine, after ``outside_url``."""
-    return tuple(sorted({_port(u) for u in urls if _is_loopback(urlsplit(u).hostname or "")}))
+    return tuple(sorted({_port(u) for u in urls if is_loopback(urlsplit(u).hostname or "")}))
 
 
 def outside_url(url: str, kind: str) -> str:
@@ -266,7 +266,7 @@ def via_link_url(url: str, env: Mapping[str, str] | None = None) -> str:
     """``url`` as a command behind a link reaches it: a server on this machine (127.0.0.1,
     after ``outside_url``) at the host's address and mapped port; any other host unchanged."""
     parts = urlsplit(url)
-    if not _is_loopback(parts.hostname or ""):
+    if not is_loopback(parts.hostname or ""):
         return url
     host, mapped = address_of(_port(url), env)
     return urlunsplit(parts._replace(netloc=f"{host}:{mapped}"))
@@ -277,7 +277,7 @@ def _port(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -297,7 +297,7 @@ def _resolve(host: str, url: str) -> str:
 
 def _is_this_machine(host: str) -> bool:
     """Loopback, or an address of this machine's (a socket binds to it)."""
-    if _is_loopback(host):
+    if is_loopback(host):
         return True
     try:
         infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
@@ -305,7 +305,7 @@ def _is_this_machine(host: str) -> bool:
         return False  # unresolvable here: _resolve names it
     for *_, sockaddr in infos:
         address = str(sockaddr[0])
-        if _is_loopback(address):
+        if is_loopback(address):
             return True
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:

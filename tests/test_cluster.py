@@ -162,3 +162,20 @@ def test_a_killed_worker_node_has_its_sessions_retried(
     # the dead node's scratch (on a real cluster, on that machine)
     for scratch in Path(tempfile.gettempdir()).glob(f"streambed-{summary['run_id']}-*"):
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_central_servers_on_a_cluster_are_checked_before_any_session(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line, before Ray is asked for anything: a loopback --abr (every node's loopback is
+    itself), or a central --abr behind netns links (they reach their own node only)."""
+    traces, video_json = inputs
+    argv = ["emulate", "--traces", str(traces), "--video", str(video_json), "--algorithms", "bba"]
+    argv += ["--no-progress", "--cluster", "198.51.100.1:6379", "--out", str(tmp_path / "o")]
+    for link, abr, message in (
+        ("mahimahi", "http://127.0.0.1:8333", "every node's loopback is itself"),
+        ("netns", "http://198.51.100.9:8333", "reached through Mahimahi's NAT only"),
+    ):
+        assert main([*argv, "--link", link, "--abr", abr]) == 2
+        err = capsys.readouterr().err
+        assert f"--abr {abr}: with --cluster" in err and message in err, err
