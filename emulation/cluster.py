@@ -71,23 +71,13 @@ class NodeServices:
     """The origin (and decision service) of one node for one run; a Ray actor pinned there."""
 
     def __init__(self, config: Any, scratch: str) -> None:
-        from streambed.emulation.sessions import decision_service, origin_server, prepare_content
+        from streambed.emulation.sessions import run_servers
 
         self.stack = contextlib.ExitStack()
         out = Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         self.stack.callback(shutil.rmtree, out.parent, ignore_errors=True)
-        content = prepare_content(dataclasses.replace(config, out=out))
-        origin, abr = config.origin_url, config.abr_url
-        if origin is None:
-            assert content is not None  # EmulateConfig: --content/--video, or both URLs
-            origin = self.stack.enter_context(origin_server(content))
-        if abr is None:
-            assert content is not None
-            abr = self.stack.enter_context(
-                decision_service(content / "video.json", out, config.model)
-            )
-        self.urls = (origin, abr.rstrip("/"))
+        self.urls = self.stack.enter_context(run_servers(dataclasses.replace(config, out=out)))
 
     def get_urls(self) -> tuple[str, str]:
         return self.urls

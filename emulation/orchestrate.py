@@ -33,11 +33,9 @@ from streambed.emulation.sessions import (
     EmulateConfig,
     SessionJob,
     SessionRunner,
-    decision_service,
     mpd_url,
-    origin_server,
     plan_jobs,
-    prepare_content,
+    run_servers,
     session_status,
 )
 from streambed.reports.provenance import run_provenance
@@ -208,40 +206,16 @@ def _run_pending(
     run_id: str,
     on_progress: Callable[[int, int, int], None] | None,
 ) -> None:
-    from tqdm import tqdm
 
     if config.cluster is not None:
         _run_cluster(config, kind, pending, result, run_id, on_progress)
         return
     with contextlib.ExitStack() as stack:
-        content = prepare_content(config)
-        origin = config.origin_url
-        if origin is None:
-            assert content is not None
-            origin = stack.enter_context(origin_server(content))
-        abr = config.abr_url
-        if abr is None:
-            assert content is not None
-            abr = stack.enter_context(
-                decision_service(content / "video.json", config.out, config.model)
-            )
+        origin, abr = stack.enter_context(run_servers(config))
         runner = SessionRunner(
-            config,
-            kind,
-            outside_url(mpd_url(origin), kind),
-            outside_url(abr.rstrip("/"), kind),
-            run_id,
+            config, kind, outside_url(mpd_url(origin), kind), outside_url(abr, kind), run_id
         )
-        bar = stack.enter_context(
-            tqdm(
-                total=result.planned,
-                initial=result.skipped,
-                desc="sessions",
-                unit="session",
-                disable=not config.progress,
-                dynamic_ncols=True,
-            )
-        )
+        bar = stack.enter_context(_progress_bar(config, result))
         pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="session")
         futures: dict[Future[dict[str, Any] | None], SessionJob] = {
             pool.submit(runner.run, job): job for job in pending
@@ -294,18 +268,10 @@ def _run_cluster(
     run_id: str,
     on_progress: Callable[[int, int, int], None] | None,
 ) -> None:
-    from tqdm import tqdm
 
     from streambed.emulation.cluster import run_on_cluster
 
-    with tqdm(
-        total=result.planned,
-        initial=result.skipped,
-        desc="sessions",
-        unit="session",
-        disable=not config.progress,
-        dynamic_ncols=True,
-    ) as bar:
+    with _progress_bar(config, result) as bar:
 
         def on_result(job: SessionJob, failure: dict[str, Any] | None) -> None:
             _record(config, result, job, failure)
@@ -315,3 +281,16 @@ def _run_cluster(
                 on_progress(len(result.done), 0, len(result.failed))
 
         result.nodes = dict(run_on_cluster(config, kind, run_id, pending, on_result, bar))
+
+
+def _progress_bar(config: EmulateConfig, result: EmulateResult) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=result.planned,
+        initial=result.skipped,
+        desc="sessions",
+        unit="session",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )

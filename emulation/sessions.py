@@ -209,6 +209,24 @@ def prepare_content(config: EmulateConfig) -> Path | None:
     return target
 
 
+@contextlib.contextmanager
+def run_servers(config: EmulateConfig) -> Iterator[tuple[str, str]]:
+    """The origin and decision service a run's sessions use: the URLs given, or servers
+    started here (content from ``prepare_content``); yields (origin URL, service URL)."""
+    with contextlib.ExitStack() as stack:
+        content = prepare_content(config)
+        origin, abr = config.origin_url, config.abr_url
+        if origin is None:
+            assert content is not None  # EmulateConfig: --content/--video, or both URLs
+            origin = stack.enter_context(origin_server(content))
+        if abr is None:
+            assert content is not None
+            abr = stack.enter_context(
+                decision_service(content / "video.json", config.out, config.model)
+            )
+        yield origin, abr.rstrip("/")
+
+
 def mpd_url(origin: str) -> str:
     from streambed.server.mpd import MPD_NAME
 

@@ -431,11 +431,16 @@ def test_sim_wall_trains_and_validates_in_the_emulations_timing() -> None:
         check_args(PPOArgs(sim="fast"))
 
 
-def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) -> None:
+def save_split(root: Path) -> None:
+    """DATA's training and validation traces as files in ROOT/train and ROOT/val."""
     for part, traces in (("train", DATA.train), ("val", DATA.val)):
-        (tmp_path / part).mkdir()
+        (root / part).mkdir()
         for trace in traces:
-            save_pensieve(trace, tmp_path / part / trace.name)
+            save_pensieve(trace, root / part / trace.name)
+
+
+def test_worker_processes_share_the_sessions_and_resume_exactly(tmp_path: Path) -> None:
+    save_split(tmp_path)
     base = PPOArgs(
         traces=str(tmp_path / "train"),
         val_traces=str(tmp_path / "val"),
@@ -538,10 +543,7 @@ def test_torchrun_gives_the_run_of_workers(tmp_path: Path) -> None:
     process each (``--nnodes 2``, c10d rendezvous: the multi-node path on one machine) train
     the first half, ``torchrun --standalone --nproc-per-node 2`` resumes from last.pt (read by
     rank 0 alone, each worker's share scattered) to the end."""
-    for part, traces in (("train", DATA.train), ("val", DATA.val)):
-        (tmp_path / part).mkdir()
-        for trace in traces:
-            save_pensieve(trace, tmp_path / part / trace.name)
+    save_split(tmp_path)
     base = PPOArgs(
         traces=str(tmp_path / "train"),
         val_traces=str(tmp_path / "val"),
