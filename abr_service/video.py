@@ -46,6 +46,14 @@ class Video:
     chunk_s: float
     chunk_bytes: np.ndarray = field(repr=False)
     num_chunks: int
+    ssim_db: np.ndarray | None = field(default=None, repr=False, compare=False)
+    vmaf: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def quality_table(self, kind: str) -> np.ndarray:
+        table = getattr(self, kind, None)
+        if table is None:
+            raise VideoError(f"video {self.name!r} has no per-segment {kind} measurements")
+        return np.asarray(table, dtype=np.float64)
 
     def __post_init__(self) -> None:
         sizes = np.asarray(self.chunk_bytes, dtype=np.int64)
@@ -164,8 +172,18 @@ def load_video(path: str | Path, bitrates_kbps: Sequence[int] | None = None) -> 
 
 def _load_json(path: Path) -> Video:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        text = path.read_text()
+    except OSError as exc:
+        raise VideoError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_video_json(text, path)
+
+
+def parse_video_json(text: str, path: Path | str) -> Video:
+    """Streambed's description from its JSON text; ``path`` names it in errors (a file or
+    the URL it came from)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise VideoError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise VideoError(f"{path}: expected a JSON object")
@@ -186,7 +204,8 @@ def _load_json(path: Path) -> Video:
         raise VideoError(f"{path}: bad value: {exc}") from exc
     num_chunks = int(data.get("num_chunks") or (array.shape[1] if array.ndim == 2 else 0))
     try:
-        return Video(str(data.get("name", path.parent.name)), bitrates, chunk_s, array, num_chunks)
+        name = str(data.get("name", Path(str(path)).parent.name))
+        return Video(name, bitrates, chunk_s, array, num_chunks)
     except VideoError as exc:
         raise VideoError(f"{path}: {exc}") from exc
 

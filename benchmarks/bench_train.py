@@ -125,7 +125,7 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
 
     video = load_video(VIDEO)
     test = load_traceset(TEST)
-    qoe = make_qoe("lin", video.bitrates_kbps)
+    qoe = make_qoe("lin", video)
     result: dict[str, Any] = {}
     reference = (
         evaluate_actor(load_policy(PENSIEVE_PPO, 6).actor, test, video, qoe)

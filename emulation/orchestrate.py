@@ -145,6 +145,7 @@ def emulate(
         "mode": "emulation",
         "link": kind,
         "player": config.player,
+        "qoe": config.qoe,
         "delay_ms": config.delay_ms,
         "trace_start": config.trace_start,
         "traces_dir": str(config.traces.resolve()),

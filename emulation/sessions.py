@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streambed.abr_service.qoe import MEASURED, QOE_NAMES, make_qoe
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.linkkinds import AUTO, FIRST_PACKET
 from streambed.core.servers import wait_healthy
@@ -64,6 +65,9 @@ class EmulateConfig:
     """``streambed`` (the headless player) or ``dashjs`` (dash.js in headless Chromium)."""
     params: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per algorithm, the parameters each of its sessions sends to the service."""
+    qoe: str = "lin"
+    """QoE metric of the players' records and the report (ssim and vmaf: content whose
+    video.json carries the measurements)."""
     cluster: str | None = None
     """Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``, ``local``): run the sessions
     as Ray tasks there (``streambed.emulation.cluster``); None: threads of this process."""
@@ -81,6 +85,8 @@ class EmulateConfig:
             raise ConfigError("need --content or --video (or both --origin and --abr)")
         if self.player not in PLAYERS:
             raise ConfigError(f"player {self.player!r}: choose {', '.join(PLAYERS)}")
+        if self.qoe not in QOE_NAMES:
+            raise ConfigError(f"qoe {self.qoe!r}: choose {', '.join(QOE_NAMES)}")
         if self.player == "dashjs" and self.video is not None:
             raise ConfigError(
                 "--player dashjs decodes the media: give --content built with ffmpeg "
@@ -194,9 +200,20 @@ def origin_server(content: Path) -> Iterator[str]:
 
 
 def prepare_content(config: EmulateConfig) -> Path | None:
-    """The content directory: ``--content``, or synthetic content built from ``--video``."""
+    """The content directory: ``--content``, or synthetic content built from ``--video``.
+    A metric scored from measurements (``--qoe ssim``) is checked against it here."""
     if config.content is not None:
+        if config.qoe in MEASURED:
+            from streambed.abr_service.video import load_video
+
+            make_qoe(config.qoe, load_video(config.content))  # VideoError: one line, exit 2
         return config.content
+    if config.qoe in MEASURED and config.video is not None:
+        raise ConfigError(
+            f"--qoe {config.qoe} scores what the viewer sees, measured on real content: give "
+            "--content built by `streambed origin build` (synthetic --video content has no "
+            "measurements)"
+        )
     if config.video is None:
         return None
     from streambed.abr_service.video import VIDEO_JSON, load_video
@@ -290,6 +307,7 @@ class SessionRunner:
             log_dir=log_dir,
             player=cfg.player,
             params=dict(cfg.params.get(job.algorithm, {})) or None,
+            qoe=cfg.qoe,
         )
         spec = LinkSpec(
             downlink=job.trace,

@@ -61,7 +61,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from streambed.abr_service.qoe import make_qoe, qoe_window
+import httpx
+
+from streambed.abr_service.qoe import MEASURED, qoe_window
 from streambed.core.errors import ConfigError
 from streambed.player.base import (
     CHUNKS_JSONL,
@@ -82,6 +84,7 @@ from streambed.player.base import (
     new_session_id,
 )
 from streambed.player.decisions import json_params
+from streambed.player.metric import player_metric, video_json_url
 from streambed.reports.rundir import BROWSER_EVENTS_JSONL
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
@@ -277,6 +280,8 @@ class BrowserSession:
         self.config = config
         self.session_id = session_id
         self.events = events
+        self.video_text = ""
+        """The video.json beside the MPD, read before the session (qoe ssim and vmaf only)."""
         by_type: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             by_type.setdefault(str(event.get("type")), []).append(event)
@@ -358,7 +363,9 @@ class BrowserSession:
         ladder = self.ladder
         if ladder is None or not self.chunks:
             return []
-        qoe = make_qoe(self.config.qoe, ladder)
+        qoe = player_metric(
+            self.config.qoe, ladder, self.config.mpd_url, lambda url: self.video_text
+        )
         algorithm = self.algorithm()
         limit = self.config.max_chunks
         indices = sorted(k for k in self.chunks if limit is None or k < limit)
@@ -617,6 +624,19 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+def _measured_video_text(config: PlayerConfig) -> str:
+    """The video.json beside the MPD when the metric scores measurements (else "")."""
+    if config.qoe not in MEASURED:
+        return ""
+    url = video_json_url(config.mpd_url)
+    try:
+        response = httpx.get(url, timeout=config.origin_timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"qoe {config.qoe!r} needs {url}: {exc}") from None
+    return response.text
+
+
 def play_browser(
     config: PlayerConfig,
     *,
@@ -636,6 +656,7 @@ def play_browser(
     or Chromium are missing.
     """
     node_path, chromium_path = require_browser(node, chromium)
+    video_text = _measured_video_text(config)
     session_id = config.session_id or new_session_id()
     started_at = datetime.now(timezone.utc)
     t_start = time.monotonic()
@@ -689,6 +710,7 @@ def play_browser(
             rc = proc.returncode
         reader.join(5)
         session = BrowserSession(read_events(events_path), config, session_id)
+        session.video_text = video_text
         records = session.records()
         status, exit_code, reason = session.outcome(interrupted)
         if pending is not None and interrupted is None:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from streambed.abr_service.qoe import make_qoe, qoe_window
+from streambed.abr_service.qoe import QoEMetric, qoe_window
 from streambed.core.errors import ConfigError, ContentError
 from streambed.player.base import (
     CHUNKS_JSONL,
@@ -80,6 +80,7 @@ from streambed.player.base import (
 from streambed.player.buffer import PlaybackBuffer
 from streambed.player.decisions import Decider, LocalFallback, Measured
 from streambed.player.downloads import DownloadFailed, fetch
+from streambed.player.metric import player_metric
 from streambed.reports.sessionlog import ChunkRecord
 from streambed.reports.summary import session_metrics
 from streambed.server.mpd import Manifest, parse_mpd
@@ -199,12 +200,24 @@ class _Player:
         self.facts.update(mpd_download_s=got.download_s, mpd_attempts=got.attempts)
         return manifest
 
+    def _metric(self, origin: httpx.Client, ladder: Sequence[int]) -> QoEMetric:
+        """The records' metric; ssim and vmaf read the video.json beside the MPD first."""
+
+        def fetch_text(url: str) -> str:
+            got = self._fetch(origin, url, "video description", keep_body=True)
+            return (got.content or b"").decode("utf-8", errors="replace")
+
+        try:
+            return player_metric(self.config.qoe, ladder, self.config.mpd_url, fetch_text)
+        except ContentError as exc:
+            raise SessionFailed(str(exc)) from None
+
     def _play(self, manifest: Manifest, origin: httpx.Client, service: httpx.Client) -> None:
         cfg = self.config
         total = manifest.num_segments
         limit = min(total, cfg.max_chunks or total)
         ladder = manifest.bitrates_kbps
-        qoe = make_qoe(cfg.qoe, ladder)
+        qoe = self._metric(origin, ladder)
         decider = Decider(
             service,
             cfg.abr_url,

@@ -77,8 +77,13 @@ def write_html_report(
     seed: int = 0,
     resamples: int = 2000,
     comparisons: Sequence[Path] = (),
+    qoe: str | None = None,
+    video: Path | None = None,
 ) -> Path:
     """Read the report directories ``inputs`` and write the page to ``html``; return ``html``.
+
+    ``qoe``: rescore every session under this metric (from its chunk records) with the video
+    ``video`` (default: the content each run names; ssim and vmaf need the measurements).
 
     ``traces`` is the trace directory for the inputs whose ``summary.json`` names none (eval
     outputs). ``max_timelines``: sessions with a timeline (-1 all, 0 none). ``seed`` and
@@ -94,6 +99,9 @@ def write_html_report(
     if resamples < 1:
         raise ConfigError("resamples must be >= 1")
     sources = [load_report_dir(Path(p), traces) for p in inputs]
+    if qoe is not None:
+        for source in sources:
+            rescore_source(source, qoe, video)
     page = render_page(
         sources,
         max_timelines=max_timelines,
@@ -108,6 +116,21 @@ def write_html_report(
     except OSError as exc:
         raise ReportError(f"{html}: cannot write: {exc.strerror or exc}") from None
     return html
+
+
+def rescore_source(source: ReportDir, qoe: str, video: Path | None) -> None:
+    """``source`` rescored under ``qoe`` with ``video`` or the content its run names."""
+    from streambed.abr_service.qoe import make_qoe
+    from streambed.abr_service.video import load_video
+
+    path = video if video is not None else source.video_path()
+    if path is None:
+        raise ConfigError(
+            f"{source.path}: --qoe {qoe} needs the video: its summary names no content here; "
+            "give --video (a video.json, or the content directory)"
+        )
+    described = load_video(path)
+    source.rescore(make_qoe(qoe, described), described.chunk_s)
 
 
 def input_names(sources: Sequence[ReportDir]) -> list[str]:

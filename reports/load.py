@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from streambed.abr_service.qoe import QoEMetric
 from streambed.core.errors import ReportError, TraceError
 from streambed.reports.rundir import (
     CHUNKS_JSONL,
@@ -29,8 +30,8 @@ from streambed.reports.rundir import (
     SUMMARY_JSON,
     RunDir,
 )
-from streambed.reports.sessionlog import ChunkRecord, read_jsonl
-from streambed.reports.summary import SessionMetrics
+from streambed.reports.sessionlog import ChunkRecord, read_jsonl, rescore
+from streambed.reports.summary import SessionMetrics, session_metrics
 from streambed.traces import Trace, load_trace, trace_files
 
 __all__ = [
@@ -120,6 +121,23 @@ class ReportDir:
         if found is None:
             found = self._trace_index.get(_REPEAT_SUFFIX.sub("", trace))
         return found
+
+    def rescore(self, qoe: QoEMetric, chunk_s: float) -> None:
+        """Recompute every session's metrics from its chunk records under ``qoe`` (``report
+        --qoe``); ``ReportError`` when a session has no records."""
+        self.metrics = [
+            session_metrics(rescore(self.records(m.algorithm, m.trace), qoe), chunk_s)
+            for m in self.metrics
+        ]
+        self.summary = {**self.summary, "qoe": qoe.name, "qoe_rescored": True}
+
+    def video_path(self) -> Path | None:
+        """The content (or video description) the run names, when it exists here."""
+        for key in ("content", "video_path"):
+            named = self.summary.get(key)
+            if isinstance(named, str) and named and Path(named).exists():
+                return Path(named)
+        return None
 
     def load_trace(self, trace: str) -> Trace | None:
         """The trace of a session, loaded (None when not found); ``TraceError`` if malformed."""

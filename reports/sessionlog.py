@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class ChunkRecord:
         *,
         qoe: QoEMetric,
         bitrates_kbps: Sequence[int],
+        chunk_index: int,
         quality: int,
         previous_quality: int | None,
         chunk_bytes: int,
@@ -87,8 +88,8 @@ class ChunkRecord:
         ``rest`` holds the other fields as they are."""
         if download_s is None:
             download_s = max(request_end_s - request_start_s, 0.0)
-        previous = quality if previous_quality is None else previous_quality
         return cls(
+            chunk_index=chunk_index,
             quality=quality,
             bitrate_kbps=bitrates_kbps[quality],
             chunk_bytes=chunk_bytes,
@@ -97,7 +98,7 @@ class ChunkRecord:
             download_s=download_s,
             throughput_kbps=chunk_bytes * 8 / max(download_s, 1e-9) / 1000,
             rebuffer_s=rebuffer_s,
-            qoe=float(qoe.transition(quality, previous, rebuffer_s)),
+            qoe=float(qoe.chunk_qoe([quality], [rebuffer_s], previous_quality, chunk_index)[0]),
             **rest,
         )
 
@@ -129,3 +130,15 @@ def write_pensieve_log(records: Sequence[ChunkRecord], path: Path) -> None:
         for r in records
     ]
     path.write_text("".join(lines) + "\n")
+
+
+def rescore(records: Sequence[ChunkRecord], qoe: QoEMetric) -> list[ChunkRecord]:
+    """``records`` (one session, in order) with each ``qoe`` recomputed under another metric:
+    each chunk after the record before it (the first without a change term)."""
+    out = []
+    previous: int | None = None
+    for r in records:
+        value = qoe.chunk_qoe([r.quality], [r.rebuffer_s], previous, r.chunk_index)[0]
+        out.append(replace(r, qoe=float(value)))
+        previous = r.quality
+    return out

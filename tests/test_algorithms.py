@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from streambed.abr_service.algorithms.mpc import MPC, MPCParams, RobustMPC
 from streambed.abr_service.algorithms.rate_based import RateBasedParams
 from streambed.abr_service.qoe import make_qoe
 from streambed.abr_service.video import Video, generate_video, load_video
-from streambed.core.errors import ConfigError
+from streambed.core.errors import ConfigError, VideoError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ENVIVIO = SHARED / "data" / "video" / "envivio"
@@ -213,8 +214,7 @@ def brute_force_mpc(
     video: Video, prediction_bps: float, st: PlayerState, horizon: int, qoe_name: str = "lin"
 ) -> int:
     """Pensieve's MPC loop: every plan in enumeration order, ``>=`` keeps the last best."""
-    metric = make_qoe(qoe_name, video.bitrates_kbps)
-    u = metric.utilities
+    metric = make_qoe(qoe_name, video)
     horizon = min(horizon, video.num_chunks - st.next_chunk)
     best_reward = -float("inf")
     best_plan: tuple[int, ...] = ()
@@ -224,6 +224,7 @@ def brute_force_mpc(
         quality_sum = 0.0
         smoothness = 0.0
         last = st.last_quality
+        last_u = float(metric.utility(last, max(st.next_chunk - 1, 0)))
         for position, level in enumerate(plan):
             size = float(video.chunk_bytes[level, st.next_chunk + position])
             download = size / prediction_bps
@@ -233,12 +234,11 @@ def brute_force_mpc(
             else:
                 buffer -= download
             buffer += video.chunk_s
-            quality_sum += u[level]
-            smoothness += abs(u[level] - u[last])
-            last = level
-        reward = (
-            quality_sum - metric.rebuffer_penalty * rebuffer - metric.smooth_penalty * smoothness
-        )
+            u = float(metric.utility(level, st.next_chunk + position))
+            quality_sum += metric.scale * u
+            smoothness += float(metric.change_penalty(np.asarray(u - last_u)))
+            last_u = u
+        reward = quality_sum - metric.rebuffer_penalty * rebuffer - smoothness
         if reward >= best_reward:
             best_reward = reward
             best_plan = plan
@@ -275,6 +275,33 @@ def test_vectorised_plan_matches_brute_force_hd_metric(video: Video) -> None:
             algo.on_chunk(feedback(i, float(rng.uniform(50_000, 800_000))))
         st = state(int(rng.integers(5, 40)), float(rng.uniform(0, 15)), int(rng.integers(6)))
         assert algo.select(st) == brute_force_mpc(video, algo.predicted_bps(), st, 5, "hd")
+
+
+def measured_video(video: Video, seed: int = 3) -> Video:
+    """``video`` with made-up per-chunk SSIM (dB) and VMAF that grow with the level."""
+    rng = np.random.default_rng(seed)
+    shape = (video.num_levels, video.num_chunks)
+    ssim = np.cumsum(rng.uniform(0.5, 4.0, shape), axis=0) + 8.0
+    vmaf = np.minimum(np.cumsum(rng.uniform(2.0, 20.0, shape), axis=0), 100.0)
+    return dataclasses.replace(video, ssim_db=ssim, vmaf=vmaf)
+
+
+@pytest.mark.parametrize("qoe", ["ssim", "vmaf"])
+def test_vectorised_plan_matches_brute_force_measured_metrics(video: Video, qoe: str) -> None:
+    """Per-chunk utilities (Puffer's SSIM, Comyco's asymmetric VMAF) plan like the loop."""
+    measured = measured_video(video)
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        algo = make_mpc("robustmpc", measured, {"qoe": qoe})
+        for i in range(5):
+            algo.on_chunk(feedback(i, float(rng.uniform(50_000, 800_000))))
+        st = state(int(rng.integers(1, 44)), float(rng.uniform(0, 15)), int(rng.integers(6)))
+        assert algo.select(st) == brute_force_mpc(measured, algo.predicted_bps(), st, 5, qoe)
+
+
+def test_measured_metric_refused_without_measurements(video: Video) -> None:
+    with pytest.raises(VideoError, match="no per-segment"):
+        make_mpc("robustmpc", video, {"qoe": "ssim"})
 
 
 def test_robustmpc_decision_time(video: Video) -> None:
@@ -336,7 +363,7 @@ def test_parse_params() -> None:
         (MPCParams, "horizon", 50, "an integer in [1, 5]"),  # 6^50 plans: the 23 GB request
         (MPCParams, "horizon", "8", "an integer in [1, 5]"),
         (MPCParams, "horizon", 0, "an integer in [1, 5]"),
-        (MPCParams, "qoe", "lol", "one of lin, log, hd"),
+        (MPCParams, "qoe", "lol", "one of lin, log, hd, ssim, vmaf"),
         (RateBasedParams, "safety", "inf", "a number in [0.1, 10.0]"),
         (RateBasedParams, "safety", "nan", "a number in [0.1, 10.0]"),
         (RateBasedParams, "safety", "1e309", "a number in [0.1, 10.0]"),

@@ -326,7 +326,7 @@ def test_named_refusals_keep_the_connection(
 
 def test_catalog_shows_every_range(service: Service) -> None:
     assert service.catalog["robustmpc"]["horizon"]["range"] == [1, 5]
-    assert service.catalog["robustmpc"]["qoe"]["choices"] == ["lin", "log", "hd"]
+    assert service.catalog["robustmpc"]["qoe"]["choices"] == ["lin", "log", "hd", "ssim", "vmaf"]
     assert service.catalog["bba"]["reservoir_s"]["range"] == [0.0, 3600.0]
     assert service.catalog["ppo"]["seed"]["range"] == [0, 2**32 - 1]
     for algorithm, params in service.catalog.items():

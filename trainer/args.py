@@ -89,7 +89,8 @@ class CommonArgs:
     """Play each validation trace from this many evenly spaced starts (1: from its beginning
     only, the number ``streambed eval`` reports)."""
     qoe: str = "lin"
-    """QoE metric of the reward and the validation (lin, log, hd)."""
+    """QoE metric of the reward and the validation (lin, log, hd; ssim and vmaf need a
+    --video whose description carries the measurements, as `streambed origin build` writes)."""
     sim: str = "pensieve"
     """Simulator timing of training and validation: pensieve (Pensieve's published simulator,
     so that figures stay comparable with the literature) or wall (what an emulated session

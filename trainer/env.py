@@ -87,7 +87,7 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         elif isinstance(video, str | Path):
             video = load_video(video)
         self.video = video
-        self.qoe = make_qoe(qoe, video.bitrates_kbps)
+        self.qoe = make_qoe(qoe, video)
         self.sim = Simulator(traces, video, sim_config, mode=mode, rng=np.random.default_rng(0))
         if isinstance(observation, str):
             observation = get_observation(observation)
@@ -123,9 +123,7 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"action {action!r} outside Discrete({self.video.num_levels})")
         result = self.sim.download(quality)
         reward = float(
-            self.qoe.chunk_qoe([quality], [result.rebuffer_s], previous_quality=self._last_quality)[
-                0
-            ]
+            self.qoe.transition(quality, self._last_quality, result.rebuffer_s, result.chunk_index)
         )
         self._last_quality = quality
         return self._observe(result), reward, bool(result.end_of_video), False, self._info(result)

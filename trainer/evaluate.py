@@ -154,7 +154,7 @@ def evaluate(
     class evaluated in-process without being installed).
     """
     config = config or SimConfig()
-    qoe = make_qoe(qoe_name, video.bitrates_kbps)
+    qoe = make_qoe(qoe_name, video)
     params = params or {}
     sim = Simulator(traces, video, config, mode="test", rng=np.random.default_rng(seed))
     metrics: list[SessionMetrics] = []

@@ -200,7 +200,7 @@ def oracle_levels(
         delay = (trace_s + config.rtt_s).reshape(n, k)
         rebuffer, new_b, sleep = buffer_after_download(b, delay, video.chunk_s, config)
         moved = bank.advance_time(tr.ravel(), new_t, sleep.ravel()).reshape(n, k)
-        total = total + np.where(valid, qoe.transition(q, last, rebuffer), 0.0)
+        total = total + np.where(valid, qoe.transition(q, last, rebuffer, c[:, None]), 0.0)
         t = np.where(valid, moved, t)
         b = np.where(valid, new_b, b)
         last = np.where(valid, q, last)
@@ -308,7 +308,9 @@ class Imitate(Trainer):
                 quality = self.actor(obs).argmax(-1).cpu().numpy()
             br.chunk = np.minimum(br.chunk, video.num_chunks - 1)  # finished copies: ignored
             step = br.step(quality)
-            total += np.where(alive, col.qoe.transition(quality, last, step.rebuffer_s), 0.0)
+            total += np.where(
+                alive, col.qoe.transition(quality, last, step.rebuffer_s, step.chunk_index), 0.0
+            )
             last = quality
         return total.reshape(col.n, levels)
 

@@ -104,7 +104,7 @@ def plan_optimal(
         parent = np.repeat(np.arange(n), levels)
         action = np.tile(np.arange(levels), n)
         new_tau, new_buf, rebuffer = advance(tau[parent], buf[parent], action, chunk)
-        new_reward = reward[parent] + qoe.transition(action, last[parent], rebuffer)
+        new_reward = reward[parent] + qoe.transition(action, last[parent], rebuffer, chunk)
         group = action * 10_000_000 + np.floor(new_tau / time_bin_s).astype(np.int64)
         keep = _undominated(group, new_buf, new_reward, qoe.rebuffer_penalty)
         if len(keep) > max_states:

@@ -58,7 +58,7 @@ class Collector:
             obs_dtype=np.float32,
             observation=arch_observation(args.arch),
         )
-        self.qoe = make_qoe(args.qoe, data.video.bitrates_kbps)
+        self.qoe = make_qoe(args.qoe, data.video)
         self.n = num_envs
         self.steps = args.rollout_steps
         self.default = SimConfig().default_quality
@@ -135,7 +135,7 @@ class Collector:
         sessions that ended; those are already restarted when this returns.
         """
         step = self.sim.step(quality)
-        reward = self.qoe.transition(quality, self.prev_quality, step.rebuffer_s)
+        reward = self.qoe.transition(quality, self.prev_quality, step.rebuffer_s, step.chunk_index)
         self.prev_quality = np.array(quality, copy=True)
         self.session_qoe += np.where(decide, reward, 0.0)
         self.session_chunks += decide

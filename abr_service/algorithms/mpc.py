@@ -28,7 +28,7 @@ from streambed.abr_service.algorithms.base import (
     PlayerState,
 )
 from streambed.abr_service.algorithms.rate_based import harmonic_mean
-from streambed.abr_service.qoe import QOE_NAMES, make_qoe
+from streambed.abr_service.qoe import QOE_NAMES, QoEMetric, make_qoe
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 
@@ -72,7 +72,8 @@ class MPCParams:
     window: int = field(default=5, metadata={RANGE: (1, 1000)})
     """Past throughputs in the harmonic mean, and past errors in the robust bound."""
     qoe: str = field(default="lin", metadata={CHOICES: QOE_NAMES})
-    """QoE metric the plans are scored with (lin, log, hd)."""
+    """QoE metric the plans are scored with (lin, log, hd; ssim and vmaf, as Puffer's MPC
+    plans on SSIM, need a video description with the measurements)."""
     history: str = field(default="session", metadata={CHOICES: HISTORY_SCOPES})
     """Where the prediction-error history lives: ``session`` (each session its own), or
     ``process``: carried from one session to the next in this process, as Pensieve's mpc.py does
@@ -104,13 +105,22 @@ def _plans(num_levels: int, horizon: int) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def _plan_terms(
-    utility: tuple[float, ...], horizon: int
+    utility: tuple[float, ...], horizon: int, metric: QoEMetric
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per plan: utility sum, switches inside the plan, and the first level's utility."""
+    """Per plan of a level-only metric: utility sum, the change penalties inside the plan,
+    and the first level's utility. (``utility`` is in the key: the metric's hash leaves its
+    table out.)"""
     plans = _plans(len(utility), horizon)
-    u = np.asarray(utility)[plans]
-    inner = np.abs(np.diff(u, axis=1)).sum(axis=1) if horizon > 1 else np.zeros(len(plans))
-    return u.sum(axis=1), inner, u[:, 0]
+    return _score_plans(metric, np.asarray(utility)[plans])
+
+
+def _score_plans(metric: QoEMetric, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``u``: (plans, horizon) utilities; as ``_plan_terms``."""
+    if u.shape[1] > 1:
+        inner = metric.change_penalty(np.diff(u, axis=1)).sum(axis=1)
+    else:
+        inner = np.zeros(len(u))
+    return metric.scale * u.sum(axis=1), inner, u[:, 0]
 
 
 class MPC(ABRAlgorithm):
@@ -123,10 +133,7 @@ class MPC(ABRAlgorithm):
 
     def __init__(self, video: Video, params: MPCParams | None = None) -> None:
         super().__init__(video, params)
-        metric = make_qoe(self.params.qoe, video.bitrates_kbps)
-        self._utility = np.asarray(metric.utilities)
-        self._rebuffer_penalty = metric.rebuffer_penalty
-        self._smooth_penalty = metric.smooth_penalty
+        self._metric = make_qoe(self.params.qoe, video)
         if self.params.history == "process":
             key = (self.name, self.params.window)
             self._history = _process_histories.setdefault(key, _History())
@@ -167,10 +174,15 @@ class MPC(ABRAlgorithm):
             b = np.repeat(buffer, levels)
             stall = np.repeat(stall, levels) + np.maximum(d - b, 0.0)
             buffer = np.maximum(b - d, 0.0) + self.video.chunk_s
-        total, inner, first = _plan_terms(tuple(self._utility), horizon)
-        switches = inner + np.abs(first - self._utility[state.last_quality])
-        reward = total - self._rebuffer_penalty * stall - self._smooth_penalty * switches
+        metric = self._metric
         plans = _plans(levels, horizon)
+        if metric.per_chunk:
+            total, inner, first = _score_plans(metric, metric.utility(plans, columns[None, :]))
+        else:
+            total, inner, first = _plan_terms(tuple(metric.utilities), horizon, metric)
+        before = metric.utility(state.last_quality, max(state.next_chunk - 1, 0))
+        changes = inner + metric.change_penalty(first - before)
+        reward = total - metric.rebuffer_penalty * stall - changes
         best = len(plans) - 1 - int(np.argmax(reward[::-1]))
         return int(plans[best, 0])
 

@@ -58,7 +58,7 @@ from streambed.abr_service.app.schemas import (
     DecideResponse,
 )
 from streambed.abr_service.video import FIRST_QUALITY, Video
-from streambed.core.errors import ConfigError
+from streambed.core.errors import ConfigError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class DecisionEngine:
                 return make_algorithm(name, video, params, from_text=False)
             except ParamError as exc:
                 raise field_error(("params", exc.param), str(exc)) from None
-            except ConfigError as exc:
+            except (ConfigError, VideoError) as exc:  # VideoError: e.g. qoe ssim, no SSIM
                 raise field_error(("params",), str(exc)) from None
         if name in available_algorithms():  # a learned one without a model
             raise NoActiveModel(

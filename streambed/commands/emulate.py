@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from streambed.abr_service.qoe import QOE_NAMES
 from streambed.core.linkkinds import AUTO, FIRST_PACKET, TRACE_STARTS, trace_start_help
 from streambed.core.linkkinds import CHOICES as LINK_KINDS
 
@@ -62,6 +63,13 @@ def register(subparsers: Any) -> None:
         default="streambed",
         help="streambed: the headless player (default); dashjs: dash.js 5 in headless Chromium "
         "with Streambed's remote ABR rule (needs real encoded content: --content)",
+    )
+    p.add_argument(
+        "--qoe",
+        choices=QOE_NAMES,
+        default="lin",
+        help="QoE metric of the sessions' records and the report (default lin); ssim (Puffer's) "
+        "and vmaf (Comyco's) need --content whose video.json carries the measurements",
     )
     p.add_argument("--link", choices=LINK_KINDS, default=AUTO, help="link kind (default auto)")
     p.add_argument(
@@ -139,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         player=args.player,
         params=params,
         cluster=args.cluster,
+        qoe=args.qoe,
     )
     terminated = []
 

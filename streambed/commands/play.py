@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from streambed.abr_service.qoe import QOE_NAMES
 from streambed.core.errors import ConfigError
 from streambed.player.argv import FLAGS, play_argv
 
@@ -154,7 +155,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-chunks", type=int, help="stop after N chunks (default: all)")
     p.add_argument(
-        "--qoe", default="lin", choices=("lin", "log", "hd"), help="QoE metric logged (default lin)"
+        "--qoe",
+        default="lin",
+        choices=QOE_NAMES,
+        help="QoE metric logged (default lin; ssim and vmaf read the video.json beside the MPD)",
     )
     p.add_argument(
         "--attempts", type=int, default=3, help="attempts per download before giving up (default 3)"

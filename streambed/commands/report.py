@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from streambed.abr_service.qoe import QOE_NAMES
 from streambed.core.errors import ConfigError
 from streambed.reports.rundir import SUMMARY_JSON
 
@@ -70,6 +71,18 @@ def register(subparsers: Any) -> None:
         default=24,
         metavar="N",
         help="sessions with a timeline plot: -1 all, 0 none (default %(default)s)",
+    )
+    p.add_argument(
+        "--qoe",
+        choices=QOE_NAMES,
+        help="rescore every session under this metric from its chunk records (default: the "
+        "metric each run was scored with); ssim and vmaf need the measured video.json",
+    )
+    p.add_argument(
+        "--video",
+        type=Path,
+        help="with --qoe: the video description (video.json or content directory; default: "
+        "the content each run names)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)"
@@ -162,6 +175,8 @@ def write_html(args: argparse.Namespace, compared: Path | None = None) -> Path:
         max_timelines=args.max_timelines,
         seed=args.seed,
         comparisons=[] if compared is None else [compared],
+        qoe=args.qoe,
+        video=args.video,
     )
 
 
