@@ -160,8 +160,10 @@ class DecisionEngine:
                 return make_algorithm(name, video, params, from_text=False)
             except ParamError as exc:
                 raise field_error(("params", exc.param), str(exc)) from None
-            except (ConfigError, VideoError) as exc:  # VideoError: e.g. qoe ssim, no SSIM
+            except ConfigError as exc:
                 raise field_error(("params",), str(exc)) from None
+            except VideoError as exc:  # a metric scored from measurements the video lacks
+                raise field_error(("params", "qoe"), str(exc)) from None
         if name in available_algorithms():  # a learned one without a model
             raise NoActiveModel(
                 f"no model is active for algorithm {name!r}: upload one with PUT /models/NAME "
