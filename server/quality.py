@@ -168,15 +168,15 @@ def quality_summary(video: Video) -> str:
 
 def _segment_means(frames: np.ndarray, per_segment: float, segments: int, where: str) -> np.ndarray:
     """Mean of ``frames`` over each segment, frame ``n`` in ``floor(n / per_segment)``; a
-    frame or two past the end (rate conversion rounding) counts in the last segment."""
+    frame or two past the end (rate conversion rounding) counts in the last segment. A count
+    off by half a segment or more, or a segment without frames, is a :class:`ContentError`."""
+    expected = per_segment * segments
     index = np.floor(np.arange(len(frames)) / per_segment + 1e-9).astype(np.int64)
     index = np.minimum(index, segments - 1)
     counts = np.bincount(index, minlength=segments)
-    if (counts == 0).any():
-        raise ContentError(
-            f"{where}: {len(frames)} frames measured, about {round(per_segment * segments)} "
-            f"expected: segment {int(np.argmax(counts == 0))} has none"
-        )
+    if abs(len(frames) - expected) >= max(per_segment / 2, 1) or (counts == 0).any():
+        empty = f": segment {int(np.argmax(counts == 0))} has none" if (counts == 0).any() else ""
+        raise ContentError(f"{where}: {len(frames)} frames measured, {expected:g} expected{empty}")
     return np.bincount(index, weights=frames, minlength=segments) / counts
 
 

@@ -55,8 +55,10 @@ def test_frames_map_to_segments_by_time() -> None:
     frames = np.arange(1.0, 12.0)  # 1..11
     means = _segment_means(frames, 2.5, 4, "test")
     np.testing.assert_allclose(means, [2.0, 4.5, 7.0, (9 + 10 + 11) / 3])
-    with pytest.raises(ContentError, match="segment 3 has none"):
+    with pytest.raises(ContentError, match="7 frames measured, 10 expected: segment 3 has none"):
         _segment_means(np.ones(7), 2.5, 4, "SSIM of level 0")
+    with pytest.raises(ContentError, match="14 frames measured, 10 expected"):  # wrong rate
+        _segment_means(np.ones(14), 2.5, 4, "SSIM of level 0")
 
 
 @pytest.fixture(scope="module")
