@@ -15,6 +15,7 @@ a :class:`Video`. Three sources:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,6 +31,14 @@ FIRST_QUALITY = 1
 """The level of chunk 0 in every test session, fetched without asking the algorithm (Pensieve's
 test harness): the simulator, the service and both players start there unless told otherwise."""
 FORMAT_TAG = "streambed-video/1"
+SSIM_DB_CAP = 60.0
+"""SSIM in dB of a segment indistinguishable from the source (SSIM = 1 would be infinite): the
+ceiling of ``ssim_db``, reached at 1 - SSIM <= 1e-6."""
+QUALITY_RANGES: dict[str, tuple[float, float]] = {
+    "ssim_db": (-math.inf, SSIM_DB_CAP),  # below 0 dB only for SSIM < 0 (anti-correlated)
+    "vmaf": (0.0, 100.0),
+}
+"""The per-segment quality measurements a description may carry, and their valid ranges."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,12 @@ class Video:
     ``chunk_bytes[level, chunk]`` is the size in bytes of chunk ``chunk`` at ``level``
     (level 0 is the lowest bitrate). It may have more columns than ``num_chunks``: extra
     entries are look-ahead only (Pensieve's convention).
+
+    ``ssim_db[level, chunk]`` and ``vmaf[level, chunk]`` (shape ``(levels, num_chunks)``,
+    float64) are the measured picture quality of each segment against the source at the top
+    level's resolution, present only for encoded content (``streambed origin build``):
+    SSIM in dB, ``-10 log10(1 - SSIM)`` (Puffer's convention, capped at
+    :data:`SSIM_DB_CAP`), and VMAF on its 0..100 scale. ``None`` when not measured.
     """
 
     name: str
@@ -48,12 +63,6 @@ class Video:
     num_chunks: int
     ssim_db: np.ndarray | None = field(default=None, repr=False, compare=False)
     vmaf: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def quality_table(self, kind: str) -> np.ndarray:
-        table = getattr(self, kind, None)
-        if table is None:
-            raise VideoError(f"video {self.name!r} has no per-segment {kind} measurements")
-        return np.asarray(table, dtype=np.float64)
 
     def __post_init__(self) -> None:
         sizes = np.asarray(self.chunk_bytes, dtype=np.int64)
@@ -89,6 +98,33 @@ class Video:
                 f"but {sizes[level, chunk]} bytes at level {level}: sizes must not decrease "
                 "with bitrate"
             )
+        for kind in QUALITY_RANGES:
+            table = getattr(self, kind)
+            if table is not None:
+                object.__setattr__(self, kind, self._check_quality(kind, table))
+
+    def _check_quality(self, kind: str, table: object) -> np.ndarray:
+        """``table`` as a read-only float64 array of shape (levels, num_chunks), every value
+        finite and within ``QUALITY_RANGES[kind]``; else one VideoError line naming the field."""
+        low, high = QUALITY_RANGES[kind]
+        where = f"video {self.name!r}: field {kind!r}"
+        try:
+            values = np.array(table, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise VideoError(f"{where} is not a table of numbers (one row per level)") from None
+        expected = (self.num_levels, self.num_chunks)
+        if values.shape != expected:
+            raise VideoError(f"{where} has shape {values.shape}, expected {expected}")
+        bad = np.argwhere(~np.isfinite(values) | (values < low) | (values > high))
+        if len(bad):
+            level, chunk = bad[0]
+            bounds = f">= {low:g} and <= {high:g}" if math.isfinite(low) else f"<= {high:g}"
+            raise VideoError(
+                f"{where}: level {level} chunk {chunk} is {values[level, chunk]}, expected a "
+                f"finite number {bounds}"
+            )
+        values.setflags(write=False)
+        return values
 
     @property
     def num_levels(self) -> int:
@@ -113,8 +149,26 @@ class Video:
             return np.zeros(self.num_levels, dtype=np.int64)
         return self.chunk_bytes[:, chunk]
 
+    def quality_table(self, kind: str) -> np.ndarray:
+        """The measured per-segment quality ``kind`` ("ssim_db" or "vmaf"), shape
+        ``(levels, num_chunks)``; :class:`VideoError` (one line saying how to get it) when this
+        description has none."""
+        if kind not in QUALITY_RANGES:
+            raise VideoError(
+                f"unknown quality measurement {kind!r}: choose one of {', '.join(QUALITY_RANGES)}"
+            )
+        table: np.ndarray | None = getattr(self, kind)
+        if table is None:
+            what = "SSIM" if kind == "ssim_db" else "VMAF"
+            raise VideoError(
+                f"video {self.name!r} has no per-segment {what} measurements ({kind}): build real "
+                "content with `streambed origin build` (ffmpeg measures SSIM; VMAF needs the "
+                "[vmaf] extra)"
+            )
+        return table
+
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "format": FORMAT_TAG,
             "name": self.name,
             "chunk_s": self.chunk_s,
@@ -122,6 +176,11 @@ class Video:
             "num_chunks": self.num_chunks,
             "chunk_bytes": self.chunk_bytes.tolist(),
         }
+        for kind in QUALITY_RANGES:
+            table = getattr(self, kind)
+            if table is not None:
+                data[kind] = table.tolist()
+        return data
 
     def save(self, path: str | Path) -> Path:
         """Write Streambed's description; ``path`` may be a directory (gets ``video.json``)."""
@@ -203,9 +262,17 @@ def parse_video_json(text: str, path: Path | str) -> Video:
     except (TypeError, ValueError) as exc:
         raise VideoError(f"{path}: bad value: {exc}") from exc
     num_chunks = int(data.get("num_chunks") or (array.shape[1] if array.ndim == 2 else 0))
+    quality = {kind: data.get(kind) for kind in QUALITY_RANGES}
     try:
-        name = str(data.get("name", Path(str(path)).parent.name))
-        return Video(name, bitrates, chunk_s, array, num_chunks)
+        return Video(
+            str(data.get("name", Path(str(path)).parent.name)),
+            bitrates,
+            chunk_s,
+            array,
+            num_chunks,
+            ssim_db=quality["ssim_db"],
+            vmaf=quality["vmaf"],
+        )
     except VideoError as exc:
         raise VideoError(f"{path}: {exc}") from exc
 

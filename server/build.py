@@ -15,6 +15,7 @@ decisions on the content equal decisions on the source description.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -40,6 +41,13 @@ from streambed.server.mpd import (
     build_mpd,
     expand_template,
     parse_mpd,
+)
+from streambed.server.quality import (
+    VMAF_FILTER,
+    Reference,
+    find_vmaf_ffmpeg,
+    measure_quality,
+    quality_summary,
 )
 
 log = logging.getLogger(__name__)
@@ -274,6 +282,65 @@ def probe_duration_s(source: Path) -> float:
         ) from None
 
 
+def probe_frame_rate(source: Path) -> float:
+    """Frames per second of a media file's first video stream (its average rate), from ffprobe."""
+    result = subprocess.run(
+        [
+            _tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=avg_frame_rate,r_frame_rate",
+            "-of",
+            "default=noprint_wrappers=1",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    fields = dict(line.partition("=")[::2] for line in result.stdout.split())
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        num, _, den = fields.get(key, "").partition("/")
+        try:
+            rate = float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if math.isfinite(rate) and rate > 0:
+            return rate
+    raise ContentError(
+        f"{source}: ffprobe finds no video frame rate (pass --fps):\n{_tail(result.stderr)}"
+    )
+
+
+def _input_args(
+    source: Path | None, duration_s: float, size: tuple[int, int], fps: int | None
+) -> list[str]:
+    """ffmpeg's options opening the source: the file, or testsrc2 at ``size`` (the top level's)."""
+    if source is None:
+        width, height = size
+        pattern = (
+            f"testsrc2=size={width}x{height}:rate={fps or DEFAULT_FPS}:duration={duration_s:g}"
+        )
+        return ["-f", "lavfi", "-i", pattern]
+    return ["-t", f"{duration_s:g}", "-i", str(source)]
+
+
+def _rate_filter(source: Path | None, fps: int | None) -> str:
+    """The frame-rate conversion of a source file asked for with ``fps`` ("" or "fps=N,")."""
+    return f"fps={fps}," if fps and source is not None else ""
+
+
+def _fit_filter(width: int, height: int) -> str:
+    """Scale into ``width`` x ``height``: pad keeps a source of another shape letterboxed rather
+    than stretched, and setsar=1 gives every level the same aspect ratio."""
+    return (
+        f"scale={width}:{height}:force_original_aspect_ratio=decrease,"
+        f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+    )
+
+
 def ffmpeg_command(
     out_dir: Path,
     ladder_kbps: Sequence[int],
@@ -289,22 +356,11 @@ def ffmpeg_command(
     levels = len(ladder_kbps)
     width, height = max(resolutions, key=lambda wh: wh[0] * wh[1])
     cmd = [_tool("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    if source is None:
-        pattern = (
-            f"testsrc2=size={width}x{height}:rate={fps or DEFAULT_FPS}:duration={duration_s:g}"
-        )
-        cmd += ["-f", "lavfi", "-i", pattern]
-    else:
-        cmd += ["-t", f"{duration_s:g}", "-i", str(source)]
-    # One decode, split into every level; pad keeps a source of another shape letterboxed
-    # rather than stretched, and setsar=1 gives every level the same aspect ratio.
-    head = f"[0:v]{f'fps={fps},' if fps and source is not None else ''}split={levels}"
+    cmd += _input_args(source, duration_s, (width, height), fps)
+    # One decode, split into every level
+    head = f"[0:v]{_rate_filter(source, fps)}split={levels}"
     head += "".join(f"[s{i}]" for i in range(levels))
-    scales = [
-        f"[s{i}]scale={w}:{h}:force_original_aspect_ratio=decrease,"
-        f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p[v{i}]"
-        for i, (w, h) in enumerate(resolutions)
-    ]
+    scales = [f"[s{i}]{_fit_filter(w, h)}[v{i}]" for i, (w, h) in enumerate(resolutions)]
     cmd += ["-filter_complex", ";".join([head, *scales])]
     for i in range(levels):
         cmd += ["-map", f"[v{i}]"]
@@ -360,13 +416,21 @@ def build_encoded(
     preset: str = DEFAULT_PRESET,
     rate_control: str = "cbr",
     force: bool = False,
+    quality: bool = True,
+    vmaf: bool = True,
+    vmaf_ffmpeg: Path | str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Encode ``source`` (default: ffmpeg's ``testsrc2`` pattern) at every ladder level.
 
     H.264 (libx264) in fragmented MP4, ``chunk_s``-second segments, no audio. ``duration_s``
     defaults to 192 s for the pattern and to the source's whole length (cut to whole chunks)
     for a file; ``fps`` (frames/s) defaults to 24 for the pattern and the source's own rate.
-    ``video.json`` gets the segments' sizes as measured on disk. Returns ``out``.
+    ``video.json`` gets the segments' sizes as measured on disk and, with ``quality``, every
+    segment's SSIM in dB and (with ``vmaf``, when an ffmpeg with libvmaf is found:
+    ``vmaf_ffmpeg``, else the ``imageio-ffmpeg`` package's) its VMAF, measured against the
+    source at the top level's resolution (:mod:`streambed.server.quality`); a progress bar
+    shows on a terminal unless ``progress`` is false. Returns ``out``.
     """
     ladder = [int(k) for k in ladder_kbps]
     if len(ladder) < 2 or any(k <= 0 for k in ladder) or ladder != sorted(set(ladder)):
@@ -382,6 +446,14 @@ def build_encoded(
     sizes = list(resolutions) if resolutions is not None else default_resolutions(ladder)
     check_resolutions(sizes, len(ladder))
     _tool("ffmpeg")
+    # before the encode, so a bad --vmaf-ffmpeg fails in a second, not after minutes
+    measure_vmaf = quality and vmaf
+    vmaf_exe = find_vmaf_ffmpeg(vmaf_ffmpeg) if measure_vmaf else None
+    if measure_vmaf and vmaf_exe is None:
+        log.info(
+            "VMAF skipped: no ffmpeg with %s (install the [vmaf] extra or pass --vmaf-ffmpeg)",
+            VMAF_FILTER,
+        )
     if source is not None:
         if not source.is_file():
             raise ContentError(f"{source}: no such file")
@@ -420,6 +492,28 @@ def build_encoded(
                 f"{_tail(result.stderr)}"
             )
         video = _measure(staging, name, ladder, chunk_s, num_chunks, rate_control)
+        if quality:
+            top = max(sizes, key=lambda wh: wh[0] * wh[1])
+            if fps_used is not None:
+                rate = float(fps_used)
+            else:  # a source file at its own rate
+                assert source is not None
+                rate = probe_frame_rate(source)
+            reference = Reference(
+                input_args=tuple(_input_args(source, duration_s, top, fps_used)),
+                chain=_rate_filter(source, fps_used) + _fit_filter(*top),
+                size=top,
+                frame_rate=rate,
+            )
+            level_files = [
+                [_name_init(level), *(_name_chunk(level, c) for c in range(num_chunks))]
+                for level in range(len(ladder))
+            ]
+            ssim_db, vmaf_table = measure_quality(
+                _tool("ffmpeg"), staging, level_files, chunk_s, reference, vmaf_exe, progress
+            )
+            video = dataclasses.replace(video, ssim_db=ssim_db, vmaf=vmaf_table)
+            log.info("%s", quality_summary(video))
         video.save(staging / VIDEO_JSON)
     log.info("built %s: %d levels x %d segments", out, len(ladder), num_chunks)
     return out

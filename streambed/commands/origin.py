@@ -169,6 +169,24 @@ def register(subparsers: Any) -> None:
     b.add_argument(
         "--force", action="store_true", help="replace --out if it holds a previous build"
     )
+    b.add_argument(
+        "--no-quality",
+        action="store_true",
+        help="skip measuring every segment's SSIM (and VMAF) against the source; by default "
+        "encoded content gets them in video.json (synthetic content never does)",
+    )
+    b.add_argument(
+        "--no-vmaf",
+        action="store_true",
+        help="measure SSIM only, even when an ffmpeg with libvmaf is found (VMAF is the slow one)",
+    )
+    b.add_argument(
+        "--vmaf-ffmpeg",
+        metavar="PATH",
+        help="ffmpeg built with libvmaf to measure VMAF with (default: the [vmaf] extra's "
+        "imageio-ffmpeg when installed, else VMAF is skipped)",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar while measuring")
     b.set_defaults(func=run_build)
 
 
@@ -181,7 +199,7 @@ def run_build(args: argparse.Namespace) -> int:
     )
 
     if args.from_video is not None:
-        for flag in ("duration_s", "fps", "resolutions", "source"):
+        for flag in ("duration_s", "fps", "resolutions", "source", "vmaf_ffmpeg"):
             if getattr(args, flag) is not None:
                 raise ConfigError(
                     f"--{flag.replace('_', '-')} applies to encoded content, not --from-video"
@@ -190,6 +208,9 @@ def run_build(args: argparse.Namespace) -> int:
             args.from_video, args.out, args.ladder_kbps, args.chunk_s, force=args.force
         )
     else:
+        if args.vmaf_ffmpeg is not None and (args.no_quality or args.no_vmaf):
+            skip = "--no-quality" if args.no_quality else "--no-vmaf"
+            raise ConfigError(f"--vmaf-ffmpeg measures VMAF, {skip} skips it: pass one of them")
         out = build_encoded(
             args.out,
             source=args.source,
@@ -201,6 +222,10 @@ def run_build(args: argparse.Namespace) -> int:
             preset=args.preset,
             rate_control=args.rate_control,
             force=args.force,
+            quality=not args.no_quality,
+            vmaf=not args.no_vmaf,
+            vmaf_ffmpeg=args.vmaf_ffmpeg,
+            progress=not args.no_progress,
         )
     print(f"content: {out}\nserve it: streambed origin --content {out}")
     return 0
