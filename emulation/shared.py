@@ -301,3 +301,4 @@ class LinkRunner(SessionRunner):
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())
+    path.chmod(0o644)  # mkstemp's 0600 would hide the spec from the mahimahi link's user
