@@ -195,13 +195,15 @@ def test_two_players_share_one_netns_link(shared_netns: Path) -> None:
     ]
     group = json.loads((link_dir / "group.json").read_text())
     assert [p["exit_status"] for p in group["players"]] == [0, 0]
-    (row,) = list(csv.DictReader(open(out / "links.csv")))
+    (row,) = list(csv.DictReader((out / "links.csv").read_text().splitlines()))
     assert row["link"] == "bba-flat6" and row["players"] == "2"
     assert 0 < float(row["jain_bitrate"]) <= 1 and 0 < float(row["utilisation"]) <= 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["links"]["count"] == 1 and summary["sessions"]["done"] == 2
     assert (link_dir / "timeline.pdf").stat().st_size > 1000
-    per_trace = [r["trace"] for r in csv.DictReader(open(out / "per_trace.csv"))]
+    per_trace = [
+        r["trace"] for r in csv.DictReader((out / "per_trace.csv").read_text().splitlines())
+    ]
     assert sorted(per_trace) == ["flat6-p1", "flat6-p2"]
 
 
@@ -216,7 +218,7 @@ def test_the_origin_delivered_what_the_players_counted(shared_netns: Path) -> No
         players += info["chunk_bytes_total"] + info["init_bytes"] + info["mpd_bytes"]
     assert players > 3_000_000
     assert delivered >= players and delivered == pytest.approx(players, rel=0.01)
-    (row,) = list(csv.DictReader(open(shared_netns / "links.csv")))
+    (row,) = list(csv.DictReader((shared_netns / "links.csv").read_text().splitlines()))
     assert int(row["origin_payload_bytes"]) == delivered and int(row["players_bytes"]) == players
 
 
@@ -282,7 +284,7 @@ def test_two_players_behind_real_mahimahi(
     )
     assert log.delivered_bytes > players  # IP bytes: headers on top of the payload
     assert log.delivered_bytes < players * 1.1
-    (row,) = list(csv.DictReader(open(out / "links.csv")))
+    (row,) = list(csv.DictReader((out / "links.csv").read_text().splitlines()))
     assert row["kind"] == "mahimahi" and float(row["utilisation"]) > 0
 
 

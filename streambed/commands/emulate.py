@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Start (or use) a DASH origin and the decision service, then play one real-time "
             "session per (trace, algorithm, repeat), N at a time, each behind its own link "
-            "replaying the trace. Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
+            "replaying the trace (or, with --clients-per-link/--mix, several players behind "
+            "each link: see that group of options). Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
             "(Pensieve format), plots, OUT/failed.json, and each session's files under "
             "OUT/sessions/<algorithm>/<trace>[-rR]/. A failed session is retried once; Ctrl-C "
             "(or SIGTERM) stops the running sessions and still writes the report. Exit status: 0 "
