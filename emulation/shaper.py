@@ -15,8 +15,12 @@ schedule, so throughput follows the trace exactly.
 
 The loop sleeps in ``epoll`` until a TUN fd is readable or the next stage event is due; it never
 busy-waits. It ends when the control fd reaches end-of-file (the parent closed it or died) or on
-SIGTERM, then writes its counters and CPU time as JSON to ``--stats``. It prints one JSON line
-on stdout when it forwards packets.
+SIGTERM, then writes its counters and CPU time as JSON to ``--stats``, among them
+``down_by_port``: per TCP source port, the IP and TCP payload bytes the downlink delivered
+(IPv4 and TCP header lengths parsed), so that players sharing a link can be checked against
+what the origin's port sent. ``--downlink-log`` writes the downlink queue's events in mm-link's
+``--downlink-log`` format (``streambed.emulation.schedule.DeliveryLog``). It prints one JSON
+line on stdout when it forwards packets.
 
 Only IPv4 packets are forwarded, and uplink packets only to the host address: the namespace
 reaches the host and nothing else. Only the standard library is imported.
