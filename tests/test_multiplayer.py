@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +328,36 @@ def test_two_plays_under_one_streambed_link(tmp_path: Path) -> None:
         info = json.loads((tmp_path / name / "session.json").read_text())
         assert info["status"] == "done" and info["chunks"] == 3
         assert info["link"]["kind"] == "netns"
+
+
+def test_the_group_forwards_sigterm_and_still_writes_its_status(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    status = tmp_path / "group.json"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    players = [
+        {"label": f"p{i}", "argv": sleeper, "start_s": 0.0, "log": str(tmp_path / f"p{i}.log")}
+        for i in (1, 2)
+    ]
+    spec.write_text(json.dumps({"players": players, "status": str(status)}))
+    group = subprocess.Popen([sys.executable, "-m", "streambed.player.group", f"--spec={spec}"])
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"p{i}.log").exists() for i in (1, 2)):
+        assert time.monotonic() < deadline and group.poll() is None
+        time.sleep(0.05)
+    group.send_signal(signal.SIGTERM)
+    assert group.wait(20) == 143
+    found = json.loads(status.read_text())
+    assert found["terminated"] is True
+    assert [p["exit_status"] for p in found["players"]] == [128 + signal.SIGTERM] * 2
+
+
+def test_a_bad_group_spec_is_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"players": []}))
+    result = subprocess.run(
+        [sys.executable, "-m", "streambed.player.group", f"--spec={spec}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.strip() == f"error: --spec {spec}: no players"
