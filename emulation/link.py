@@ -61,7 +61,15 @@ from typing import IO, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from streambed.core.errors import ConfigError, LinkError, StreambedError
-from streambed.core.linkkinds import AUTO, CHOICES, FIRST_PACKET, KINDS, READY, TRACE_STARTS
+from streambed.core.linkkinds import (
+    AUTO,
+    CHOICES,
+    FIRST_PACKET,
+    KINDS,
+    READY,
+    TRACE_STARTS,
+    address_of,
+)
 from streambed.emulation import mahimahi, netns
 from streambed.traces.formats import (
     detect_format,
@@ -86,7 +94,10 @@ class LinkSpec:
     downlink, as with mm-link. ``delay_ms``: one-way delay added in each direction (mm-delay).
     ``queue_packets``/``queue_bytes``: drop-tail limit of each direction's queue (None:
     unbounded). ``ports``: host ports the command will reach (required by the proxy, which
-    relays only those; exported as ``STREAMBED_PORT_<P>`` by every kind).
+    relays only those; exported as ``STREAMBED_PORT_<P>`` by every kind). ``downlink_log``:
+    write the downlink's per-packet events there in mm-link's ``--downlink-log`` format
+    (netns: the shaper's; mahimahi: mm-link's own, copied there when the link closes; proxy:
+    none, it relays byte streams and has no packets to log).
     """
 
     downlink: Path
@@ -96,6 +107,7 @@ class LinkSpec:
     queue_bytes: int | None = None
     kind: str = AUTO
     ports: tuple[int, ...] = ()
+    downlink_log: Path | None = None
     trace_start: str = READY
     """Trace time 0: ``ready``, when the link comes up (as mm-link), or ``first-packet``: the
     command's first packet (netns) or connection (proxy), i.e. a session's first request, so
@@ -107,6 +119,8 @@ class LinkSpec:
         if self.uplink is not None:
             object.__setattr__(self, "uplink", Path(self.uplink))
         object.__setattr__(self, "ports", tuple(int(p) for p in self.ports))
+        if self.downlink_log is not None:
+            object.__setattr__(self, "downlink_log", Path(self.downlink_log))
         if self.kind not in CHOICES:
             raise ConfigError(f"link kind {self.kind!r}: expected auto, {', '.join(KINDS)}")
         if self.trace_start not in TRACE_STARTS:
@@ -223,16 +237,6 @@ def mahimahi_trace_file(path: Path, workdir: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # The command's environment
-
-
-def address_of(port: int, env: Mapping[str, str] | None = None) -> tuple[str, int]:
-    """Where the host's ``port`` answers from behind a link: ``(STREAMBED_HOST, port')``.
-
-    For commands running behind a link; outside one it is ``("127.0.0.1", port)``.
-    """
-    env = os.environ if env is None else env
-    host = env.get("STREAMBED_HOST", "127.0.0.1")
-    return host, int(env.get(f"STREAMBED_PORT_{port}", port))
 
 
 def link_ports(urls: Sequence[str]) -> tuple[int, ...]:
@@ -399,6 +403,11 @@ class LinkedProcess:
                         f"--host-addr={plumbing.host_addr}",
                         f"--host-dev={plumbing.host_dev}",
                         *self._queue_args(),
+                        *(
+                            [f"--downlink-log={spec.downlink_log}"]
+                            if spec.downlink_log is not None
+                            else []
+                        ),
                     ],
                     down,
                     up,
@@ -439,6 +448,10 @@ class LinkedProcess:
         writable: Sequence[Path],
     ) -> list[str]:
         self._status_path = self._tmp / "status"
+        # mm-link writes its log where its (maybe unprivileged) user may; copied out on close.
+        self._mm_log = self._tmp / "downlink.log"
+        if self.spec.downlink_log is not None:
+            self._stack.callback(self._copy_mm_log)
         prefix: list[str] = []
         if mahimahi.run_as_root():
             # Mahimahi refuses root: its user gets the work directory (traces, status file,
@@ -464,7 +477,13 @@ class LinkedProcess:
             self.spec.queue_packets,
             self.spec.queue_bytes,
             status_file=str(self._status_path),
+            downlink_log=None if self.spec.downlink_log is None else str(self._mm_log),
         )
+
+    def _copy_mm_log(self) -> None:
+        assert self.spec.downlink_log is not None
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self._mm_log, self.spec.downlink_log)
 
     def trace_epoch(self) -> float | None:
         """``time.monotonic()`` of trace time 0 once it is known (None before the first packet

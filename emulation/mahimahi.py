@@ -251,10 +251,14 @@ def mahimahi_argv(
     queue_packets: int | None = None,
     queue_bytes: int | None = None,
     status_file: str = "/dev/null",
+    downlink_log: str | None = None,
 ) -> list[str]:
     """The full command line that runs ``argv`` behind mm-delay and mm-link; the command's
-    exit status is written to ``status_file``."""
+    exit status is written to ``status_file``; ``downlink_log``: mm-link's ``--downlink-log``
+    (its per-packet record of the downlink, read by ``streambed.reports.delivery``)."""
     queue: list[str] = []
+    if downlink_log is not None:
+        queue.append(f"--downlink-log={downlink_log}")
     if queue_packets is not None or queue_bytes is not None:
         args = ",".join(
             f"{key}={value}"

@@ -38,6 +38,7 @@ from streambed.emulation.sessions import (
     run_servers,
     session_status,
 )
+from streambed.emulation.shared import LinkJob, LinkRunner, plan_links
 from streambed.reports.provenance import run_provenance
 from streambed.reports.repeats import spread_summary, trace_spreads, write_repeats_csv
 from streambed.reports.rundir import RunDir
@@ -111,6 +112,11 @@ def write_outputs(
     if spreads:
         extra["run_to_run"] = spread_summary(spreads)
         write_repeats_csv(run.repeats_csv, spreads)
+    from streambed.reports.links import write_links_report
+
+    links = write_links_report(out)
+    if links is not None:
+        extra["links"] = links
     summary = write_report(out, metrics, extra)
     for job, records in sessions.items():
         write_pensieve_log(records, run.pensieve_log(job.algorithm, job.label))
@@ -134,11 +140,20 @@ def emulate(
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     kind = resolve_kind(config.link)
-    jobs = plan_jobs(config.traces, config.algorithms, config.repeat)
-    done_before = [
-        j for j in jobs if config.resume and session_status(j.session_json(out)) == "done"
-    ]
-    pending = [j for j in jobs if j not in set(done_before)]
+    links: list[LinkJob] = []
+    if config.shared:
+        links = plan_links(config)
+        jobs = [s for link in links for s in link.sessions]
+        links_done = [link for link in links if config.resume and link.done(out)]
+        done_before = [s for link in links_done for s in link.sessions]
+        pending_links = [link for link in links if link not in set(links_done)]
+        pending = [s for link in pending_links for s in link.sessions]
+    else:
+        jobs = plan_jobs(config.traces, config.algorithms, config.repeat)
+        done_before = [
+            j for j in jobs if config.resume and session_status(j.session_json(out)) == "done"
+        ]
+        pending = [j for j in jobs if j not in set(done_before)]
     result = EmulateResult(planned=len(jobs), skipped=len(done_before), done=list(done_before))
     run_id = f"emulate-{int(time.time())}"
     extra: dict[str, Any] = {
@@ -159,6 +174,11 @@ def emulate(
         extra["content"] = str((config.content or out / "content").resolve())
     if config.model is not None:
         extra["model"] = str(config.model.resolve())
+    if config.shared:
+        extra["clients_per_link"] = config.clients_per_link
+        extra["mix"] = [f"{a}@{p}={n}" for a, p, n in config.mix] or None
+        extra["stagger_s"] = config.stagger_s
+        extra["cross_traffic"] = [list(w) for w in config.cross_traffic]
     log.info(
         "%d sessions (%d already done), %d at a time, %s link, %g ms delay",
         len(jobs),
@@ -168,7 +188,9 @@ def emulate(
         config.delay_ms,
     )
     try:
-        if pending:
+        if pending and config.shared:
+            _run_links(config, kind, pending_links, result, run_id, on_progress)
+        elif pending:
             _run_pending(config, kind, pending, result, run_id, on_progress)
     except KeyboardInterrupt:
         result.interrupted = True
@@ -233,6 +255,71 @@ def _run_pending(
                         failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
                     _record(config, result, job, failure)
                     bar.update(1)
+                bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
+                bar.refresh()
+                if on_progress is not None:
+                    on_progress(len(result.done), runner.running, len(result.failed))
+        except BaseException:
+            runner.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_links(
+    config: EmulateConfig,
+    kind: str,
+    pending: list[LinkJob],
+    result: EmulateResult,
+    run_id: str,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> None:
+    """As ``_run_pending``, a link (its player group) per worker; the cross-traffic server
+    when asked for."""
+    with contextlib.ExitStack() as stack:
+        origin, abr = stack.enter_context(run_servers(config))
+        cross_port = None
+        if config.cross_traffic:
+            from streambed.emulation.crosstraffic import bulk_server
+
+            cross_port = stack.enter_context(bulk_server()).port
+        runner = LinkRunner(
+            config,
+            kind,
+            outside_url(mpd_url(origin), kind),
+            outside_url(abr, kind),
+            run_id,
+            cross_port,
+        )
+        bar = stack.enter_context(_progress_bar(config, result))
+        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="link")
+        futures: dict[Future[dict[str, Any] | None], LinkJob] = {
+            pool.submit(runner.run_link, link): link for link in pending
+        }
+        try:
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    link = futures[future]
+                    try:
+                        failure = future.result()
+                    except Exception as exc:  # a bug in a worker must not stop the others
+                        failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
+                    if failure is None:
+                        result.done.extend(link.sessions)
+                    elif not failure.get("interrupted"):
+                        result.failed.append(
+                            {
+                                "link": link.label,
+                                "trace": link.trace.stem,
+                                "trace_file": str(link.trace),
+                                "sessions": [f"{s.algorithm}/{s.label}" for s in link.sessions],
+                                "link_dir": str(link.link_dir(config.out).path),
+                                **failure,
+                            }
+                        )
+                    bar.update(len(link.sessions))
                 bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
                 bar.refresh()
                 if on_progress is not None:

@@ -147,6 +147,44 @@ class Schedule:
         self._i = i
 
 
+class DeliveryLog:
+    """One direction's events in mm-link's ``--downlink-log`` format, so one parser
+    (``streambed.reports.delivery``) reads the shaper's and Mahimahi's logs.
+
+    Header comment lines (``# base timestamp: T``: trace time 0, ms, on the log's clock), then
+    one line per event, ``t`` in whole milliseconds on the same clock: ``t # 1504`` a delivery
+    opportunity (also while the queue is idle), ``t + B`` a B-byte packet's arrival at the
+    queue, ``t - B D`` its departure after D ms in the queue, ``t d N B`` N packets (B bytes)
+    dropped on arrival (after their ``+`` line, as mm-link). The shaper's
+    clock is ``time.monotonic()`` in ms, so ``# base monotonic s`` repeats T in seconds.
+    """
+
+    __slots__ = ("_fh",)
+
+    def __init__(self, path: str, base_ms: float, title: str = "downlink") -> None:
+        self._fh = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed by close())
+        base = int(base_ms)
+        self._fh.write(
+            f"# streambed shaper ({title})\n# init timestamp: {base}\n"
+            f"# base timestamp: {base}\n# base monotonic s: {base_ms / 1000.0!r}\n"
+        )
+
+    def opportunity(self, t_ms: float) -> None:
+        self._fh.write(f"{int(t_ms)} # {OPPORTUNITY_BYTES}\n")
+
+    def arrival(self, t_ms: float, size: int) -> None:
+        self._fh.write(f"{int(t_ms)} + {size}\n")
+
+    def departure(self, t_ms: float, size: int, arrival_ms: float) -> None:
+        self._fh.write(f"{int(t_ms)} - {size} {int(t_ms) - int(arrival_ms)}\n")
+
+    def drop(self, t_ms: float, size: int) -> None:
+        self._fh.write(f"{int(t_ms)} d 1 {size}\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 @dataclass
 class QueueCounters:
     """What one direction of a link carried."""
@@ -166,8 +204,10 @@ class PacketLink:
         "_queue",
         "_queued_bytes",
         "_transit",
+        "_transit_arrival",
         "_transit_left",
         "counters",
+        "events",
         "limit_bytes",
         "limit_packets",
         "schedule",
@@ -186,7 +226,10 @@ class PacketLink:
         self._queued_bytes = 0
         self._transit: bytes = b""
         self._transit_left = 0
+        self._transit_arrival = 0.0
         self.counters = QueueCounters()
+        self.events: DeliveryLog | None = None
+        """When set, every event is written to it (opportunities idle ones included)."""
 
     def __len__(self) -> int:
         return len(self._queue) + (1 if self._transit_left else 0)
@@ -203,9 +246,20 @@ class PacketLink:
         ):
             c.dropped_packets += 1
             c.dropped_bytes += size
+            if self.events is not None:
+                self.events.arrival(arrival_ms, size)
+                self.events.drop(arrival_ms, size)
             return False
         if not self._queue and not self._transit_left:
-            self.schedule.skip_past(arrival_ms)
+            if self.events is None:
+                self.schedule.skip_past(arrival_ms)
+            else:  # the same opportunities pass, each logged, as mm-link logs them
+                sched = self.schedule
+                while sched.next_ms <= arrival_ms:
+                    self.events.opportunity(sched.next_ms)
+                    sched.advance()
+        if self.events is not None:
+            self.events.arrival(arrival_ms, size)
         self._queue.append((arrival_ms, packet))
         self._queued_bytes += size
         if size > c.max_packet_bytes:
@@ -225,18 +279,22 @@ class PacketLink:
         sched = self.schedule
         queue = self._queue
         c = self.counters
+        events = self.events
         while (queue or self._transit_left) and sched.next_ms <= now_ms:
             t = sched.next_ms
             sched.advance()
+            if events is not None:
+                events.opportunity(t)
             credit = OPPORTUNITY_BYTES
             while credit > 0:
                 if not self._transit_left:
                     if not queue or queue[0][0] >= t:
                         break
-                    _, packet = queue.popleft()
+                    arrived, packet = queue.popleft()
                     self._queued_bytes -= len(packet)
                     if not packet:
                         continue
+                    self._transit_arrival = arrived
                     self._transit = packet
                     self._transit_left = len(packet)
                 used = min(credit, self._transit_left)
@@ -244,6 +302,8 @@ class PacketLink:
                 self._transit_left -= used
                 if not self._transit_left:
                     out.append((t, self._transit))
+                    if events is not None:
+                        events.departure(t, len(self._transit), self._transit_arrival)
                     c.packets += 1
                     c.bytes += len(self._transit)
                     self._transit = b""

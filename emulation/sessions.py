@@ -18,14 +18,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streambed.abr_service.qoe import MEASURED, QOE_NAMES, make_qoe
 from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.linkkinds import AUTO, FIRST_PACKET
 from streambed.core.servers import wait_healthy
 from streambed.emulation.link import LinkedProcess, LinkSpec, link_ports, start_behind_link
-from streambed.reports.rundir import RunDir, SessionDir
+from streambed.reports.rundir import RunDir, SessionDir, player_label
+
+if TYPE_CHECKING:
+    from streambed.player.base import PlayerConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,43 @@ class EmulateConfig:
     cluster: str | None = None
     """Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``, ``local``): run the sessions
     as Ray tasks there (``streambed.emulation.cluster``); None: threads of this process."""
+    clients_per_link: int = 1
+    """Players sharing each link (``streambed.emulation.shared``); 1: a link per session."""
+    mix: tuple[tuple[str, str, int], ...] = ()
+    """``(algorithm, player, count)`` of each link's players (``--mix``); empty: each
+    algorithm of ``algorithms`` gets links of ``clients_per_link`` identical players."""
+    stagger_s: float = 0.0
+    """A shared link's player ``i`` (from 1) starts ``(i - 1) * stagger_s`` after the first."""
+    cross_traffic: tuple[tuple[float, float], ...] = ()
+    """Bulk TCP download windows ``(start_s, stop_s)`` on every shared link, from its first
+    player's start."""
+
+    @property
+    def shared(self) -> bool:
+        """Players share links (each link's group runs behind it): N > 1, a mix, or cross
+        traffic (which shares the link with even one player)."""
+        return self.clients_per_link > 1 or bool(self.mix) or bool(self.cross_traffic)
 
     def __post_init__(self) -> None:
         if not self.algorithms:
             raise ConfigError("no algorithms to emulate")
+        if self.clients_per_link < 1:
+            raise ConfigError(f"--clients-per-link {self.clients_per_link}: must be >= 1")
+        if not (self.stagger_s >= 0 and self.stagger_s < 1e6):
+            raise ConfigError(f"--stagger-s {self.stagger_s}: must be a number >= 0")
+        if self.mix and sum(c for *_, c in self.mix) != self.clients_per_link:
+            raise ConfigError(
+                f"--mix has {sum(c for *_, c in self.mix)} players per link, "
+                f"--clients-per-link {self.clients_per_link}: give one, or make them agree"
+            )
+        if self.shared and self.cluster is not None:
+            raise ConfigError("--cluster runs one player per link: drop --clients-per-link/--mix")
+        players = {p for _, p, _ in self.mix} or {self.player}
+        if "dashjs" in players and self.video is not None and self.mix:
+            raise ConfigError(
+                "--mix with @dashjs players decodes the media: give --content built with "
+                "ffmpeg (`streambed origin build`), not the synthetic segments of --video"
+            )
         if self.parallel < 1 or self.repeat < 1:
             raise ConfigError("--parallel and --repeat must be >= 1")
         if self.content is not None and self.video is not None:
@@ -104,12 +140,20 @@ class SessionJob:
     trace: Path
     repeat: int = 0
     repeats: int = 1
+    index: int | None = None
+    """Its place (from 1) on a link shared with other players (None: a link of its own)."""
+    player: str | None = None
+    """Its player kind when not the run's (a shared link's mix)."""
 
     @property
     def label(self) -> str:
-        """The trace's name in the report (``<stem>-r<R>`` when repeated)."""
+        """The trace's name in the report (``<stem>-r<R>`` when repeated; a shared link's
+        player: ``<stem>-p<i>[-r<R>]``, ``reports.rundir.player_label``)."""
         stem = self.trace.stem
-        return stem if self.repeats == 1 else f"{stem}-r{self.repeat + 1}"
+        repeat = None if self.repeats == 1 else self.repeat + 1
+        if self.index is not None:
+            return player_label(stem, self.index, repeat)
+        return stem if repeat is None else f"{stem}-r{repeat}"
 
     def log_dir(self, out: Path) -> Path:
         return RunDir(out).session_dir(self.algorithm, self.label)
@@ -287,28 +331,34 @@ class SessionRunner:
             reasons.append(reason)
         return {"attempts": len(reasons), "reasons": reasons}
 
+    def player_config(self, job: SessionJob, attempt: int) -> PlayerConfig:
+        """The player of ``job``'s ``attempt``-th try."""
+        from streambed.player.session import PlayerConfig
+
+        cfg = self.config
+        ident = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
+        return PlayerConfig(
+            mpd_url=self.mpd_url,
+            abr_url=self.abr_url,
+            algorithm=job.algorithm,
+            session_id=f"{ident[:120]}-a{attempt}",
+            run_id=self.run_id,
+            trace=job.label,
+            max_chunks=cfg.max_chunks,
+            log_dir=job.log_dir(cfg.out),
+            player=job.player or cfg.player,
+            params=dict(cfg.params.get(job.algorithm, {})) or None,
+            qoe=cfg.qoe,
+        )
+
     def _attempt(self, job: SessionJob, attempt: int) -> str | None:
         from streambed.player.argv import play_argv
-        from streambed.player.session import PlayerConfig
 
         cfg = self.config
         log_dir = job.log_dir(cfg.out)
         log_dir.mkdir(parents=True, exist_ok=True)
         job.session_json(cfg.out).unlink(missing_ok=True)
-        session_id = _SESSION_ID_CHARS.sub("_", f"{self.run_id}-{job.algorithm}-{job.label}")
-        player = PlayerConfig(
-            mpd_url=self.mpd_url,
-            abr_url=self.abr_url,
-            algorithm=job.algorithm,
-            session_id=f"{session_id[:120]}-a{attempt}",
-            run_id=self.run_id,
-            trace=job.label,
-            max_chunks=cfg.max_chunks,
-            log_dir=log_dir,
-            player=cfg.player,
-            params=dict(cfg.params.get(job.algorithm, {})) or None,
-            qoe=cfg.qoe,
-        )
+        player = self.player_config(job, attempt)
         spec = LinkSpec(
             downlink=job.trace,
             delay_ms=cfg.delay_ms,

@@ -15,8 +15,12 @@ schedule, so throughput follows the trace exactly.
 
 The loop sleeps in ``epoll`` until a TUN fd is readable or the next stage event is due; it never
 busy-waits. It ends when the control fd reaches end-of-file (the parent closed it or died) or on
-SIGTERM, then writes its counters and CPU time as JSON to ``--stats``. It prints one JSON line
-on stdout when it forwards packets.
+SIGTERM, then writes its counters and CPU time as JSON to ``--stats``, among them
+``down_by_port``: per TCP source port, the IP and TCP payload bytes the downlink delivered
+(IPv4 and TCP header lengths parsed), so that players sharing a link can be checked against
+what the origin's port sent. ``--downlink-log`` writes the downlink queue's events in mm-link's
+``--downlink-log`` format (``streambed.emulation.schedule.DeliveryLog``). It prints one JSON
+line on stdout when it forwards packets.
 
 Only IPv4 packets are forwarded, and uplink packets only to the host address: the namespace
 reaches the host and nothing else. Only the standard library is imported.
@@ -40,6 +44,7 @@ from pathlib import Path
 
 from streambed.core.linkkinds import FIRST_PACKET
 from streambed.emulation.schedule import (
+    DeliveryLog,
     PacketLink,
     Schedule,
     add_helper_arguments,
@@ -67,8 +72,12 @@ class Shaper:
         host_addr: bytes,
         limit_packets: int | None = None,
         limit_bytes: int | None = None,
+        downlink_log: str | None = None,
     ) -> None:
         self.delay_ms = delay_ms
+        self.downlink_log = downlink_log
+        self.by_port: dict[int, list[int]] = {}
+        """Downlink TCP traffic delivered per source port: [IP bytes, TCP payload bytes]."""
         self.host_addr = host_addr
         zero = 0.0 if start_ms is None else start_ms
         self.down = PacketLink(Schedule(down_ms, zero), limit_packets, limit_bytes)
@@ -84,6 +93,33 @@ class Shaper:
         self.wakeups = 0
         self.late_sum_ms = 0.0
         self.late_max_ms = 0.0
+        if start_ms is not None:
+            self._open_log(start_ms)
+
+    def _open_log(self, start_ms: float) -> None:
+        if self.downlink_log is not None:
+            self.down.events = DeliveryLog(self.downlink_log, start_ms)
+
+    def close_log(self) -> None:
+        if self.down.events is not None:
+            self.down.events.close()
+
+    def count_delivered(self, packet: bytes) -> None:
+        """Add a delivered downlink packet to its TCP source port's counters (IPv4 + TCP
+        header lengths parsed; other protocols are not counted)."""
+        if len(packet) < 20 or packet[9] != 6:
+            return
+        ihl = (packet[0] & 0x0F) * 4
+        if len(packet) < ihl + 20:
+            return
+        total = int.from_bytes(packet[2:4], "big")
+        sport = int.from_bytes(packet[ihl : ihl + 2], "big")
+        doff = (packet[ihl + 12] >> 4) * 4
+        counters = self.by_port.get(sport)
+        if counters is None:
+            counters = self.by_port[sport] = [0, 0]
+        counters[0] += total
+        counters[1] += max(0, total - ihl - doff)
 
     def start_clock(self, now_ms: float) -> None:
         """Trace time 0 is now: the session's first packet (both directions restart)."""
@@ -91,6 +127,7 @@ class Shaper:
         self.start_ms = now_ms
         self.down.schedule.restart(now_ms)
         self.up.schedule.restart(now_ms)
+        self._open_log(now_ms)
         if self.on_start is not None:
             self.on_start(now_ms)
 
@@ -121,6 +158,8 @@ class Shaper:
             self.down.enqueue(packet, ready)
         out: list[tuple[float, bytes]] = []
         self.down.advance(now_ms, out)
+        for _, packet in out:
+            self.count_delivered(packet)
         to_namespace.extend(p for _, p in out)
         out.clear()
         self.up.advance(now_ms, out)
@@ -179,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         socket.inet_aton(args.host_addr),
         args.queue_packets,
         args.queue_bytes,
+        args.downlink_log,
     )
     if args.epoch_file:
         epoch_file = args.epoch_file
@@ -231,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
             if to_host:
                 _write_all(host_fd, to_host, shaper)
     finally:
+        shaper.close_log()
         if args.stats:
             _write_stats(args.stats, shaper, time.monotonic() - start_wall, args.host_dev)
 
@@ -260,6 +301,10 @@ def _write_stats(path: str, shaper: Shaper, wall_s: float, host_dev: str | None)
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "wall_s": wall_s,
         "epoch": None if shaper.start_ms is None else shaper.start_ms / 1000.0,
+        "down_by_port": {
+            str(port): {"ip_bytes": c[0], "payload_bytes": c[1]}
+            for port, c in sorted(shaper.by_port.items())
+        },
     }
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
@@ -279,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     add_helper_arguments(p, epoch_required=False)
     p.add_argument("--queue-packets", type=int, help="drop-tail limit in packets")
     p.add_argument("--queue-bytes", type=int, help="drop-tail limit in bytes")
+    p.add_argument(
+        "--downlink-log", help="write the downlink's events here (mm-link --downlink-log format)"
+    )
     return run(p.parse_args(argv))
 
 

@@ -197,7 +197,9 @@ class _Player:
         except ContentError as exc:
             raise SessionFailed(str(exc)) from None
         self.manifest = manifest
-        self.facts.update(mpd_download_s=got.download_s, mpd_attempts=got.attempts)
+        self.facts.update(
+            mpd_download_s=got.download_s, mpd_attempts=got.attempts, mpd_bytes=got.size_bytes
+        )
         return manifest
 
     def _metric(self, origin: httpx.Client, ladder: Sequence[int]) -> QoEMetric:

@@ -16,6 +16,17 @@ A run directory (eval and emulate write the same one)::
         pensieve.log        the player's own Pensieve log (emulated sessions)
         browser.jsonl       the browser player's events (dash.js sessions)
         play.log            the player's output (emulated sessions)
+    links.csv               one row per shared link (emulate --clients-per-link N > 1)
+    links/<link>/                               one shared link's directory (LinkDir):
+        link.json           its players (session dirs), trace, kind, cross traffic, counters
+        group.json          the player group's spec and each player's exit status
+        delivery.log        the downlink's per-packet log (mm-link --downlink-log format)
+        cross.json          the cross-traffic downloader's bytes and times
+        timeline.pdf        the trace, each player's bitrate/throughput and the queue
+        group.log           the group's output
+
+With players sharing a link, a player's session is ``sessions/<algorithm>/<trace>-p<i>[-rR]/``
+(``i`` from 1: its place on the link), so the per-session report reads it as any other.
 
 Before issue 18, eval wrote a session's records to ``sessions/<algorithm>/<trace>.jsonl``;
 :meth:`RunDir.chunk_records` still finds those.
@@ -37,6 +48,14 @@ SIM_VS_EMU_CSV = "sim_vs_emu.csv"
 SIM_VS_EMU_JSON = "sim_vs_emu.json"
 SIM_VS_EMU_PNG = "sim_vs_emu.png"
 REPEATS_CSV = "repeats.csv"
+LINKS_CSV = "links.csv"
+LINKS_DIR = "links"
+LINK_JSON = "link.json"
+GROUP_JSON = "group.json"
+DELIVERY_LOG = "delivery.log"
+CROSS_JSON = "cross.json"
+TIMELINE_PDF = "timeline.pdf"
+GROUP_LOG = "group.log"
 
 CHUNKS_JSONL = "chunks.jsonl"
 SESSION_JSON = "session.json"
@@ -78,6 +97,42 @@ class SessionDir:
     @property
     def play_log(self) -> Path:
         return self.path / PLAY_LOG
+
+
+def player_label(trace: str, index: int, repeat: int | None = None) -> str:
+    """A shared link's player's session label: ``<trace>-p<index>[-r<repeat>]`` (1-based)."""
+    return f"{trace}-p{index}" + ("" if repeat is None else f"-r{repeat}")
+
+
+@dataclass(frozen=True)
+class LinkDir:
+    """One shared link's directory: ``links/<link>/`` of a run."""
+
+    path: Path
+
+    @property
+    def link_json(self) -> Path:
+        return self.path / LINK_JSON
+
+    @property
+    def group_json(self) -> Path:
+        return self.path / GROUP_JSON
+
+    @property
+    def delivery_log(self) -> Path:
+        return self.path / DELIVERY_LOG
+
+    @property
+    def cross_json(self) -> Path:
+        return self.path / CROSS_JSON
+
+    @property
+    def timeline_pdf(self) -> Path:
+        return self.path / TIMELINE_PDF
+
+    @property
+    def group_log(self) -> Path:
+        return self.path / GROUP_LOG
 
 
 @dataclass(frozen=True)
@@ -132,6 +187,17 @@ class RunDir:
     @property
     def sim_vs_emu_png(self) -> Path:
         return self.path / SIM_VS_EMU_PNG
+
+    @property
+    def links_csv(self) -> Path:
+        return self.path / LINKS_CSV
+
+    @property
+    def links_dir(self) -> Path:
+        return self.path / LINKS_DIR
+
+    def link(self, label: str) -> LinkDir:
+        return LinkDir(self.links_dir / label)
 
     def algorithm_dir(self, algorithm: str) -> Path:
         return self.sessions_dir / algorithm

@@ -11,8 +11,8 @@ from streambed.abr_service.qoe import make_qoe
 from streambed.abr_service.video import Video
 from streambed.core.errors import VideoError
 from streambed.reports.sessionlog import ChunkRecord, rescore
-from streambed.trainer.evaluate import evaluate
 from streambed.traces.formats import Trace
+from streambed.trainer.evaluate import evaluate
 
 LADDER = (300, 750, 1200)
 SSIM_DB = np.array(

@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Start (or use) a DASH origin and the decision service, then play one real-time "
             "session per (trace, algorithm, repeat), N at a time, each behind its own link "
-            "replaying the trace. Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
+            "replaying the trace (or, with --clients-per-link/--mix, several players behind "
+            "each link: see that group of options). Writes OUT/summary.json, OUT/per_trace.csv, OUT/logs/ "
             "(Pensieve format), plots, OUT/failed.json, and each session's files under "
             "OUT/sessions/<algorithm>/<trace>[-rR]/. A failed session is retried once; Ctrl-C "
             "(or SIGTERM) stops the running sessions and still writes the report. Exit status: 0 "
@@ -46,7 +47,8 @@ def register(subparsers: Any) -> None:
         "is built from it into OUT/content",
     )
     p.add_argument(
-        "--algorithms", required=True, help="comma-separated algorithms asked of the service"
+        "--algorithms",
+        help="comma-separated algorithms asked of the service (required unless --mix)",
     )
     p.add_argument("--model", type=Path, help="checkpoint the started service serves as ppo")
     p.add_argument(
@@ -90,6 +92,44 @@ def register(subparsers: Any) -> None:
         "pip install 'streambed-abr[cluster]' (README, 'Beyond one machine')",
     )
     p.add_argument("--repeat", type=int, default=1, help="sessions per trace and algorithm")
+    shared = p.add_argument_group(
+        "several players on one link",
+        "players that share one link (one trace, one queue): sessions go to "
+        "OUT/sessions/<algorithm>/<trace>-p<i>[-rR]/, each link's files (link.json, "
+        "delivery.log, cross.json, timeline.pdf) to OUT/links/<link>/, and OUT/links.csv holds "
+        "per link Jain's fairness over the players' mean bitrates and throughputs and the "
+        "link's utilisation; --parallel counts links",
+    )
+    shared.add_argument(
+        "--clients-per-link",
+        type=int,
+        default=1,
+        metavar="N",
+        help="players behind each link (default 1: a link per session); without --mix each "
+        "algorithm gets its own links of N identical players",
+    )
+    shared.add_argument(
+        "--mix",
+        metavar="ALG[@PLAYER]=COUNT,...",
+        help="the players of every link, e.g. ppo=2,robustmpc=2 or bba=1,bba@dashjs=1 "
+        "(PLAYER: streambed or dashjs; default --player); one link per trace and repeat; "
+        "replaces --algorithms",
+    )
+    shared.add_argument(
+        "--stagger-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="player i (from 1) starts (i-1)*S seconds after the first (default 0: together)",
+    )
+    shared.add_argument(
+        "--cross-traffic",
+        action="append",
+        default=[],
+        metavar="START:STOP",
+        help="a bulk TCP download through each shared link from START to STOP seconds after "
+        "its first player starts (repeatable, or a comma list)",
+    )
     p.add_argument("--abr", metavar="URL", help="use this decision service (default: start one)")
     p.add_argument("--origin", metavar="URL", help="use this origin (default: start one)")
     p.add_argument("--resume", action="store_true", help="skip the sessions already done in OUT")
@@ -119,9 +159,28 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from streambed.abr_service.algorithms.registry import check_names, run_params
     from streambed.cli import comma_list
+    from streambed.core.errors import ConfigError
     from streambed.emulation.orchestrate import EmulateConfig, emulate
+    from streambed.emulation.shared import parse_mix, parse_windows
 
-    algorithms = tuple(comma_list(args.algorithms, "--algorithms"))
+    mix = () if args.mix is None else parse_mix(args.mix, args.player)
+    clients = args.clients_per_link
+    if mix and clients == 1:
+        clients = sum(n for *_, n in mix)
+    if mix and args.algorithms is not None:
+        raise ConfigError("--mix names each link's algorithms: drop --algorithms")
+    if mix:
+        algorithms = tuple(dict.fromkeys(a for a, _, _ in mix))
+    elif args.algorithms is None:
+        raise ConfigError("give --algorithms (or --mix)")
+    else:
+        algorithms = tuple(comma_list(args.algorithms, "--algorithms"))
+    cross = parse_windows(args.cross_traffic)
+    if args.compare_sim and (clients > 1 or mix or cross):
+        raise ConfigError(
+            "--compare-sim: the simulator plays one session per link; it cannot compare "
+            "players sharing one (drop --compare-sim)"
+        )
 
     if args.abr is None:  # the service this command starts knows this process's algorithms
         check_names(algorithms)
@@ -148,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
         params=params,
         cluster=args.cluster,
         qoe=args.qoe,
+        clients_per_link=clients,
+        mix=mix,
+        stagger_s=args.stagger_s,
+        cross_traffic=cross,
     )
     terminated = []
 
@@ -193,5 +256,20 @@ def run(args: argparse.Namespace) -> int:
             + ("n/a" if gap is None else f"{gap:.4f}")
             + f" ({RunDir(args.out).sim_vs_emu_csv})"
         )
+    links = result.summary.get("links")
+    if links:
+        print(
+            f"links: {links['count']}, Jain over mean bitrates "
+            + _fmt(links.get("jain_bitrate_mean"))
+            + ", over throughputs "
+            + _fmt(links.get("jain_throughput_mean"))
+            + ", utilisation "
+            + _fmt(links.get("utilisation_mean"))
+            + f" ({RunDir(args.out).links_csv})"
+        )
     print(f"report: {RunDir(args.out).summary_json}")
     return 143 if terminated and result.interrupted else result.exit_code
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -209,6 +209,26 @@ def run(args: argparse.Namespace) -> int:
             + ("n/a" if gap is None else f"{gap:.4f}")
             + f" ({RunDir(compared).sim_vs_emu_csv})"
         )
+    for out in inputs_of(args):
+        _refresh_links(out)
     path = write_html(args, compared)
     print(f"report: {path}")
     return 0
+
+
+def _refresh_links(out: Path) -> None:
+    """An emulation with shared links: its ``links.csv``, timelines and summary's ``links``
+    written again from ``links/`` (nothing for other runs)."""
+    import json
+
+    from streambed.reports.links import write_links_report
+    from streambed.reports.rundir import RunDir
+
+    links = write_links_report(out)
+    summary_path = RunDir(out).summary_json
+    if links is None or not summary_path.is_file():
+        return
+    summary = json.loads(summary_path.read_text())
+    summary["links"] = links
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"links: {links['count']} ({RunDir(out).links_csv})")

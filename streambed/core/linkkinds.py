@@ -5,6 +5,9 @@ On the ground floor so that the player's CLI offers ``--link`` without the emula
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 AUTO = "auto"
 KINDS: tuple[str, ...] = ("mahimahi", "netns", "proxy")
 """Every kind, in the order ``auto`` tries them."""
@@ -29,3 +32,14 @@ def trace_start_help(default: str) -> str:
         "trace time 0: first-packet (the session's first request) or ready (when the link "
         f"comes up, as mm-link; mahimahi is always ready); default {default}"
     )
+
+
+def address_of(port: int, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """Where the host's ``port`` answers from behind a link: ``(STREAMBED_HOST, port')``.
+
+    For commands running behind a link (``streambed.emulation.link`` exports both variables);
+    outside one it is ``("127.0.0.1", port)``. Here so that the player floor reads it too.
+    """
+    env = os.environ if env is None else env
+    host = env.get("STREAMBED_HOST", "127.0.0.1")
+    return host, int(env.get(f"STREAMBED_PORT_{port}", port))
