@@ -115,6 +115,7 @@ def content(tmp_path_factory: pytest.TempPathFactory) -> Path:
         chunk_s=CHUNK_S,
         resolutions=RESOLUTIONS,
         fps=12,
+        vmaf=False,
     )
 
 

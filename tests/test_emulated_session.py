@@ -71,6 +71,7 @@ def content(tmp_path_factory: pytest.TempPathFactory) -> Path:
         chunk_s=CHUNK_S,
         resolutions=[(256, 144), (384, 216), (640, 360)],
         fps=12,
+        vmaf=False,
     )
 
 
@@ -274,6 +275,35 @@ def test_session_on_a_variable_trace_follows_it(
     # Not a vacuous check: the chunks met different rates of the trace.
     trace_kbps = [row[3] for row in report]
     assert max(trace_kbps) > 2 * min(trace_kbps), report
+
+
+def test_ssim_session_scores_what_the_viewer_sees(
+    content: Path, video: Video, origin: str, tmp_path: Path, sessions: list[int]
+) -> None:
+    """``--qoe ssim`` through the link: the player reads the video.json beside the MPD and
+    scores each chunk with Puffer's formula at the SSIM ffmpeg measured for that segment and
+    level; the service plans on SSIM (``qoe=ssim``). Recomputed here from the table."""
+    assert video.ssim_db is not None  # origin build measured it
+    trace = tmp_path / "flat.txt"
+    trace.write_text("".join(f"{i}\t3.0\n" for i in range(60)))
+    log_dir = tmp_path / "log"
+    with service_in_thread(content, tmp_path, tmp_path / "decisions") as abr:
+        out = play(
+            player_args(origin, abr, trace, log_dir, "--session-id", "ssim-1")
+            + ["--qoe", "ssim", "--param", "qoe=ssim", "--decision-timeout-s", "5"],
+            sessions,
+        )
+    assert "ssim-1 done" in out
+    records, summary = session_files(log_dir)
+    assert summary["status"] == "done" and not any(r.fallback for r in records)
+    ssim = video.ssim_db
+    expected = [ssim[records[0].quality, 0] - 100 * records[0].rebuffer_s]
+    for before, r in zip(records, records[1:], strict=False):
+        now = ssim[r.quality, r.chunk_index]
+        change = abs(now - ssim[before.quality, before.chunk_index])
+        expected.append(now - 100 * r.rebuffer_s - change)
+    assert [r.qoe for r in records] == pytest.approx(expected)
+    assert summary["metrics"]["qoe"] == pytest.approx(float(np.mean(expected[1:])))
 
 
 def test_an_outage_stalls_the_session_which_then_finishes(

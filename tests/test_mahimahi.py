@@ -265,6 +265,7 @@ def emulate_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         chunk_s=2.0,
         resolutions=[(256, 144), (320, 180), (384, 216)],
         fps=12,
+        vmaf=False,
     )
     traces = root / "traces"
     traces.mkdir()

@@ -267,6 +267,7 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ladder_kbps=(100, 200, 400),
         resolutions=[(128, 72), (192, 108), (256, 144)],
         fps=12,
+        vmaf=False,
     )
 
 

@@ -128,6 +128,7 @@ def run_emulated(args: argparse.Namespace) -> int:
     from streambed.reports.html import write_html_report
     from streambed.reports.provenance import window_text
     from streambed.reports.rundir import RunDir
+    from streambed.reports.summary import summarize
     from streambed.server.build import build_encoded
     from streambed.trainer.evaluate import evaluate, format_table
 
@@ -145,7 +146,8 @@ def run_emulated(args: argparse.Namespace) -> int:
         log.info(
             "encoding %g s of video at 6 bitrates with ffmpeg into %s", args.duration_s, content
         )
-        build_encoded(content, duration_s=args.duration_s, force=True)
+        # SSIM measured per segment (Puffer's QoE below); VMAF would cost minutes here
+        build_encoded(content, duration_s=args.duration_s, force=True, vmaf=False)
     video = load_video(content / VIDEO_JSON)
 
     algorithms = list(EMULATED)
@@ -184,6 +186,11 @@ def run_emulated(args: argparse.Namespace) -> int:
 
     print("simulation (same traces and content):")
     print(format_table(simulated))
+    if video.ssim_db is not None:
+        viewer = evaluate(traces, video, algorithms, params=params, qoe_name="ssim", progress=False)
+        print("what the viewer sees, simulated (Puffer's QoE: SSIM dB - |change| - 100 x stall s):")
+        for name, s in summarize(viewer.metrics).items():
+            print(f"  {name:<12} qoe_ssim {s['qoe_mean']:.3f}")
     print("emulation:")
     for name, s in emulated.summary.get("algorithms", {}).items():
         print(
