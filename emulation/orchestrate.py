@@ -22,10 +22,10 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from streambed.core.errors import StreambedError
 from streambed.emulation.link import outside_url, resolve_kind
@@ -239,31 +239,16 @@ def _run_pending(
             config, kind, outside_url(mpd_url(origin), kind), outside_url(abr, kind), run_id
         )
         bar = stack.enter_context(_progress_bar(config, result))
-        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="session")
-        futures: dict[Future[dict[str, Any] | None], SessionJob] = {
-            pool.submit(runner.run, job): job for job in pending
-        }
-        try:
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = futures[future]
-                    try:
-                        failure = future.result()
-                    except Exception as exc:  # a bug in a worker must not stop the others
-                        failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
-                    _record(config, result, job, failure)
-                    bar.update(1)
-                bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
-                bar.refresh()
-                if on_progress is not None:
-                    on_progress(len(result.done), runner.running, len(result.failed))
-        except BaseException:
-            runner.stop()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        _drive(
+            config,
+            runner,
+            bar,
+            pending,
+            runner.run,
+            lambda job, failure: _record(config, result, job, failure),
+            result,
+            on_progress,
+        )
 
 
 def _run_links(
@@ -292,48 +277,78 @@ def _run_links(
             cross_port,
         )
         bar = stack.enter_context(_progress_bar(config, result))
-        pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="link")
-        futures: dict[Future[dict[str, Any] | None], LinkJob] = {
-            pool.submit(runner.run_link, link): link for link in pending
-        }
-        try:
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    link = futures[future]
-                    try:
-                        failure = future.result()
-                    except Exception as exc:  # a bug in a worker must not stop the others
-                        failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
-                    if failure is None:
-                        result.done.extend(link.sessions)
-                    elif not failure.get("interrupted"):
-                        result.failed.append(
-                            {
-                                "link": link.label,
-                                "trace": link.trace.stem,
-                                "trace_file": str(link.trace),
-                                "sessions": [f"{s.algorithm}/{s.label}" for s in link.sessions],
-                                "link_dir": str(link.link_dir(config.out).path),
-                                **failure,
-                            }
-                        )
-                    bar.update(len(link.sessions))
-                bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
-                bar.refresh()
-                if on_progress is not None:
-                    on_progress(len(result.done), runner.running, len(result.failed))
-        except BaseException:
-            runner.stop()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        _drive(
+            config,
+            runner,
+            bar,
+            pending,
+            runner.run_link,
+            lambda link, failure: _record_link(config, result, link, failure),
+            result,
+            on_progress,
+        )
+
+
+_Work = TypeVar("_Work")
+
+
+def _drive(
+    config: EmulateConfig,
+    runner: SessionRunner,
+    bar: Any,
+    work: Sequence[_Work],
+    run: Callable[[_Work], dict[str, Any] | None],
+    record: Callable[[_Work, dict[str, Any] | None], int],
+    result: EmulateResult,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> None:
+    """Run ``work`` on ``config.parallel`` threads; ``record`` files each outcome (None: done)
+    and says how many sessions it settled. Ctrl-C stops the runner's sessions."""
+    pool = ThreadPoolExecutor(config.parallel, thread_name_prefix="session")
+    futures = {pool.submit(run, item): item for item in work}
+    try:
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    failure = future.result()
+                except Exception as exc:  # a bug in a worker must not stop the others
+                    failure = {"attempts": 1, "reasons": [f"{type(exc).__name__}: {exc}"]}
+                bar.update(record(futures[future], failure))
+            bar.set_postfix(running=runner.running, failed=len(result.failed), refresh=False)
+            bar.refresh()
+            if on_progress is not None:
+                on_progress(len(result.done), runner.running, len(result.failed))
+    except BaseException:
+        runner.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record_link(
+    config: EmulateConfig, result: EmulateResult, link: LinkJob, failure: dict[str, Any] | None
+) -> int:
+    if failure is None:
+        result.done.extend(link.sessions)
+    elif not failure.get("interrupted"):
+        result.failed.append(
+            {
+                "link": link.label,
+                "trace": link.trace.stem,
+                "trace_file": str(link.trace),
+                "sessions": [f"{s.algorithm}/{s.label}" for s in link.sessions],
+                "link_dir": str(link.link_dir(config.out).path),
+                **failure,
+            }
+        )
+    return len(link.sessions)
 
 
 def _record(
     config: EmulateConfig, result: EmulateResult, job: SessionJob, failure: dict[str, Any] | None
-) -> None:
+) -> int:
     if failure is None:
         result.done.append(job)
     elif not failure.get("interrupted"):
@@ -346,6 +361,7 @@ def _record(
                 **failure,
             }
         )
+    return 1
 
 
 def _run_cluster(
