@@ -123,6 +123,16 @@ class EmulateConfig:
             raise ConfigError(f"player {self.player!r}: choose {', '.join(PLAYERS)}")
         if self.qoe not in QOE_NAMES:
             raise ConfigError(f"qoe {self.qoe!r}: choose {', '.join(QOE_NAMES)}")
+        if self.qoe in MEASURED and self.video is not None:
+            raise ConfigError(
+                f"--qoe {self.qoe} scores what the viewer sees, measured on real content: give "
+                "--content built by `streambed origin build` (synthetic --video content has no "
+                "measurements)"
+            )
+        if self.qoe in MEASURED and self.content is not None:
+            from streambed.abr_service.video import load_video
+
+            make_qoe(self.qoe, load_video(self.content))  # VideoError: one line, exit 2
         if self.player == "dashjs" and self.video is not None:
             raise ConfigError(
                 "--player dashjs decodes the media: give --content built with ffmpeg "
@@ -244,20 +254,9 @@ def origin_server(content: Path) -> Iterator[str]:
 
 
 def prepare_content(config: EmulateConfig) -> Path | None:
-    """The content directory: ``--content``, or synthetic content built from ``--video``.
-    A metric scored from measurements (``--qoe ssim``) is checked against it here."""
+    """The content directory: ``--content``, or synthetic content built from ``--video``."""
     if config.content is not None:
-        if config.qoe in MEASURED:
-            from streambed.abr_service.video import load_video
-
-            make_qoe(config.qoe, load_video(config.content))  # VideoError: one line, exit 2
         return config.content
-    if config.qoe in MEASURED and config.video is not None:
-        raise ConfigError(
-            f"--qoe {config.qoe} scores what the viewer sees, measured on real content: give "
-            "--content built by `streambed origin build` (synthetic --video content has no "
-            "measurements)"
-        )
     if config.video is None:
         return None
     from streambed.abr_service.video import VIDEO_JSON, load_video

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +110,34 @@ def test_rescore_records_under_another_metric() -> None:
     got = [r.qoe for r in rescore(records, metric)]
     assert got == pytest.approx([12.0 - 100.0, 21.0 - 9.0, 19.0 - 25.0 - 2.0])
     assert [dataclasses.replace(r, qoe=0.0) for r in rescore(records, metric)] == records
+
+
+STREAMBED = Path(sys.executable).parent / "streambed"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--qoe", "ssim", "--algorithms", "bba"],
+        ["train", "ppo", "--qoe", "vmaf", "--minutes", "0.1"],
+        ["emulate", "--traces", "TRACES", "--video", "VIDEO", "--algorithms", "bba", "--qoe",
+         "ssim"],
+    ],
+)  # fmt: skip
+def test_cli_refuses_measured_metrics_without_measurements(tmp_path: Path, argv: list[str]) -> None:
+    """A description without SSIM/VMAF (here the embedded generated video, or a Pensieve-style
+    one): one line naming what is missing, exit status 2, nothing written."""
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    (traces / "t1").write_text("0\t3\n1\t3\n")
+    described = video().save(tmp_path / "video")
+    argv = [str(traces) if a == "TRACES" else str(described) if a == "VIDEO" else a for a in argv]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [str(STREAMBED), *argv, "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " INFO " not in line and line]
+    assert len(lines) == 1 and "error:" in lines[0], result.stderr
+    assert "ssim" in lines[0].lower() or "vmaf" in lines[0].lower(), lines[0]
+    assert not (out / "summary.json").exists()
