@@ -54,7 +54,7 @@ def train(out: Path, video: Path, traces: Path, minutes: float) -> Path:
             "train", "imitate", "--teacher", "robustmpc", "--minutes", "2",
             "--out", str(imitation), "--force", *common,
         )  # fmt: skip
-    if not (ppo / "summary.json").is_file():
+    if not (ppo / "final.pt").is_file():
         resume = ["--resume"] if (ppo / "last.pt").is_file() else ["--force"]
         streambed(
             "train", "ppo", "--init-from", str(imitation / "best.pt"),
