@@ -141,3 +141,29 @@ def test_cli_refuses_measured_metrics_without_measurements(tmp_path: Path, argv:
     assert len(lines) == 1 and "error:" in lines[0], result.stderr
     assert "ssim" in lines[0].lower() or "vmaf" in lines[0].lower(), lines[0]
     assert not (out / "summary.json").exists()
+
+
+def test_report_rescores_a_run_under_ssim(tmp_path: Path) -> None:
+    """An eval run scored with lin, reported with ``--qoe ssim``: the page is written, and the
+    rescored metrics equal an eval run scored with ssim; without a video, one line, exit 2."""
+    from streambed.reports.html import rescore_source
+    from streambed.reports.load import load_report_dir
+
+    described = video(ssim_db=SSIM_DB)
+    path = described.save(tmp_path / "video")
+    trace = Trace("flat100", np.arange(0.0, 600.0), np.full(600, 100.0))
+    evaluate(
+        [trace], described, ["rb", "bba"], qoe_name="lin", out=tmp_path / "lin", progress=False
+    )
+    ssim = evaluate([trace], described, ["rb", "bba"], qoe_name="ssim", progress=False)
+    source = load_report_dir(tmp_path / "lin")
+    rescore_source(source, "ssim", path)
+    assert [m.qoe for m in source.metrics] == pytest.approx([m.qoe for m in ssim.metrics])
+    run = [str(STREAMBED), "report", str(tmp_path / "lin"), "--qoe", "ssim"]
+    page = tmp_path / "page.html"
+    done = subprocess.run([*run, "--video", str(path), "--html", str(page)], capture_output=True)
+    assert done.returncode == 0 and page.is_file(), done.stderr
+    refused = subprocess.run(
+        [*run, "--html", str(tmp_path / "x.html")], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--video" in refused.stderr, refused.stderr
