@@ -2,7 +2,7 @@
 behind one constant 6 Mbit/s netns link with 40 ms one-way delay.
 
     sudo python benchmarks/bench_fairness.py [--video ../shared/data/video/envivio]
-        [--players 2,4,8] [--algorithms bba,robustmpc] [--max-chunks 24] [--mbps 6]
+        [--players 2,4,8] [--algorithms bba,robustmpc] [--max-chunks 48] [--mbps 6]
         [--out runs/bench-fairness] [--resume]
 
 Needs root (the netns link). For each player count, one ``streambed emulate
@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--video", type=Path, default=SHARED / "video" / "envivio")
     p.add_argument("--players", default="2,4,8")
     p.add_argument("--algorithms", default="bba,robustmpc")
-    p.add_argument("--max-chunks", type=int, default=24)
+    p.add_argument("--max-chunks", type=int, default=48)
     p.add_argument("--mbps", type=float, default=6.0)
     p.add_argument("--delay-ms", type=float, default=40.0)
     p.add_argument("--out", type=Path, default=Path("runs/bench-fairness"))
