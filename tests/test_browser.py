@@ -516,6 +516,36 @@ def test_emulate_both_players_side_by_side(content: Path, tmp_path: Path) -> Non
     assert "vs robustmpc (dashjs)" in text and "n=2, too few" in text
 
 
+@pytest.mark.slow
+def test_headless_and_dashjs_share_one_link_scored_by_ssim(content: Path, tmp_path: Path) -> None:
+    """``--mix bba=1,bba@dashjs=1 --qoe ssim``: a headless player and dash.js behind one netns
+    link, each with its own session; both read the SSIM table beside the MPD and score each
+    chunk with Puffer's formula, and the link's report names both players."""
+    from streambed.abr_service.qoe import make_qoe
+    from streambed.abr_service.video import load_video
+    from streambed.cli import main
+    from streambed.reports.sessionlog import rescore
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    (traces / "flat4").write_text("".join(f"{t}\t4.0\n" for t in range(60)))
+    out = tmp_path / "out"
+    argv = ["emulate", "--traces", str(traces), "--content", str(content), "--qoe", "ssim"]
+    argv += ["--mix", "bba=1,bba@dashjs=1", "--link", "netns", "--max-chunks", "3"]
+    assert main([*argv, "--no-progress", "--out", str(out)]) == 0, (out / "failed.json").read_text()
+    metric = make_qoe("ssim", load_video(content))
+    players = set()
+    for label in ("flat4-p1", "flat4-p2"):
+        session = out / "sessions" / "bba" / label
+        info = json.loads((session / SESSION_JSON).read_text())
+        records = read_jsonl(session / CHUNKS_JSONL)
+        assert info["status"] == "done" and len(records) == 3
+        assert [r.qoe for r in records] == pytest.approx([r.qoe for r in rescore(records, metric)])
+        players.add(info["player"])
+    assert players == {"streambed", "dashjs"}
+    assert "flat4" in (out / "links.csv").read_text()
+
+
 def test_emulate_dashjs_needs_encoded_content(tmp_path: Path) -> None:
     from streambed.emulation.orchestrate import EmulateConfig
 

@@ -127,7 +127,14 @@ def test_ctrl_c_cancels_the_cluster_sessions(
     argv += ["--video", str(video_json), "--algorithms", ALGOS, "--link", "netns"]
     argv += ["--no-progress", "--cluster", cluster.address, "--out", str(tmp_path / "ray")]
     before = set(netns.list_namespaces())
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # a CI run started in the background inherits SIGINT ignored: a terminal's Ctrl-C is not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not set(netns.list_namespaces()) - before:  # sessions are running
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout

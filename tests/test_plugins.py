@@ -211,7 +211,7 @@ def test_algorithms_command(plugins: Path, capsys: pytest.CaptureFixture[str]) -
     assert "fixed  [plugin tp-plugins 1.0 (tp_plugin_mod:Fixed)]" in text
     assert "    level: int = 1  The level always chosen." in text
     assert "    reservoir_s: float = 5.0  [0.0, 3600.0]  Buffer below which" in text
-    assert "    qoe: str = 'lin'  {lin, log, hd}  QoE metric" in text
+    assert "    qoe: str = 'lin'  {lin, log, hd, ssim, vmaf}  QoE metric" in text
     assert "plug-ins not loaded (streambed.algorithms):" in text and "  notsub: " in text
     assert main(["algorithms", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
