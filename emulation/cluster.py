@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -95,6 +96,11 @@ def run_session(config: Any, kind: str, run_id: str, job: Any) -> dict[str, Any]
     from streambed.emulation.link import outside_url
     from streambed.emulation.sessions import SessionRunner, mpd_url
 
+    # ray.cancel interrupts a task with SIGINT; a node started in the background (``nohup ray
+    # start ... &``) hands its workers SIGINT ignored, and a cancelled session would then never
+    # tear its link down.
+    with contextlib.suppress(ValueError):  # not the worker's main thread
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = ray.get_runtime_context().get_node_id()
     scratch = Path(tempfile.gettempdir()) / f"streambed-{run_id}-{node[:8]}"  # nodes may share /tmp
     services = (
