@@ -228,7 +228,9 @@ def _optimal_plans(
     if workers <= 1:
         yield from map(_plan_one, jobs)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # forkserver: a fork of a process with other threads (a Ray client, a server in a
+    # thread) can deadlock in the child on a lock one of them held
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         yield from pool.imap(_plan_one, jobs, chunksize=1)
 
 
