@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,16 +317,20 @@ class SessionRunner:
 
     def run(self, job: SessionJob) -> dict[str, Any] | None:
         """Run ``job`` (retried once); None when done, else a description of the failure."""
+        return self.retried(
+            lambda attempt: self._attempt(job, attempt), f"session {job.algorithm}/{job.label}"
+        )
+
+    def retried(self, attempt: Callable[[int], str | None], what: str) -> dict[str, Any] | None:
+        """``attempt(n)`` (its failure's reason, None when done) up to ``ATTEMPTS`` times."""
         reasons = []
-        for attempt in range(1, ATTEMPTS + 1):
+        for n in range(1, ATTEMPTS + 1):
             if self.stopping.is_set():
                 return {"interrupted": True}
-            reason = self._attempt(job, attempt)
+            reason = attempt(n)
             if reason is None:
                 return None
-            log.warning(
-                "session %s/%s attempt %d failed: %s", job.algorithm, job.label, attempt, reason
-            )
+            log.warning("%s attempt %d failed: %s", what, n, reason)
             reasons.append(reason)
         return {"attempts": len(reasons), "reasons": reasons}
 

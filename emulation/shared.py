@@ -30,7 +30,6 @@ from streambed.core.errors import ConfigError, StreambedError
 from streambed.core.fileio import atomic_write_bytes
 from streambed.emulation.link import LinkSpec, link_ports, start_behind_link
 from streambed.emulation.sessions import (
-    ATTEMPTS,
     PLAYERS,
     EmulateConfig,
     SessionJob,
@@ -157,16 +156,7 @@ class LinkRunner(SessionRunner):
 
     def run_link(self, job: LinkJob) -> dict[str, Any] | None:
         """Run ``job`` (retried once); None when done, else a description of the failure."""
-        reasons = []
-        for attempt in range(1, ATTEMPTS + 1):
-            if self.stopping.is_set():
-                return {"interrupted": True}
-            reason = self._attempt_link(job, attempt)
-            if reason is None:
-                return None
-            log.warning("link %s attempt %d failed: %s", job.label, attempt, reason)
-            reasons.append(reason)
-        return {"attempts": len(reasons), "reasons": reasons}
+        return self.retried(lambda attempt: self._attempt_link(job, attempt), f"link {job.label}")
 
     def _player_argv(self, session: SessionJob, attempt: int) -> list[str]:
         from streambed.player.argv import play_argv
