@@ -2,6 +2,12 @@
 
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
+    python benchmarks/bench_train.py recipe --seeds 1 2 3 4 5 --parallel 2 --out runs/recipe
+
+``recipe`` is issue 23's fixed headline recipe (:data:`RECIPE`): imitation of the oracle for
+18 minutes with snapshots every 2 and the last four averaged, then the one of ``best.pt`` and
+``averaged.pt`` with the higher validation QoE is the run's model (``chosen.pt``). Only
+norway-train is read; ``curves`` measures the runs on norway-test afterwards.
 
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
 RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
@@ -116,6 +122,65 @@ def headline(
             subprocess.run([sys.executable, "-m", "streambed", "train", *cmd], check=True)
 
 
+RECIPE = [
+    "imitate", "--teacher", "oracle", "--minutes", "18", "--snapshot-minutes", "2",
+    "--average-last", "4", "--val-match", "^(?!trace_)", "--val-starts", "3",
+]  # fmt: skip
+"""Issue 23's headline recipe, fixed before any of its test evaluations: the trainer's
+defaults for the oracle (beam search over 15 chunks, bandwidth x 0.7, cross-entropy), 18
+minutes of wall-clock training, validation on 14 held-out HSDPA traces of norway-train."""
+
+
+def recipe(seeds: list[int], out: Path, parallel: int) -> dict[str, Any]:
+    """Run :data:`RECIPE` for each seed, ``parallel`` at a time, and choose each run's model by
+    validation alone; returns (and writes to ``out/recipe.json``) the wall time and choice."""
+    import shutil
+
+    from streambed.abr_service.policies import load_policy
+
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+    pending = list(seeds)
+    running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            seed = pending.pop(0)
+            cmd = [*RECIPE, "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
+                   "--out", str(out / f"s{seed}"), "--no-progress"]  # fmt: skip
+            print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
+            proc = subprocess.Popen([sys.executable, "-m", "streambed", "train", *cmd])
+            running[seed] = (proc, time.monotonic())
+        time.sleep(1.0)
+        for seed, (proc, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[seed]
+            if proc.returncode != 0:
+                sys.exit(f"bench_train recipe: seed {seed} failed ({proc.returncode})")
+            run = out / f"s{seed}"
+            vals = {
+                name: float(load_policy(run / f"{name}.pt", 6).meta.get("val_qoe", -1e9))
+                for name in ("best", "averaged")
+                if (run / f"{name}.pt").is_file()
+            }
+            chosen = max(vals, key=lambda name: vals[name])
+            shutil.copyfile(run / f"{chosen}.pt", run / "chosen.pt")
+            result[f"s{seed}"] = {
+                "wall_minutes": round((time.monotonic() - started) / 60, 2),
+                "val_qoe": vals,
+                "chosen": chosen,
+            }
+            print(f"s{seed}", json.dumps(result[f"s{seed}"]), file=sys.stderr, flush=True)
+            previous = (
+                json.loads((out / "recipe.json").read_text())
+                if (out / "recipe.json").is_file()
+                else {}
+            )
+            previous.update(result)
+            (out / "recipe.json").write_text(json.dumps(previous, indent=2) + "\n")
+    return result
+
+
 def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
     from streambed.abr_service.policies import load_policy
     from streambed.abr_service.qoe import make_qoe
@@ -157,7 +222,7 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
             "warm_start_minutes": offset,
             "end_minutes": round(offset + _run_minutes(run), 2),
         }
-        for name in ("final", "averaged"):  # averaged.pt: --average-last
+        for name in ("final", "averaged", "chosen"):  # averaged.pt: --average-last
             if (run / f"{name}.pt").is_file():
                 policy = load_policy(run / f"{name}.pt", video.num_levels)
                 result[label][f"{name}_pt_test_qoe"] = round(
@@ -241,6 +306,10 @@ def main() -> None:
         nargs=argparse.REMAINDER,
         help="after --: more `streambed train` flags for both stages (e.g. --val-match RE)",
     )
+    r = sub.add_parser("recipe", help="issue 23's fixed recipe for each seed")
+    r.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    r.add_argument("--parallel", type=int, default=1, help="runs at a time (one core each)")
+    r.add_argument("--out", type=Path, default=Path("runs/recipe"))
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--png", type=Path)
@@ -260,6 +329,9 @@ def main() -> None:
             args.average_last,
             [a for a in args.extra if a != "--"],
         )
+        return
+    if args.what == "recipe":
+        print(json.dumps(recipe(args.seeds, args.out, args.parallel), indent=2))
         return
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}",
