@@ -7,7 +7,10 @@
 ``recipe`` is issue 23's fixed headline recipe (:data:`RECIPE`): imitation of the oracle for
 18 minutes with snapshots every 2 and the last four averaged, then the one of ``best.pt`` and
 ``averaged.pt`` with the higher validation QoE is the run's model (``chosen.pt``). Only
-norway-train is read; ``curves`` measures the runs on norway-test afterwards.
+norway-train is read; ``curves`` measures the runs on norway-test afterwards. ``recipe --stage
+ppo`` is its second stage (:data:`RECIPE_PPO`, fixed before any of its test evaluations): PPO for
+28 minutes from each seed's ``chosen.pt``, into ``s<seed>-ppo``, chosen the same way, 46
+minutes of training in all.
 
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
 RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
@@ -131,9 +134,23 @@ defaults for the oracle (beam search over 15 chunks, bandwidth x 0.7, cross-entr
 minutes of wall-clock training, validation on 14 held-out HSDPA traces of norway-train."""
 
 
-def recipe(seeds: list[int], out: Path, parallel: int) -> dict[str, Any]:
-    """Run :data:`RECIPE` for each seed, ``parallel`` at a time, and choose each run's model by
-    validation alone; returns (and writes to ``out/recipe.json``) the wall time and choice."""
+RECIPE_PPO = [
+    "ppo", "--minutes", "28", "--snapshot-minutes", "4", "--average-last", "4",
+    "--val-match", "^(?!trace_)", "--val-starts", "3",
+]  # fmt: skip
+"""The recipe's second stage: PPO (the pensieve-ppo network, the student's own) from the first
+stage's ``chosen.pt``, as "PPO warm-started from the oracle student" in RESULTS.md."""
+
+
+def recipe(
+    seeds: list[int], out: Path, parallel: int, stage: str = "imitate", wait_for: Path | None = None
+) -> dict[str, Any]:
+    """Run :data:`RECIPE` (``stage`` imitate) or :data:`RECIPE_PPO` (ppo) for each seed,
+    ``parallel`` at a time, and choose each run's model by validation alone; returns (and writes
+    to ``out/recipe.json``) the wall time and choice. ``wait_for``: start once that file
+    exists (a first stage still running)."""
+    while wait_for is not None and not wait_for.is_file():
+        time.sleep(5.0)
     import shutil
 
     from streambed.abr_service.policies import load_policy
@@ -145,8 +162,13 @@ def recipe(seeds: list[int], out: Path, parallel: int) -> dict[str, Any]:
     while pending or running:
         while pending and len(running) < parallel:
             seed = pending.pop(0)
-            cmd = [*RECIPE, "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
-                   "--out", str(out / f"s{seed}"), "--no-progress"]  # fmt: skip
+            if stage == "ppo":
+                name = f"s{seed}-ppo"
+                stage_cmd = [*RECIPE_PPO, "--init-from", str(out / f"s{seed}" / "chosen.pt")]
+            else:
+                name, stage_cmd = f"s{seed}", RECIPE
+            cmd = [*stage_cmd, "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
+                   "--out", str(out / name), "--no-progress"]  # fmt: skip
             print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
             proc = subprocess.Popen([sys.executable, "-m", "streambed", "train", *cmd])
             running[seed] = (proc, time.monotonic())
@@ -157,7 +179,8 @@ def recipe(seeds: list[int], out: Path, parallel: int) -> dict[str, Any]:
             del running[seed]
             if proc.returncode != 0:
                 sys.exit(f"bench_train recipe: seed {seed} failed ({proc.returncode})")
-            run = out / f"s{seed}"
+            key = f"s{seed}-ppo" if stage == "ppo" else f"s{seed}"
+            run = out / key
             vals = {
                 name: float(load_policy(run / f"{name}.pt", 6).meta.get("val_qoe", -1e9))
                 for name in ("best", "averaged")
@@ -165,12 +188,12 @@ def recipe(seeds: list[int], out: Path, parallel: int) -> dict[str, Any]:
             }
             chosen = max(vals, key=lambda name: vals[name])
             shutil.copyfile(run / f"{chosen}.pt", run / "chosen.pt")
-            result[f"s{seed}"] = {
+            result[key] = {
                 "wall_minutes": round((time.monotonic() - started) / 60, 2),
                 "val_qoe": vals,
                 "chosen": chosen,
             }
-            print(f"s{seed}", json.dumps(result[f"s{seed}"]), file=sys.stderr, flush=True)
+            print(key, json.dumps(result[key]), file=sys.stderr, flush=True)
             previous = (
                 json.loads((out / "recipe.json").read_text())
                 if (out / "recipe.json").is_file()
@@ -310,6 +333,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     r.add_argument("--parallel", type=int, default=1, help="runs at a time (one core each)")
     r.add_argument("--out", type=Path, default=Path("runs/recipe"))
+    r.add_argument("--stage", choices=("imitate", "ppo"), default="imitate")
+    r.add_argument("--wait-for", type=Path, help="start once this file exists")
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")
     c.add_argument("--png", type=Path)
@@ -331,7 +356,11 @@ def main() -> None:
         )
         return
     if args.what == "recipe":
-        print(json.dumps(recipe(args.seeds, args.out, args.parallel), indent=2))
+        print(
+            json.dumps(
+                recipe(args.seeds, args.out, args.parallel, args.stage, args.wait_for), indent=2
+            )
+        )
         return
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}",
