@@ -190,7 +190,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Mean bitrate (kbps) / rebuffer ratio (% of session time):",
+        "Mean bitrate (kbps) / rebuffer ratio (stall / (stall + played), %):",
         "",
         "| set | " + " | ".join(algos) + " |",
         "|---|" + "---|" * len(algos),
