@@ -308,7 +308,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_stress(args: argparse.Namespace) -> int:
     """Write a stress trace set of one kind."""
     cls: type[StressParams] = args.stress_params
-    values = {
+    values: dict[str, Any] = {
         f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v for f in fields(cls)
     }
     params = cls(**values)
