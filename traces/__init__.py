@@ -14,6 +14,7 @@ from streambed.traces.formats import (
     save_mahimahi,
     save_pensieve,
 )
+from streambed.traces.stress import STRESS_KINDS, StressParams, generate_stress_set
 from streambed.traces.synth import (
     SynthParams,
     constant_trace,
@@ -27,6 +28,8 @@ from streambed.traces.traceset import TraceSetSummary, load_traceset, summarize,
 __all__ = [
     "PACKET_BITS",
     "PACKET_BYTES",
+    "STRESS_KINDS",
+    "StressParams",
     "SynthParams",
     "Trace",
     "TraceSetSummary",
@@ -34,6 +37,7 @@ __all__ = [
     "default_traces",
     "detect_format",
     "generate_set",
+    "generate_stress_set",
     "generate_trace",
     "load_mahimahi",
     "load_pensieve",

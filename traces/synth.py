@@ -113,6 +113,15 @@ def generate_trace(params: SynthParams, seed: int, name: str) -> Trace:
     return Trace(name=name, times_s=times, mbps=mbps)
 
 
+def trace_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of traces ``0..n-1`` of a set generated with ``seed``: spawned from
+    ``np.random.SeedSequence(seed)``, so trace ``i``'s seed does not depend on ``n``."""
+    return [
+        int(child.generate_state(1, dtype=np.uint64)[0])
+        for child in np.random.SeedSequence(seed).spawn(n)
+    ]
+
+
 def generate_set(out_dir: PathLike, n: int, params: SynthParams, seed: int) -> list[Path]:
     """Write ``n`` Pensieve files ``synth_000``... into ``out_dir``; return their paths.
 
@@ -127,8 +136,7 @@ def generate_set(out_dir: PathLike, n: int, params: SynthParams, seed: int) -> l
     except OSError as exc:
         raise TraceError(f"{out}: cannot create directory: {exc.strerror or exc}") from None
     paths = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        child_seed = int(child.generate_state(1, dtype=np.uint64)[0])
+    for i, child_seed in enumerate(trace_seeds(seed, n)):
         name = f"synth_{i:03d}"
         path = out / name
         save_pensieve(generate_trace(params, child_seed, name), path)

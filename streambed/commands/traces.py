@@ -7,11 +7,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any, NoReturn
 
 from tqdm import tqdm
 
 from streambed.core.errors import TraceError
+from streambed.core.fielddocs import field_docs
 from streambed.traces.formats import (
     detect_format,
     load_mahimahi,
@@ -20,6 +23,16 @@ from streambed.traces.formats import (
     pensieve_to_mahimahi,
     save_mahimahi,
     save_pensieve,
+)
+from streambed.traces.stress import (
+    NARGS,
+    RANGE,
+    STRESS_KINDS,
+    UNIT,
+    StressParams,
+    describe_range,
+    flag_name,
+    generate_stress_set,
 )
 from streambed.traces.synth import SynthParams, generate_set
 from streambed.traces.traceset import load_traceset, summarize, trace_files
@@ -35,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "traces",
         help="convert, generate and summarise network traces",
         description="Network traces: convert between Pensieve and Mahimahi formats, "
-        "generate synthetic trace sets, and summarise a trace file or directory.",
+        "generate synthetic trace sets and stress sets, and summarise a trace file or "
+        "directory.",
     )
     parser.set_defaults(func=_print_help(parser))
     sub = parser.add_subparsers(dest="traces_command", metavar="SUBCOMMAND")
@@ -129,6 +143,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     generate.set_defaults(func=run_generate)
 
+    _register_stress(sub)
+
     info = sub.add_parser(
         "info",
         help="summarise a trace file or a trace set directory",
@@ -144,6 +160,87 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bin width in seconds for Mahimahi inputs (default: 1.0)",
     )
     info.set_defaults(func=run_info)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A stray word would otherwise reach the top parser, whose error prints the usage too.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _register_stress(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kinds = "; ".join(f"{name}: {cls.summary}" for name, cls in STRESS_KINDS.items())
+    stress = sub.add_parser(
+        "stress",
+        help="generate a seeded stress trace set of one kind (outage, onoff, cliff, fast, ...)",
+        description="Write COUNT seeded Pensieve-format traces KIND_000, KIND_001, ... of one "
+        f"stress kind into DIR ({kinds}). The same flags and --seed always give the same "
+        "bytes. `streambed traces stress KIND --help` lists the kind's flags, each with its "
+        "unit, range and default.",
+    )
+    stress.set_defaults(func=_print_help(stress))
+    kind_sub = stress.add_subparsers(
+        dest="stress_kind", metavar="KIND", parser_class=_OneLineParser
+    )
+    for name, cls in STRESS_KINDS.items():
+        doc = (cls.__doc__ or "").strip()
+        kind = kind_sub.add_parser(
+            name,
+            help=cls.summary,
+            description=f"{doc} Defaults: {cls.summary}. Writes COUNT traces {name}_000, "
+            f"{name}_001, ... into DIR; trace i is the same whatever COUNT is.",
+        )
+        kind.add_argument("--out", required=True, type=Path, metavar="DIR", help="output dir")
+        kind.add_argument(
+            "--count", type=int, default=40, help="number of traces, in [1, 100000] (default: 40)"
+        )
+        kind.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
+        _add_param_flags(kind, cls)
+        kind.set_defaults(func=run_stress, stress_params=cls)
+
+
+_METAVARS = {"s": "S", "Mbit/s": "MBPS", "1/min": "RATE", "per interval": "P", "states": "N"}
+
+
+def _add_param_flags(parser: argparse.ArgumentParser, cls: type[StressParams]) -> None:
+    """One flag per field of ``cls``, its help naming the unit, the range and the default."""
+    docs = field_docs(cls)
+    for f in fields(cls):
+        default = f.default
+        assert default is not MISSING  # every stress field has a default
+        low, high = f.metadata[RANGE]
+        unit = f.metadata[UNIT]
+        nargs = f.metadata.get(NARGS)
+        doc = " ".join(docs.get(f.name, "").replace("``", "'").split()).rstrip(".")
+        metavar: str | tuple[str, str] = _METAVARS.get(unit, "X")
+        extra: dict[str, Any] = {}
+        if nargs is not None:
+            shown = " ".join(f"{v:g}" for v in default)
+            metavar = ("MIN", "MAX") if nargs == 2 else metavar
+            extra = {"nargs": nargs}
+            each = "each "
+        else:
+            shown = f"{default:g}"
+            each = ""
+        parser.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            type=int if isinstance(default, int) else float,
+            default=default,
+            metavar=metavar,
+            help=f"{doc} ({each}in {describe_range(low, high, unit)}; default: {shown})",
+            **extra,
+        )
 
 
 def _print_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -205,6 +302,18 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     paths = generate_set(args.out, args.count, params, args.seed)
     logger.info("wrote %d traces to %s (seed %d)", len(paths), args.out, args.seed)
+    return 0
+
+
+def run_stress(args: argparse.Namespace) -> int:
+    """Write a stress trace set of one kind."""
+    cls: type[StressParams] = args.stress_params
+    values: dict[str, Any] = {
+        f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v for f in fields(cls)
+    }
+    params = cls(**values)
+    paths = generate_stress_set(args.out, params, args.count, args.seed)
+    logger.info("wrote %d %s traces to %s (seed %d)", len(paths), cls.kind, args.out, args.seed)
     return 0
 
 
