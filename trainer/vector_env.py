@@ -51,7 +51,6 @@ Each step returns a fresh observation array (the simulator updates its own in pl
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         sim_config: SimConfig | None = None,
         observation: Observation | str | None = None,
     ) -> None:
-        if not isinstance(num_envs, numbers.Integral) or isinstance(num_envs, bool) or num_envs < 1:
+        if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if traces is None:
             traces = default_traces()
@@ -139,7 +138,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         first = options.pop("trace_index", 0)
         if options:
             raise ConfigError(f"unknown reset option(s) {sorted(options)}; expected trace_index")
-        if not isinstance(first, numbers.Integral) or isinstance(first, bool):
+        if not isinstance(first, int | np.integer) or isinstance(first, bool):
             raise ConfigError(f"reset option trace_index must be an integer, got {first!r}")
         if first and self.mode != "test":
             raise ConfigError("reset option trace_index applies to test mode only")
