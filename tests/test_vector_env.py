@@ -57,17 +57,21 @@ def test_make_vec_gives_one_batched_env_with_the_single_envs_spaces() -> None:
     assert isinstance(test, ABRVectorEnv) and test.mode == "test"
 
 
-def test_each_session_equals_the_single_env_over_two_episodes() -> None:
+@pytest.mark.parametrize("autoreset", [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP])
+def test_each_session_equals_the_single_env_over_two_episodes(autoreset: AutoresetMode) -> None:
     """Test mode, no noise: session i against ABREnv on trace i under Gymnasium's SyncVectorEnv
     in the same autoreset mode, hand-chosen actions, through one autoreset."""
     traces = default_traces(4)
-    ours = ABRVectorEnv(4, traces=traces, mode="test")
-    theirs = per_trace_envs(traces, AutoresetMode.SAME_STEP)
+    ours = ABRVectorEnv(4, traces=traces, mode="test", autoreset_mode=autoreset)
+    theirs = per_trace_envs(traces, autoreset)
+    assert ours.metadata["autoreset_mode"] == theirs.metadata["autoreset_mode"] == autoreset
     obs_a, info_a = ours.reset(seed=3)
     obs_b, info_b = theirs.reset(seed=3)
     np.testing.assert_allclose(obs_a, obs_b, atol=1e-6)
     np.testing.assert_array_equal(info_a["trace_index"], [0, 1, 2, 3])
-    for t in range(2 * (CHUNKS - 1)):
+    ends = []
+    steps = 2 * (CHUNKS - 1) + (autoreset == AutoresetMode.NEXT_STEP)  # NEXT_STEP: + a reset
+    for t in range(steps):
         actions = pattern_actions(t, 4)
         obs_a, rew_a, term_a, trunc_a, info_a = ours.step(actions)
         obs_b, rew_b, term_b, trunc_b, info_b = theirs.step(actions)
@@ -78,7 +82,9 @@ def test_each_session_equals_the_single_env_over_two_episodes() -> None:
         for key in ("quality", "bitrate_kbps", "rebuffer_s", "delay_s", "buffer_s", "sleep_s"):
             np.testing.assert_allclose(info_a[key], info_b[key], atol=1e-6, err_msg=key)
         if term_a.any():
-            assert (t + 1) % (CHUNKS - 1) == 0
+            assert term_a.all()
+            ends.append(t)
+        if term_a.any() and autoreset == AutoresetMode.SAME_STEP:
             for i in range(4):
                 np.testing.assert_allclose(
                     info_a["final_obs"][i], info_b["final_obs"][i], atol=1e-6
@@ -87,6 +93,7 @@ def test_each_session_equals_the_single_env_over_two_episodes() -> None:
                 np.testing.assert_allclose(
                     info_a["final_info"][key], info_b["final_info"][key], atol=1e-6, err_msg=key
                 )
+    assert ends == [CHUNKS - 2, steps - 1]
     assert (rew_a != rew_a[0]).any()  # the sessions did play different traces
 
 
@@ -212,6 +219,9 @@ def test_bad_actions_and_options_are_clear_errors() -> None:
         ABRVectorEnv(2).reset(options={"trace_index": 1})
     with pytest.raises(ConfigError, match="unknown simulator mode"):
         ABRVectorEnv(2, mode="eval")
+    for autoreset in ("Disabled", "later"):
+        with pytest.raises(ConfigError, match="expected SameStep or NextStep"):
+            ABRVectorEnv(2, autoreset_mode=autoreset)
 
 
 def test_sb3_adapter_gives_sb3s_conventions_for_same_step_and_disabled() -> None:
@@ -249,9 +259,12 @@ def test_sb3_adapter_gives_sb3s_conventions_for_same_step_and_disabled() -> None
 
 
 def test_sb3_adapter_refuses_next_step_autoreset() -> None:
-    envs = per_trace_envs(default_traces(2), AutoresetMode.NEXT_STEP)
-    with pytest.raises(ConfigError, match="needs autoreset_mode SAME_STEP or DISABLED"):
-        SB3VecEnv(envs)
+    for envs in (
+        per_trace_envs(default_traces(2), AutoresetMode.NEXT_STEP),
+        ABRVectorEnv(2, autoreset_mode="NextStep"),
+    ):
+        with pytest.raises(ConfigError, match="needs autoreset_mode SAME_STEP or DISABLED"):
+            SB3VecEnv(envs)
 
 
 def test_only_the_adapter_imports_stable_baselines3() -> None:

@@ -21,13 +21,16 @@ shape ``(num_envs, *shape)``).
 Every episode has the same length and ``reset`` restarts all sessions, so the sessions end
 together: all ``terminations`` are True on the same step.
 
-**Autoreset**: ``metadata["autoreset_mode"]`` is ``AutoresetMode.SAME_STEP``. The step that ends
-the episodes returns the *new* episodes' first observations (chunk 0 already downloaded) with
-the last chunk's reward and ``terminations`` True; the last observations are in
-``infos["final_obs"]`` (an object array of per-session arrays, ``infos["_final_obs"]`` its
+**Autoreset**: ``metadata["autoreset_mode"]`` is ``AutoresetMode.SAME_STEP`` by default. The
+step that ends the episodes returns the *new* episodes' first observations (chunk 0 already
+downloaded) with the last chunk's reward and ``terminations`` True; the last observations are
+in ``infos["final_obs"]`` (an object array of per-session arrays, ``infos["_final_obs"]`` its
 mask) and the last chunk's info in ``infos["final_info"]`` (``"_final_info"``), as Gymnasium's
-``SyncVectorEnv`` gives them in that mode. No step is spent on resets (NEXT_STEP would waste
-one step in 48 and make trainers mask it).
+``SyncVectorEnv`` gives them in that mode. No step is spent on resets, and it is what SB3
+(:mod:`streambed.trainer.sb3`) and cleanrl's loops expect. ``autoreset_mode=NEXT_STEP``
+(Gymnasium's default, what RLlib's env runners expect) returns the last observations on the
+ending step instead, and the step after it starts the new episodes: its actions are not
+played, its rewards are 0 and its terminations False, as in ``SyncVectorEnv``.
 
 **Modes**: ``train`` draws each session's trace and start line from ``self.np_random`` at each
 (auto)reset and multiplies every delay by uniform noise in [0.9, 1.1]; ``test`` plays traces
@@ -42,7 +45,8 @@ successive episodes go on through the list as :class:`ABREnv` does. Randomness c
 and ``trace_index`` (an index into ``self.traces`` where ABREnv gives the name).
 
 **Arguments**: ``num_envs`` (sessions, >= 1), then :class:`ABREnv`'s: ``traces``, ``video``,
-``qoe``, ``mode``, ``sim_config``, ``observation``. A bad argument raises
+``qoe``, ``mode``, ``sim_config``, ``observation``; last ``autoreset_mode`` (``SAME_STEP`` or
+``NEXT_STEP``, an :class:`AutoresetMode` or its value). A bad argument raises
 :class:`~streambed.core.errors.ConfigError` naming it; actions of the wrong shape, type or
 range a ``ValueError`` naming the session (as ABREnv does).
 
@@ -83,7 +87,17 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         mode: str = "train",
         sim_config: SimConfig | None = None,
         observation: Observation | str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ConfigError(
+                f"autoreset_mode {autoreset_mode!r}: expected SameStep or NextStep"
+            ) from None
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            raise ConfigError("autoreset_mode Disabled: expected SameStep or NextStep")
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if traces is None:
@@ -123,6 +137,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._previous: np.ndarray | None = None  # None until reset
         self._first_trace = 0
         self._episode = 0
+        self._ended = False  # NEXT_STEP: the last step ended the episodes
         self._bitrates_kbps = np.asarray(video.bitrates_kbps, np.int64)
 
     @property
@@ -144,18 +159,28 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             raise ConfigError("reset option trace_index applies to test mode only")
         self._first_trace = int(first)
         self._episode = 0
+        self._ended = False
         return self._start_episodes()
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         if self._previous is None:
             raise RuntimeError("ABRVectorEnv.step before reset: call reset() first")
         quality = self._checked(actions)
+        if self._ended:  # NEXT_STEP: this step starts the new episodes; no action is played
+            self._ended = False
+            self._episode += 1
+            obs, infos = self._start_episodes()
+            no = np.zeros(self.num_envs, bool)
+            return obs, np.zeros(self.num_envs), no, no.copy(), infos
         step = self.sim.step(quality)
         reward = step.reward(self.qoe, self._previous)
         self._previous = step.quality
         terminated = step.end_of_video
         truncated = np.zeros(self.num_envs, bool)
         if not terminated[0]:  # the sessions are in step: all end together
+            return self._observe(), reward, terminated, truncated, self._info(step)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._ended = True
             return self._observe(), reward, terminated, truncated, self._info(step)
         # Gymnasium's layout: one array per session in an object array.
         final_obs = np.fromiter(self._observe(), dtype=object, count=self.num_envs)
