@@ -36,12 +36,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from stable_baselines3.common.vec_env.base_vec_env import (
-    VecEnv,
-    VecEnvIndices,
-    VecEnvObs,
-    VecEnvStepReturn,
-)
+
+try:
+    from stable_baselines3.common.vec_env.base_vec_env import (
+        VecEnv,
+        VecEnvIndices,
+        VecEnvObs,
+        VecEnvStepReturn,
+    )
+except ImportError as error:  # a development dependency only
+    raise ImportError(
+        "streambed.trainer.sb3 needs stable-baselines3: pip install 'stable-baselines3>=2.3' "
+        "(or Streambed's dev extra)"
+    ) from error
 
 from streambed.core.errors import ConfigError
 
