@@ -26,8 +26,8 @@ step that ends the episodes returns the *new* episodes' first observations (chun
 downloaded) with the last chunk's reward and ``terminations`` True; the last observations are
 in ``infos["final_obs"]`` (an object array of per-session arrays, ``infos["_final_obs"]`` its
 mask) and the last chunk's info in ``infos["final_info"]`` (``"_final_info"``), as Gymnasium's
-``SyncVectorEnv`` gives them in that mode. No step is spent on resets, and it is what SB3
-(:mod:`streambed.trainer.sb3`) and cleanrl's loops expect. ``autoreset_mode=NEXT_STEP``
+``SyncVectorEnv`` gives them in that mode. No step is spent on resets, and it is the convention
+of SB3 (through :mod:`streambed.trainer.sb3`) and of cleanrl's loops. ``autoreset_mode=NEXT_STEP``
 (Gymnasium's default, what RLlib's env runners expect) returns the last observations on the
 ending step instead, and the step after it starts the new episodes: its actions are not
 played, its rewards are 0 and its terminations False, as in ``SyncVectorEnv``.
@@ -40,7 +40,7 @@ by default; test mode only), so the first episode gives session i trace i mod co
 successive episodes go on through the list as :class:`ABREnv` does. Randomness comes only from
 ``self.np_random``: ``reset(seed=s)`` with the same ``s`` gives the same episodes.
 
-**Infos** (arrays of shape (num_envs,), shared by all sessions, no ``_key`` masks): ``quality``,
+**Infos** (arrays of shape (num_envs,), one entry per session, no ``_key`` masks): ``quality``,
 ``bitrate_kbps``, ``rebuffer_s``, ``delay_s``, ``buffer_s``, ``sleep_s`` as in :class:`ABREnv`,
 and ``trace_index`` (an index into ``self.traces`` where ABREnv gives the name).
 
@@ -48,7 +48,8 @@ and ``trace_index`` (an index into ``self.traces`` where ABREnv gives the name).
 ``qoe``, ``mode``, ``sim_config``, ``observation``; last ``autoreset_mode`` (``SAME_STEP`` or
 ``NEXT_STEP``, an :class:`AutoresetMode` or its value). A bad argument raises
 :class:`~streambed.core.errors.ConfigError` naming it; actions of the wrong shape, type or
-range a ``ValueError`` naming the session (as ABREnv does).
+range a ``ValueError`` naming the session (as ABREnv does); ``step`` before ``reset`` a
+``RuntimeError``.
 
 Each step returns a fresh observation array (the simulator updates its own in place).
 """
@@ -139,6 +140,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._episode = 0
         self._ended = False  # NEXT_STEP: the last step ended the episodes
         self._bitrates_kbps = np.asarray(video.bitrates_kbps, np.int64)
+        self._trace_index = np.zeros(self.num_envs, np.int64)
 
     @property
     def mode(self) -> str:
@@ -202,6 +204,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             first = self._first_trace + self._episode * self.num_envs
             trace = (first + np.arange(self.num_envs)) % len(self.traces)
         self.sim.reset(trace=trace)
+        self._trace_index = self.sim.trace.copy()  # fixed for the episode: one array per episode
         step = self.sim.step(self._default.copy())
         self._previous = step.quality
         return self._observe(), self._info(step)
@@ -238,5 +241,5 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             "delay_s": step.delay_s,
             "buffer_s": step.buffer_s.copy(),
             "sleep_s": step.sleep_s,
-            "trace_index": self.sim.trace.copy(),
+            "trace_index": self._trace_index,
         }
