@@ -12,6 +12,8 @@ One import package. Its subpackages keep the repository's top-level folders (``t
     import streambed
 
     env = gymnasium.make("streambed/ABR-v0")
+    envs = gymnasium.make_vec("streambed/ABR-v0", num_envs=4096,
+                              vectorization_mode="vector_entry_point")  # one batched simulator
 
 It is registered as soon as both are imported, in either order, without importing Gymnasium
 itself: the command line and each player process start without it.
@@ -29,15 +31,21 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 ENV_ID = "streambed/ABR-v0"
-"""The Gymnasium id of the chunk-level ABR env (:class:`streambed.trainer.env.ABREnv`)."""
+"""The Gymnasium id of the chunk-level ABR env (:class:`streambed.trainer.env.ABREnv`); its
+vector entry point is :class:`streambed.trainer.vector_env.ABRVectorEnv`."""
 
 
 def register_env() -> None:
-    """Register ``streambed/ABR-v0`` with Gymnasium (idempotent)."""
+    """Register ``streambed/ABR-v0`` with Gymnasium (idempotent), the single env and the
+    vector one (``make_vec(..., vectorization_mode="vector_entry_point")``)."""
     from gymnasium.envs.registration import register, registry
 
     if ENV_ID not in registry:
-        register(id=ENV_ID, entry_point="streambed.trainer.env:ABREnv")
+        register(
+            id=ENV_ID,
+            entry_point="streambed.trainer.env:ABREnv",
+            vector_entry_point="streambed.trainer.vector_env:ABRVectorEnv",
+        )
 
 
 class _RegisterOnGymnasiumImport(importlib.abc.MetaPathFinder):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streambed.abr_service.observation import PENSIEVE, Observation
+from streambed.abr_service.qoe import QoEMetric
 from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
 from streambed.traces import Trace
@@ -45,6 +46,12 @@ class BatchStep:
     def next_chunk_bytes(self) -> np.ndarray:
         # Gathered on demand: the training loop never reads it.
         return self.sizes_by_chunk[self.chunk_index + 1]
+
+    def reward(self, qoe: QoEMetric, previous_quality: np.ndarray) -> np.ndarray:
+        """Each session's reward for this step: the QoE of the chunk just downloaded after one
+        at ``previous_quality`` (shape (N,)), as the trainers, their validation and
+        :class:`~streambed.trainer.vector_env.ABRVectorEnv` score it."""
+        return qoe.transition(self.quality, previous_quality, self.rebuffer_s, self.chunk_index)
 
 
 class BatchedSimulator:

@@ -135,7 +135,7 @@ class Collector:
         sessions that ended; those are already restarted when this returns.
         """
         step = self.sim.step(quality)
-        reward = self.qoe.transition(quality, self.prev_quality, step.rebuffer_s, step.chunk_index)
+        reward = step.reward(self.qoe, self.prev_quality)
         self.prev_quality = np.array(quality, copy=True)
         self.session_qoe += np.where(decide, reward, 0.0)
         self.session_chunks += decide

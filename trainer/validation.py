@@ -56,6 +56,6 @@ def evaluate_actor(
         obs = torch.as_tensor(sim.obs, dtype=torch.float32, device=torch.device(device))
         quality = actor(obs).argmax(-1).cpu().numpy()
         step = sim.step(quality)
-        total += qoe.transition(quality, prev, step.rebuffer_s, step.chunk_index)
+        total += step.reward(qoe, prev)
         prev = quality
     return float(np.mean(total / (video.num_chunks - 1)))
