@@ -131,7 +131,18 @@ class CommonArgs:
     meta. 4 snapshots 4 minutes apart steadied 60-minute PPO runs (benchmarks/RESULTS.md). A
     finished run gains one with --resume --average-last K. 0: none."""
 
+    augment_fraction: float = 0.0
+    """Bandwidth augmentation: share of the training sessions (drawn anew at each session's
+    start, 0 to 1) that play their trace with its bandwidth (Mbit/s) multiplied by a factor k
+    drawn from --bandwidth-scale, so a policy trained on slow traces meets fast and slower
+    links too. Validation is never augmented. 0: off."""
+    bandwidth_scale: str = "0.5:20"
+    """LOW:HIGH, the range of the bandwidth factor k of --augment-fraction's sessions
+    (dimensionless: a 1 Mbit/s trace line plays at k Mbit/s), drawn log-uniformly, e.g. 0.3:30;
+    LOW = HIGH gives every augmented session that one factor."""
+
     BOUNDS: ClassVar[dict[str, Bound]] = {
+        "augment_fraction": UNIT,
         "val_fraction": Bound(0, 1, low_open=True, high_open=True),
         "minutes": Bound(0, low_open=True, unset=0.0),
         "steps": AT_LEAST_ONE,
@@ -158,6 +169,30 @@ def sim_config(args: CommonArgs) -> SimConfig:
     raise ConfigError(f"--sim {args.sim!r}: expected one of {', '.join(TIMINGS)}")
 
 
+SCALE_LIMITS = (0.01, 1000.0)
+"""The bandwidth factors --bandwidth-scale accepts (beyond them a chunk takes hours or no time)."""
+
+
+def bandwidth_scale_range(args: CommonArgs) -> tuple[float, float]:
+    """``--bandwidth-scale`` as (low, high), or a ConfigError naming the flag."""
+    text = args.bandwidth_scale
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ConfigError(
+            f"--bandwidth-scale {text!r}: expected LOW:HIGH, two numbers such as 0.5:20"
+        ) from None
+    least, most = SCALE_LIMITS
+    if not (least <= low <= most and least <= high <= most):
+        raise ConfigError(f"--bandwidth-scale {text!r}: both ends must be in [{least:g}, {most:g}]")
+    if low > high:
+        raise ConfigError(f"--bandwidth-scale {text!r}: LOW must not exceed HIGH")
+    return low, high
+
+
 def check_args(args: CommonArgs, given: Collection[str] = ()) -> None:
     """Every numeric argument of ``args`` in its range (the ``BOUNDS`` of its class and their
     bases), or a ConfigError naming the flag. ``given``: the fields given on the command line,
@@ -179,3 +214,4 @@ def check_args(args: CommonArgs, given: Collection[str] = ()) -> None:
             continue
         raise ConfigError(f"{flag} must be {bound.describe()}, got {value}")
     sim_config(args)  # --sim names a timing
+    bandwidth_scale_range(args)

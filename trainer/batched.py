@@ -7,6 +7,11 @@ counter; sessions that reach the end of the video are restarted by the caller wi
 :meth:`BatchedSimulator.reset` (the trainer restarts them all together). ``obs`` holds every
 session's observation, built by ``observation`` (:mod:`streambed.abr_service.observation`; Pensieve's by
 default) after each step.
+
+Bandwidth augmentation: a session reset with a ``bandwidth_scale`` k sees its trace's bandwidth
+times k. A chunk of S bytes moves the trace as S / k bytes would (so the trace time it takes is
+divided by k); the observation, ``chunk_bytes`` and the reward see the real S and the real
+resulting delay, and the round trip, the noise and the sleeps are unchanged.
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ class BatchedSimulator:
         self.line = np.zeros(num_sessions, np.int64)  # global index of tau's interval
         self.buffer_s = np.zeros(num_sessions)
         self.chunk = np.zeros(num_sessions, np.int64)
+        self.bandwidth_scale: np.ndarray | None = None
+        """Each session's bandwidth factor k, shape (N,); None while every session's is 1 (the
+        fast path: no division)."""
         self.observation = observation if observation is not None else PENSIEVE
         shape = (num_sessions, *self.observation.shape)
         self.obs: np.ndarray | None = np.zeros(shape, dtype=obs_dtype) if observe else None
@@ -98,11 +106,14 @@ class BatchedSimulator:
         mask: np.ndarray | None = None,
         trace: np.ndarray | None = None,
         start_line: np.ndarray | None = None,
+        bandwidth_scale: np.ndarray | float | None = None,
     ) -> None:
         """Restart the sessions in ``mask`` (all by default).
 
         Training mode draws each a random trace and start line unless given; test mode starts
         at the first line of ``trace`` (default: session i plays trace i modulo the count).
+        ``bandwidth_scale``: each restarted session's bandwidth factor k (positive; one per
+        restarted session, or one for all of them); not given, they play at k = 1.
         """
         idx = np.arange(self.n) if mask is None else np.flatnonzero(mask)
         if trace is None:
@@ -125,6 +136,21 @@ class BatchedSimulator:
         self.chunk[idx] = 0
         if self.obs is not None:
             self.obs[idx] = 0.0
+        self._set_scale(idx, bandwidth_scale)
+
+    def _set_scale(self, idx: np.ndarray, scale: np.ndarray | float | None) -> None:
+        if scale is None:
+            if self.bandwidth_scale is not None:
+                self.bandwidth_scale[idx] = 1.0
+        else:
+            scale = np.broadcast_to(np.asarray(scale, np.float64), idx.shape)
+            if not (np.isfinite(scale).all() and (scale > 0).all()):
+                raise ConfigError("bandwidth_scale must be positive and finite")
+            if self.bandwidth_scale is None:
+                self.bandwidth_scale = np.ones(self.n)
+            self.bandwidth_scale[idx] = scale
+        if self.bandwidth_scale is not None and (self.bandwidth_scale == 1.0).all():
+            self.bandwidth_scale = None  # back to the fast path
 
     def _round_trip(self, mean_s: float) -> float | np.ndarray:
         jitter = self.config.jitter_s
@@ -146,7 +172,9 @@ class BatchedSimulator:
             request = self._round_trip(cfg.rtt_s)
             tau = self.bank.advance_time(self.trace, tau, wait + request)
             line = self.bank.line_after(self.trace, tau)
-        tau, trace_s, line = self.bank.advance_bytes(self.trace, tau, sizes, line)
+        scale = self.bandwidth_scale
+        moved = sizes if scale is None else sizes / scale  # k times the bandwidth: S/k bytes
+        tau, trace_s, line = self.bank.advance_bytes(self.trace, tau, moved, line)
 
         delay = trace_s + request
         if noise is None and self.mode == "train":

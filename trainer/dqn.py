@@ -320,7 +320,7 @@ class DQN(Trainer):
             self.demos.load_state(state["demos"])
         if self.teacher is not None:
             self.teacher.reset()  # the teachers' histories restart; so do their sessions
-            self.collector.sim.reset()
+            self.collector.restart()
 
     def demonstrating(self) -> bool:
         """Still collecting demonstrations (collective: every worker answers the same)."""

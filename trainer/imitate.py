@@ -155,7 +155,7 @@ def oracle_levels(
     terminal_weight: float = 0.0,
     terminal_buffer_s: float = 0.0,
     beam_width: int = 0,
-    bandwidth_discount: float = 1.0,
+    bandwidth_discount: float | np.ndarray = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First level of the best plan of ``horizon`` chunks for each session, knowing its trace,
     and the best QoE reachable after each first level, shape (sessions, levels).
@@ -170,7 +170,8 @@ def oracle_levels(
     order. ``beam_width`` > 0 (with ``hold`` False): after each chunk only the best
     ``beam_width`` partial plans of each first level, by QoE so far plus their buffer's terminal
     value, are expanded further. Downloads see the trace's bandwidth times
-    ``bandwidth_discount``.
+    ``bandwidth_discount`` (one factor, or one per session: its discount times its bandwidth
+    augmentation).
     """
     n, levels = len(trace), video.num_levels
     tr = trace[:, None]
@@ -180,6 +181,9 @@ def oracle_levels(
     total = np.zeros((n, 1))
     q = np.zeros((n, 1), np.int64)
     more = (chunk + horizon < video.num_chunks)[:, None]
+    discount = np.asarray(bandwidth_discount, np.float64)
+    if discount.ndim:
+        discount = discount[:, None]  # per session, over its plans
 
     def terminal(buffer: np.ndarray) -> np.ndarray | float:
         if not terminal_weight:
@@ -195,7 +199,7 @@ def oracle_levels(
         valid = np.broadcast_to((c < video.num_chunks)[:, None], (n, k))
         size = video.chunk_bytes[q, np.minimum(c, video.num_chunks - 1)[:, None]] * valid
         new_t, trace_s, _ = bank.advance_bytes(
-            tr.ravel(), t.ravel(), (size / bandwidth_discount).ravel().astype(np.float64)
+            tr.ravel(), t.ravel(), (size / discount).ravel().astype(np.float64)
         )
         delay = (trace_s + config.rtt_s).reshape(n, k)
         rebuffer, new_b, sleep = buffer_after_download(b, delay, video.chunk_s, config)
@@ -277,7 +281,7 @@ class Imitate(Trainer):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.iterations = int(state["iterations"])
-        self.collector.sim.reset()
+        self.collector.restart()
         if self.teachers is not None:
             self.teachers.reset()
 
@@ -296,6 +300,8 @@ class Imitate(Trainer):
         for key in ("trace", "tau", "line", "buffer_s", "chunk"):
             setattr(br, key, np.repeat(getattr(sim, key), levels))
         br.obs[...] = np.repeat(sim.obs, levels, axis=0)
+        scale = sim.bandwidth_scale
+        br.bandwidth_scale = None if scale is None else np.repeat(scale, levels)
         last = np.repeat(col.prev_quality, levels)
         quality = np.tile(np.arange(levels), col.n)
         total = np.zeros(col.n * levels)
@@ -313,6 +319,13 @@ class Imitate(Trainer):
             )
             last = quality
         return total.reshape(col.n, levels)
+
+    def _planned_bandwidth(self, idx: np.ndarray) -> float | np.ndarray:
+        """The factor on the trace's bandwidth the oracle plans sessions ``idx`` with: the
+        discount, times each session's augmentation factor (the bandwidth it really has)."""
+        scale = self.collector.sim.bandwidth_scale
+        discount = self.args.bandwidth_discount
+        return discount if scale is None else discount * scale[idx]
 
     def beta(self) -> float:
         if not self.args.dagger:
@@ -354,7 +367,7 @@ class Imitate(Trainer):
                     self.args.terminal_weight,
                     self.args.terminal_buffer_s,
                     self.args.beam_width if self.args.plans == "beam" else 0,
-                    self.args.bandwidth_discount,
+                    self._planned_bandwidth(idx),
                 )
                 regret[idx] = values.max(axis=1, keepdims=True) - values
             elif idx.size:

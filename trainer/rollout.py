@@ -3,7 +3,9 @@
 Sessions in a rollout follow the test harness: chunk 0 of every session is fetched at
 ``SimConfig.default_quality`` without a decision, so the policy decides chunks 1..N-1, and its
 reward is the QoE of the chunk it chose. The simulator builds the observation the ``--arch``
-architecture reads (its ``obs_version``).
+architecture reads (its ``obs_version``). With ``--augment-fraction`` every session the collector
+starts draws, from the simulator's generator, whether it plays at a bandwidth factor k and which
+(:meth:`Collector.draw_scales`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 from streambed.abr_service.qoe import make_qoe
-from streambed.trainer.args import CommonArgs, sim_config
+from streambed.trainer.args import CommonArgs, bandwidth_scale_range, sim_config
 from streambed.trainer.batched import BatchedSimulator, BatchStep
 from streambed.trainer.data import Data
 from streambed.trainer.networks import arch_observation
@@ -67,6 +69,29 @@ class Collector:
         self.session_chunks = np.zeros(self.n, np.int64)
         self.device = torch.device(args.device)
         self.env_steps = 0
+        self.augment_fraction = args.augment_fraction
+        self.scale_range = bandwidth_scale_range(args)
+        if self.augment_fraction > 0:
+            self.restart()  # the simulator started its sessions at k = 1
+
+    def draw_scales(self, count: int) -> np.ndarray | None:
+        """Bandwidth factors of ``count`` starting sessions: each, with probability
+        ``--augment-fraction``, a k drawn log-uniformly from ``--bandwidth-scale``, else 1.
+        None (and nothing drawn) when augmentation is off."""
+        if self.augment_fraction <= 0:
+            return None
+        rng = self.sim.rng
+        augmented = rng.random(count) < self.augment_fraction
+        low, high = self.scale_range
+        scale = np.exp(rng.uniform(np.log(low), np.log(high), size=count))
+        if low == high:
+            scale[:] = low  # exactly the one factor asked for
+        return np.where(augmented, scale, 1.0)
+
+    def restart(self, mask: np.ndarray | None = None) -> None:
+        """Start new sessions in ``mask`` (all by default), augmented as the flags ask."""
+        count = self.n if mask is None else int(np.count_nonzero(mask))
+        self.sim.reset(mask, bandwidth_scale=self.draw_scales(count))
 
     def state(self) -> dict[str, Any]:
         """Everything resuming needs, as tensors and strings (``weights_only`` loads them)."""
@@ -78,6 +103,9 @@ class Collector:
         return {
             "rng": json.dumps(sim.rng.bit_generator.state),
             "sim": {k: t(getattr(sim, k)) for k in ("trace", "tau", "line", "buffer_s", "chunk")},
+            "bandwidth_scale": t(
+                sim.bandwidth_scale if sim.bandwidth_scale is not None else np.ones(self.n)
+            ),
             "obs": t(sim.obs) if sim.obs is not None else None,
             "prev_quality": t(self.prev_quality),
             "session_qoe": t(self.session_qoe),
@@ -112,6 +140,11 @@ class Collector:
         obs = None
         if state["obs"] is not None and sim.obs is not None:
             obs = fitting(state["obs"], sim.obs, "obs")
+        scale = state.get("bandwidth_scale")  # absent from runs saved before augmentation
+        if scale is not None:
+            scale = fitting(scale, np.ones(self.n), "bandwidth_scale")
+            if not (np.isfinite(scale).all() and (scale > 0).all()):
+                raise ValueError("its bandwidth scales are not all positive")
         trace, line = arrays["trace"], arrays["line"]
         inside = (trace >= 0) & (trace < len(sim.bank)) & (line >= 0) & (line < len(sim.bank.time))
         if not inside.all():
@@ -121,6 +154,7 @@ class Collector:
             setattr(sim, key, array)
         if obs is not None and sim.obs is not None:
             sim.obs[...] = obs
+        sim.bandwidth_scale = None if scale is None or (scale == 1.0).all() else scale
         self.prev_quality = books["prev_quality"]
         self.session_qoe = books["session_qoe"]
         self.session_chunks = books["session_chunks"]
@@ -150,7 +184,7 @@ class Collector:
             self.session_qoe[ended] = 0.0
             self.session_chunks[ended] = 0
             self.prev_quality[ended] = self.default
-            self.sim.reset(done)
+            self.restart(done)
         return step, reward, finished
 
     @torch.no_grad()
