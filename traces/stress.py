@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streambed.core.errors import TraceError
-from streambed.traces.formats import FloatArray, PathLike, Trace, save_pensieve
-from streambed.traces.synth import SynthParams, generate_trace, trace_seeds
+from streambed.traces.formats import FloatArray, PathLike, Trace
+from streambed.traces.synth import SynthParams, generate_trace, write_set
 
 UNIT = "unit"
 """Field metadata key: the value's unit (``""`` for a pure number)."""
@@ -329,15 +329,4 @@ def generate_stress_set(out_dir: PathLike, params: StressParams, n: int, seed: i
         raise TraceError(f"stress {params.kind}: --count {n}: must be in [1, {MAX_TRACES}]")
     if seed < 0:
         raise TraceError(f"stress {params.kind}: --seed {seed}: must be >= 0")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TraceError(f"{out}: cannot create directory: {exc.strerror or exc}") from None
-    paths = []
-    for i, child_seed in enumerate(trace_seeds(seed, n)):
-        name = f"{params.kind}_{i:03d}"
-        path = out / name
-        save_pensieve(params.trace(child_seed, name), path)
-        paths.append(path)
-    return paths
+    return write_set(out_dir, n, seed, params.kind, params.trace)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,14 @@ def generate_set(out_dir: PathLike, n: int, params: SynthParams, seed: int) -> l
     """
     if n < 1:
         raise TraceError(f"trace count must be >= 1, got {n}")
+    return write_set(out_dir, n, seed, "synth", lambda s, name: generate_trace(params, s, name))
+
+
+def write_set(
+    out_dir: PathLike, n: int, seed: int, prefix: str, make: Callable[[int, str], Trace]
+) -> list[Path]:
+    """Write traces ``make(seed_i, "<prefix>_<i>")`` for i < ``n`` as Pensieve files into
+    ``out_dir`` (created); return their paths. ``seed_i``: :func:`trace_seeds`."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +145,9 @@ def generate_set(out_dir: PathLike, n: int, params: SynthParams, seed: int) -> l
         raise TraceError(f"{out}: cannot create directory: {exc.strerror or exc}") from None
     paths = []
     for i, child_seed in enumerate(trace_seeds(seed, n)):
-        name = f"synth_{i:03d}"
+        name = f"{prefix}_{i:03d}"
         path = out / name
-        save_pensieve(generate_trace(params, child_seed, name), path)
+        save_pensieve(make(child_seed, name), path)
         paths.append(path)
     return paths
 

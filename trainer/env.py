@@ -66,6 +66,26 @@ from streambed.trainer.simulator import ChunkResult, SimConfig, Simulator
 OBS_HIGH = PENSIEVE.high
 
 
+def env_inputs(
+    traces: list[Trace] | str | Path | None,
+    video: Video | str | Path | None,
+    observation: Observation | str | None,
+) -> tuple[list[Trace], Video, Observation]:
+    """The traces, video and observation an env was given, loaded (paths, names) or defaulted
+    (the embedded generated traces and video, Pensieve's observation)."""
+    if traces is None:
+        traces = default_traces()
+    elif isinstance(traces, str | Path):
+        traces = load_traceset(traces)
+    if video is None:
+        video = default_video()
+    elif isinstance(video, str | Path):
+        video = load_video(video)
+    if isinstance(observation, str):
+        observation = get_observation(observation)
+    return list(traces), video, observation if observation is not None else PENSIEVE
+
+
 class ABREnv(gym.Env[np.ndarray, np.int64]):
     metadata: dict[str, Any] = {"render_modes": []}
 
@@ -78,20 +98,10 @@ class ABREnv(gym.Env[np.ndarray, np.int64]):
         sim_config: SimConfig | None = None,
         observation: Observation | str | None = None,
     ) -> None:
-        if traces is None:
-            traces = default_traces()
-        elif isinstance(traces, str | Path):
-            traces = load_traceset(traces)
-        if video is None:
-            video = default_video()
-        elif isinstance(video, str | Path):
-            video = load_video(video)
+        traces, video, self.observation = env_inputs(traces, video, observation)
         self.video = video
         self.qoe = make_qoe(qoe, video)
         self.sim = Simulator(traces, video, sim_config, mode=mode, rng=np.random.default_rng(0))
-        if isinstance(observation, str):
-            observation = get_observation(observation)
-        self.observation = observation if observation is not None else PENSIEVE
         low, high = bounds(self.observation)
         self.action_space = gym.spaces.Discrete(video.num_levels)
         self.observation_space = gym.spaces.Box(low, high, self.observation.shape, np.float32)

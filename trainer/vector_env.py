@@ -64,13 +64,13 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from streambed.abr_service.observation import PENSIEVE, Observation, bounds, get_observation
+from streambed.abr_service.observation import Observation, bounds
 from streambed.abr_service.qoe import make_qoe
-from streambed.abr_service.video import Video, default_video, load_video
+from streambed.abr_service.video import Video
 from streambed.core.errors import ConfigError
-from streambed.traces import Trace, load_traceset
-from streambed.traces.synth import default_traces
+from streambed.traces import Trace
 from streambed.trainer.batched import BatchedSimulator, BatchStep
+from streambed.trainer.env import env_inputs
 from streambed.trainer.simulator import SimConfig
 
 Infos = dict[str, Any]
@@ -101,18 +101,7 @@ class ABRVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if traces is None:
-            traces = default_traces()
-        elif isinstance(traces, str | Path):
-            traces = load_traceset(traces)
-        if video is None:
-            video = default_video()
-        elif isinstance(video, str | Path):
-            video = load_video(video)
-        if isinstance(observation, str):
-            observation = get_observation(observation)
-        self.observation = observation if observation is not None else PENSIEVE
-        self.traces = list(traces)
+        self.traces, video, self.observation = env_inputs(traces, video, observation)
         self.video = video
         self.num_envs = int(num_envs)
         self.qoe = make_qoe(qoe, video)
