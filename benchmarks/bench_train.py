@@ -9,8 +9,8 @@
 ``averaged.pt`` with the higher validation QoE is the run's model (``chosen.pt``). Only
 norway-train is read; ``curves`` measures the runs on norway-test afterwards. ``recipe --stage
 ppo`` is its second stage (:data:`RECIPE_PPO`, fixed before any of its test evaluations): PPO for
-28 minutes from each seed's ``chosen.pt``, into ``s<seed>-ppo``, chosen the same way, 46
-minutes of training in all.
+28 minutes from each seed's ``chosen.pt``, into ``s<seed>-ppo``, 46 minutes of training in all;
+its model is ``averaged.pt`` (:data:`PPO_OUTPUT`).
 
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
 RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
@@ -141,6 +141,13 @@ RECIPE_PPO = [
 """The recipe's second stage: PPO (the pensieve-ppo network, the student's own) from the first
 stage's ``chosen.pt``, as "PPO warm-started from the oracle student" in RESULTS.md."""
 
+PPO_OUTPUT = "averaged"
+"""Recipe v2's rule for the second stage's model: its ``averaged.pt``, with no comparison of
+validation scores. v1 (commit 8e5f69d) compared ``best.pt`` with ``averaged.pt`` by validation
+QoE, and ``best.pt``, the maximum of many noisy validations, won with the first stage's own
+inflated score, so v1 returned the warm start unchanged (RESULTS.md, issue 23). Fixed after
+seed 1's second stage had been measured on norway-test, before seeds 2-5's."""
+
 
 def recipe(
     seeds: list[int], out: Path, parallel: int, stage: str = "imitate", wait_for: Path | None = None
@@ -187,6 +194,8 @@ def recipe(
                 if (run / f"{name}.pt").is_file()
             }
             chosen = max(vals, key=lambda name: vals[name])
+            if stage == "ppo" and PPO_OUTPUT in vals:
+                chosen = PPO_OUTPUT
             shutil.copyfile(run / f"{chosen}.pt", run / "chosen.pt")
             result[key] = {
                 "wall_minutes": round((time.monotonic() - started) / 60, 2),
