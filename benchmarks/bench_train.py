@@ -304,7 +304,11 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
             ax.set_xlabel("training wall-clock minutes (2-core CPU)")
             ax.set_ylabel("QoE (lin, per chunk), norway-test mean")
             ax.grid(alpha=0.3)
-            ax.legend()
+            if len(result) > 3:  # many runs: the legend below the axes, off the curves
+                fig.set_size_inches(COLUMN_IN, 3.6)
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small")
+            else:
+                ax.legend()
             fig.tight_layout()
             save_figure(fig, Path(png), dpi=200)  # and the PDF next to it
             plt.close(fig)
