@@ -18,27 +18,13 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from bench_sim import inputs  # the same data, found the same way
 
-from streambed.abr_service.video import default_video, load_video
-from streambed.traces import load_traceset
-from streambed.traces.synth import default_traces
 from streambed.trainer.vector_env import ABRVectorEnv
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ACTION_ROWS = 64
-
-
-def inputs() -> tuple[list, object, str]:
-    if (SHARED / "traces" / "norway-train").is_dir():
-        return (
-            load_traceset(SHARED / "traces" / "norway-train"),
-            load_video(SHARED / "video" / "envivio"),
-            "norway-train + envivio",
-        )
-    return default_traces(), default_video(), "embedded defaults"
 
 
 def bench(traces, video, sessions: int, seconds: float) -> dict[str, float]:
