@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
     python benchmarks/bench_train.py recipe --seeds 1 2 3 4 5 --parallel 2 --out runs/recipe
+    python benchmarks/bench_train.py recipe --stage both --seeds 6 7 8 9 10 --parallel 2 --out runs/r23v3
 
 ``recipe`` is issue 23's fixed headline recipe (:data:`RECIPE`): imitation of the oracle for
 18 minutes with snapshots every 2 and the last four averaged, then the one of ``best.pt`` and
@@ -10,7 +11,9 @@
 norway-train is read; ``curves`` measures the runs on norway-test afterwards. ``recipe --stage
 ppo`` is its second stage (:data:`RECIPE_PPO`, fixed before any of its test evaluations): PPO for
 28 minutes from each seed's ``chosen.pt``, into ``s<seed>-ppo``, 46 minutes of training in all;
-its model is ``averaged.pt`` (:data:`PPO_OUTPUT`).
+its model is ``averaged.pt`` (:data:`PPO_OUTPUT`). Those are recipe v2; ``--version v3`` (the
+default, :data:`RECIPES`) augments both stages' bandwidth and takes each stage's ``averaged.pt``;
+``--stage both`` runs the two stages of every seed, first stages first.
 
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
 RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,61 +152,103 @@ QoE, and ``best.pt``, the maximum of many noisy validations, won with the first 
 inflated score, so v1 returned the warm start unchanged (RESULTS.md, issue 23). Fixed after
 seed 1's second stage had been measured on norway-test, before seeds 2-5's."""
 
+AUGMENT = ["--augment-fraction", "0.3", "--bandwidth-scale", "0.5:20"]
+"""Recipe v3's bandwidth augmentation, in both stages: 30% of the training sessions replay their
+trace with bandwidth x k, k log-uniform in [0.5, 20] (RESULTS.md, "First measurement of
+bandwidth augmentation")."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One fixed version of issue 23's recipe: each stage's flags and the rule for its model."""
+
+    imitate: list[str]
+    """``streambed train`` flags of the first stage (imitation of the oracle)."""
+    ppo: list[str]
+    """Flags of the second stage, PPO from the first stage's ``chosen.pt``."""
+    imitate_output: str | None
+    """The first stage's model: ``best`` or ``averaged``; None: the one with the higher
+    validation QoE."""
+    ppo_output: str | None
+    """The second stage's model, as ``imitate_output``."""
+
+
+RECIPES = {
+    "v2": Recipe(RECIPE, RECIPE_PPO, None, PPO_OUTPUT),
+    "v3": Recipe([*RECIPE, *AUGMENT], [*RECIPE_PPO, *AUGMENT], "averaged", "averaged"),
+}
+"""v2: RECIPE, RECIPE_PPO and PPO_OUTPUT (RESULTS.md, "Issue 23: five seeds"). v3, fixed
+before any of its runs: both stages augmented (AUGMENT), and no model is a maximum over noisy
+validations: each stage's model is its ``averaged.pt`` (the last four snapshots' weights, scored
+once on validation), and the second stage starts from the first's ``averaged.pt``. Across
+seeds, the one to ship is still the seed whose second-stage model has the highest validation
+QoE."""
+
 
 def recipe(
-    seeds: list[int], out: Path, parallel: int, stage: str = "imitate", wait_for: Path | None = None
+    seeds: list[int],
+    out: Path,
+    parallel: int,
+    stage: str = "imitate",
+    wait_for: Path | None = None,
+    version: str = "v3",
 ) -> dict[str, Any]:
-    """Run :data:`RECIPE` (``stage`` imitate) or :data:`RECIPE_PPO` (ppo) for each seed,
-    ``parallel`` at a time, and choose each run's model by validation alone; returns (and writes
-    to ``out/recipe.json``) the wall time and choice. ``wait_for``: start once that file
-    exists (a first stage still running)."""
+    """Run recipe ``version``'s first stage (``stage`` imitate), its second (ppo) or both, for
+    each seed, ``parallel`` runs at a time, and choose each run's model by the recipe's rule;
+    returns (and writes to ``out/recipe.json``) the wall time and choice. With ``both`` the
+    first stages go first and each seed's second stage is queued when its first ends.
+    ``wait_for``: start once that file exists (a first stage still running)."""
     while wait_for is not None and not wait_for.is_file():
         time.sleep(5.0)
     import shutil
 
     from streambed.abr_service.policies import load_policy
 
+    spec = RECIPES[version]
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
-    pending = list(seeds)
-    running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
-    while pending or running:
-        while pending and len(running) < parallel:
-            seed = pending.pop(0)
-            if stage == "ppo":
-                name = f"s{seed}-ppo"
-                stage_cmd = [*RECIPE_PPO, "--init-from", str(out / f"s{seed}" / "chosen.pt")]
+    first = [] if stage == "ppo" else list(seeds)
+    second = list(seeds) if stage == "ppo" else []
+    running: dict[str, tuple[subprocess.Popen[bytes], float, int, str]] = {}
+    while first or second or running:
+        while (first or second) and len(running) < parallel:
+            if first:
+                seed, this = first.pop(0), "imitate"
+                key, stage_cmd = f"s{seed}", spec.imitate
             else:
-                name, stage_cmd = f"s{seed}", RECIPE
+                seed, this = second.pop(0), "ppo"
+                key = f"s{seed}-ppo"
+                stage_cmd = [*spec.ppo, "--init-from", str(out / f"s{seed}" / "chosen.pt")]
             cmd = [*stage_cmd, "--traces", str(TRAIN), "--video", str(VIDEO), "--seed", str(seed),
-                   "--out", str(out / name), "--no-progress"]  # fmt: skip
+                   "--out", str(out / key), "--no-progress"]  # fmt: skip
             print("+ streambed train", " ".join(cmd), file=sys.stderr, flush=True)
             proc = subprocess.Popen([sys.executable, "-m", "streambed", "train", *cmd])
-            running[seed] = (proc, time.monotonic())
+            running[key] = (proc, time.monotonic(), seed, this)
         time.sleep(1.0)
-        for seed, (proc, started) in list(running.items()):
+        for key, (proc, started, seed, this) in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[seed]
+            del running[key]
             if proc.returncode != 0:
-                sys.exit(f"bench_train recipe: seed {seed} failed ({proc.returncode})")
-            key = f"s{seed}-ppo" if stage == "ppo" else f"s{seed}"
+                sys.exit(f"bench_train recipe: {key} failed ({proc.returncode})")
             run = out / key
             vals = {
                 name: float(load_policy(run / f"{name}.pt", 6).meta.get("val_qoe", -1e9))
                 for name in ("best", "averaged")
                 if (run / f"{name}.pt").is_file()
             }
-            chosen = max(vals, key=lambda name: vals[name])
-            if stage == "ppo" and PPO_OUTPUT in vals:
-                chosen = PPO_OUTPUT
+            rule = spec.ppo_output if this == "ppo" else spec.imitate_output
+            chosen = rule if rule in vals else max(vals, key=lambda name: vals[name])
             shutil.copyfile(run / f"{chosen}.pt", run / "chosen.pt")
             result[key] = {
+                "recipe": version,
                 "wall_minutes": round((time.monotonic() - started) / 60, 2),
                 "val_qoe": vals,
                 "chosen": chosen,
             }
             print(key, json.dumps(result[key]), file=sys.stderr, flush=True)
+            if this == "imitate" and stage == "both":
+                second.append(seed)
             previous = (
                 json.loads((out / "recipe.json").read_text())
                 if (out / "recipe.json").is_file()
@@ -346,7 +392,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     r.add_argument("--parallel", type=int, default=1, help="runs at a time (one core each)")
     r.add_argument("--out", type=Path, default=Path("runs/recipe"))
-    r.add_argument("--stage", choices=("imitate", "ppo"), default="imitate")
+    r.add_argument("--stage", choices=("imitate", "ppo", "both"), default="imitate")
+    r.add_argument("--version", choices=sorted(RECIPES), default="v3", help="recipe version")
     r.add_argument("--wait-for", type=Path, help="start once this file exists")
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")
@@ -371,7 +418,10 @@ def main() -> None:
     if args.what == "recipe":
         print(
             json.dumps(
-                recipe(args.seeds, args.out, args.parallel, args.stage, args.wait_for), indent=2
+                recipe(
+                    args.seeds, args.out, args.parallel, args.stage, args.wait_for, args.version
+                ),
+                indent=2,
             )
         )
         return
