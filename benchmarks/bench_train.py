@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
-    python benchmarks/bench_train.py recipe --seeds 1 2 3 4 5 --parallel 2 --out runs/recipe
+    python benchmarks/bench_train.py recipe --version v2 --seeds 1 2 3 4 5 --parallel 2 --out runs/recipe
     python benchmarks/bench_train.py recipe --stage both --seeds 6 7 8 9 10 --parallel 2 --out runs/r23v3
 
 ``recipe`` is issue 23's fixed headline recipe (:data:`RECIPE`): imitation of the oracle for
