@@ -3,7 +3,8 @@
     python benchmarks/bench_train.py throughput [--seconds 60]
     python benchmarks/bench_train.py curves runs/ppo-norway-s1 [runs/...] --png curves.png
     python benchmarks/bench_train.py recipe --version v2 --seeds 1 2 3 4 5 --parallel 2 --out runs/recipe
-    python benchmarks/bench_train.py recipe --stage both --seeds 6 7 8 9 10 --parallel 2 --out runs/r23v3
+    python benchmarks/bench_train.py recipe --version v3 --stage both --seeds 6 7 8 9 10 --parallel 2 --out runs/r23v3
+    python benchmarks/bench_train.py recipe --stage both --seeds 12 13 14 15 16 --parallel 2 --out runs/r23v4
 
 ``recipe`` is issue 23's fixed headline recipe (:data:`RECIPE`): imitation of the oracle for
 18 minutes with snapshots every 2 and the last four averaged, then the one of ``best.pt`` and
@@ -11,9 +12,10 @@
 norway-train is read; ``curves`` measures the runs on norway-test afterwards. ``recipe --stage
 ppo`` is its second stage (:data:`RECIPE_PPO`, fixed before any of its test evaluations): PPO for
 28 minutes from each seed's ``chosen.pt``, into ``s<seed>-ppo``, 46 minutes of training in all;
-its model is ``averaged.pt`` (:data:`PPO_OUTPUT`). Those are recipe v2; ``--version v3`` (the
-default, :data:`RECIPES`) augments both stages' bandwidth and takes each stage's ``averaged.pt``;
-``--stage both`` runs the two stages of every seed, first stages first.
+its model is ``averaged.pt`` (:data:`PPO_OUTPUT`). Those are recipe v2; ``--version v3``
+(:data:`RECIPES`) augments both stages' bandwidth and takes each stage's ``averaged.pt``; v4 (the
+default) adds per-chunk jitter and PPO's anchor to the student, in 36 minutes; ``--stage both``
+runs the two stages of every seed, first stages first.
 
 ``throughput`` runs each trainer (ppo, a3c, imitate, dqn; dqn also while it collects
 RobustMPC's demonstrations), in one process and in two worker processes, for a fixed wall time
@@ -173,16 +175,42 @@ class Recipe:
     """The second stage's model, as ``imitate_output``."""
 
 
+JITTER = ["--jitter-fraction", "0.3", "--jitter-cv", "0.5"]
+"""Recipe v4's variability augmentation, in both stages: 30% of the training sessions (drawn
+apart from AUGMENT's) see their bandwidth times a fresh log-normal factor of mean 1 and
+coefficient of variation 0.5 at every chunk, against v3's loss on the ``variable`` stress set."""
+
+ANCHOR = ["--anchor-coef", "0.2"]
+"""Recipe v4's anchor: stage 2's PPO pays 0.2 x KL(stage-1 student || policy), against v3's
+PPO stage undoing the student's lead on the ``onoff`` stress set."""
+
 RECIPES = {
     "v2": Recipe(RECIPE, RECIPE_PPO, None, PPO_OUTPUT),
     "v3": Recipe([*RECIPE, *AUGMENT], [*RECIPE_PPO, *AUGMENT], "averaged", "averaged"),
+    "v4": Recipe(
+        [*RECIPE[:3], "--minutes", "14", *RECIPE[5:], *AUGMENT, *JITTER],
+        [
+            "ppo",
+            "--minutes",
+            "22",
+            "--snapshot-minutes",
+            "3",
+            *RECIPE_PPO[5:],
+            *AUGMENT,
+            *JITTER,
+            *ANCHOR,
+        ],
+        "averaged",
+        "averaged",
+    ),  # fmt: skip
 }
 """v2: RECIPE, RECIPE_PPO and PPO_OUTPUT (RESULTS.md, "Issue 23: five seeds"). v3, fixed
 before any of its runs: both stages augmented (AUGMENT), and no model is a maximum over noisy
 validations: each stage's model is its ``averaged.pt`` (the last four snapshots' weights, scored
 once on validation), and the second stage starts from the first's ``averaged.pt``. Across
 seeds, the one to ship is still the seed whose second-stage model has the highest validation
-QoE."""
+QoE. v4, fixed before any of its runs: v3 plus JITTER in both stages and ANCHOR in the second,
+in 36 minutes (14 of imitation, 22 of PPO with snapshots every 3) so five seeds run in 95."""
 
 
 def recipe(
@@ -191,7 +219,7 @@ def recipe(
     parallel: int,
     stage: str = "imitate",
     wait_for: Path | None = None,
-    version: str = "v3",
+    version: str = "v4",
 ) -> dict[str, Any]:
     """Run recipe ``version``'s first stage (``stage`` imitate), its second (ppo) or both, for
     each seed, ``parallel`` runs at a time, and choose each run's model by the recipe's rule;
@@ -393,7 +421,7 @@ def main() -> None:
     r.add_argument("--parallel", type=int, default=1, help="runs at a time (one core each)")
     r.add_argument("--out", type=Path, default=Path("runs/recipe"))
     r.add_argument("--stage", choices=("imitate", "ppo", "both"), default="imitate")
-    r.add_argument("--version", choices=sorted(RECIPES), default="v3", help="recipe version")
+    r.add_argument("--version", choices=sorted(RECIPES), default="v4", help="recipe version")
     r.add_argument("--wait-for", type=Path, help="start once this file exists")
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
     c.add_argument("runs", type=Path, nargs="+")

@@ -140,9 +140,19 @@ class CommonArgs:
     """LOW:HIGH, the range of the bandwidth factor k of --augment-fraction's sessions
     (dimensionless: a 1 Mbit/s trace line plays at k Mbit/s), drawn log-uniformly, e.g. 0.3:30;
     LOW = HIGH gives every augmented session that one factor."""
+    jitter_fraction: float = 0.0
+    """Variability augmentation: share of the training sessions (drawn anew at each session's
+    start, independently of --augment-fraction) whose bandwidth is also multiplied, chunk by
+    chunk, by a fresh log-normal factor of mean 1 and coefficient of variation --jitter-cv, so
+    the policy meets throughput that swings from one chunk to the next. 0: off."""
+    jitter_cv: float = 0.5
+    """Coefficient of variation (standard deviation / mean, dimensionless) of
+    --jitter-fraction's per-chunk bandwidth factor."""
 
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "augment_fraction": UNIT,
+        "jitter_fraction": UNIT,
+        "jitter_cv": Bound(0, 5),
         "val_fraction": Bound(0, 1, low_open=True, high_open=True),
         "minutes": Bound(0, low_open=True, unset=0.0),
         "steps": AT_LEAST_ONE,

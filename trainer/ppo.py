@@ -4,11 +4,13 @@ Clipped surrogate with the dual-clip bound for negative advantages (Ye et al., 2
 loss, and an entropy bonus whose weight either adapts towards a target entropy (as
 Pensieve-PPO does) or follows a schedule. Advantages by GAE (``gae_lambda`` < 1) or n-step
 returns (``gae_lambda`` = 1). Each iteration collects ``rollout_steps`` chunks from
-``num_envs`` sessions and runs ``update_epochs`` passes of minibatches over them.
+``num_envs`` sessions and runs ``update_epochs`` passes of minibatches over them. With
+``--anchor-coef`` a warm-started run also pays for moving away from its warm start (the KL term).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streambed.core.errors import ConfigError
 from streambed.trainer.args import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound, CommonArgs
 from streambed.trainer.data import Data
 from streambed.trainer.distributed import Group
@@ -62,6 +65,11 @@ class PPOArgs(CommonArgs):
     warm-started actor follow a critic that knows its values, not a random one."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
+    anchor_coef: float = 0.0
+    """With --init-from: weight of the anchor term, KL(warm start || policy) in nats, the mean
+    over each minibatch's decisions of how far the policy's action distribution has moved from
+    the warm start's, so PPO improves on a student without forgetting what it knew of links the
+    training traces rarely show. 0: off."""
     reward_scale: float = 0.1
     """Rewards are multiplied by this for the critic and the advantages (QoE units are large:
     one second of stall costs 4.3)."""
@@ -81,6 +89,7 @@ class PPOArgs(CommonArgs):
         "initial_entropy_weight": NON_NEGATIVE,
         "critic_warmup": NON_NEGATIVE,
         "reward_scale": POSITIVE,
+        "anchor_coef": NON_NEGATIVE,
     }
 
 
@@ -95,6 +104,11 @@ class PPO(Trainer):
         self.schedule = None if args.entropy == "adaptive" else Schedule.parse(args.entropy)
         self.entropy_weight = args.initial_entropy_weight
         self.iterations = 0
+        self.anchor: nn.Module | None = None
+        if args.anchor_coef > 0:
+            if not args.init_from:
+                raise ConfigError("--anchor-coef needs --init-from: the policy to stay near")
+            self.anchor = copy.deepcopy(self.actor).requires_grad_(False)
 
     def modules(self) -> dict[str, Any]:
         return {"actor": self.actor, "critic": self.critic, "optimizer": self.optimizer}
@@ -122,7 +136,13 @@ class PPO(Trainer):
         )
         size = len(actions)
         warming = bool(args.init_from) and self.iterations < args.critic_warmup
-        stats: dict[str, list[float]] = {k: [] for k in ("pg", "v", "ent", "kl", "clipfrac")}
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("pg", "v", "ent", "kl", "clipfrac", "anchor")
+        }
+        anchor_logp = None
+        if self.anchor is not None:
+            with torch.no_grad():
+                anchor_logp = torch.log_softmax(self.anchor(obs), -1)
         for _ in range(args.update_epochs):
             order = torch.randperm(size, device=args.device)
             # Exactly `minibatches` steps per pass: worker processes step in lockstep.
@@ -148,6 +168,12 @@ class PPO(Trainer):
                     loss = args.vf_coef * v_loss
                 else:
                     loss = pg_loss + args.vf_coef * v_loss - self.entropy_weight * entropy
+                if anchor_logp is not None:
+                    a_logp = anchor_logp[idx]
+                    anchor_kl = (a_logp.exp() * (a_logp - dist.logits)).sum(-1).mean()
+                    stats["anchor"].append(anchor_kl.item())
+                    if not warming:
+                        loss = loss + args.anchor_coef * anchor_kl
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.average_grads(self.actor, self.critic)
@@ -178,6 +204,8 @@ class PPO(Trainer):
             "charts/entropy_weight": self.entropy_weight,
             "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
+        if stats["anchor"]:
+            out["losses/anchor_kl"] = float(np.mean(stats["anchor"]))
         if ro.episode_qoe:
             out["charts/train_qoe"] = float(np.mean(ro.episode_qoe))
         return out

@@ -5,7 +5,8 @@ Sessions in a rollout follow the test harness: chunk 0 of every session is fetch
 reward is the QoE of the chunk it chose. The simulator builds the observation the ``--arch``
 architecture reads (its ``obs_version``). With ``--augment-fraction`` every session the collector
 starts draws, from the simulator's generator, whether it plays at a bandwidth factor k and which
-(:meth:`Collector.draw_scales`).
+(:meth:`Collector.draw_scales`); with ``--jitter-fraction``, whether its bandwidth also swings chunk
+by chunk (:meth:`Collector.draw_jitter`).
 """
 
 from __future__ import annotations
@@ -71,8 +72,12 @@ class Collector:
         self.env_steps = 0
         self.augment_fraction = args.augment_fraction
         self.scale_range = bandwidth_scale_range(args)
-        if self.augment_fraction > 0:
-            self.restart()  # the simulator started its sessions at k = 1
+        self.jitter_fraction = args.jitter_fraction
+        self.jitter_sigma_of_cv = float(np.sqrt(np.log1p(args.jitter_cv**2)))
+        self.jitter_sigma = np.zeros(self.n)
+        """Each session's log-normal sigma of its per-chunk bandwidth factor (0: none)."""
+        if self.augment_fraction > 0 or self.jitter_fraction > 0:
+            self.restart()  # the simulator started its sessions unaugmented
 
     def draw_scales(self, count: int) -> np.ndarray | None:
         """Bandwidth factors of ``count`` starting sessions: each, with probability
@@ -88,10 +93,37 @@ class Collector:
             scale[:] = low  # exactly the one factor asked for
         return np.where(augmented, scale, 1.0)
 
+    def draw_jitter(self, count: int) -> np.ndarray | None:
+        """Log-normal sigmas of ``count`` starting sessions' per-chunk bandwidth factors: each,
+        with probability ``--jitter-fraction``, the sigma of ``--jitter-cv``, else 0. None (and
+        nothing drawn) when this augmentation is off."""
+        if self.jitter_fraction <= 0:
+            return None
+        jittered = self.sim.rng.random(count) < self.jitter_fraction
+        return np.where(jittered, self.jitter_sigma_of_cv, 0.0)
+
     def restart(self, mask: np.ndarray | None = None) -> None:
         """Start new sessions in ``mask`` (all by default), augmented as the flags ask."""
         count = self.n if mask is None else int(np.count_nonzero(mask))
         self.sim.reset(mask, bandwidth_scale=self.draw_scales(count))
+        sigma = self.draw_jitter(count)
+        if sigma is not None:
+            self.jitter_sigma[slice(None) if mask is None else mask] = sigma
+
+    def step(self, quality: np.ndarray) -> BatchStep:
+        """One chunk for every session; jittered sessions see their bandwidth factor times a
+        fresh log-normal draw of mean 1 for this chunk only."""
+        sim = self.sim
+        if not self.jitter_sigma.any():
+            return sim.step(quality)
+        sigma = self.jitter_sigma
+        factor = np.exp(sigma * sim.rng.standard_normal(self.n) - 0.5 * sigma**2)
+        base = sim.bandwidth_scale
+        sim.bandwidth_scale = factor if base is None else base * factor
+        try:
+            return sim.step(quality)
+        finally:
+            sim.bandwidth_scale = base
 
     def state(self) -> dict[str, Any]:
         """Everything resuming needs, as tensors and strings (``weights_only`` loads them)."""
@@ -106,6 +138,7 @@ class Collector:
             "bandwidth_scale": t(
                 sim.bandwidth_scale if sim.bandwidth_scale is not None else np.ones(self.n)
             ),
+            "jitter_sigma": t(self.jitter_sigma),
             "obs": t(sim.obs) if sim.obs is not None else None,
             "prev_quality": t(self.prev_quality),
             "session_qoe": t(self.session_qoe),
@@ -145,6 +178,10 @@ class Collector:
             scale = fitting(scale, np.ones(self.n), "bandwidth_scale")
             if not (np.isfinite(scale).all() and (scale > 0).all()):
                 raise ValueError("its bandwidth scales are not all positive")
+        sigma = state.get("jitter_sigma")  # absent from runs saved before jitter
+        jitter = np.zeros(self.n) if sigma is None else fitting(sigma, self.jitter_sigma, "jitter")
+        if not (np.isfinite(jitter).all() and (jitter >= 0).all()):
+            raise ValueError("its jitter sigmas are not all non-negative")
         trace, line = arrays["trace"], arrays["line"]
         inside = (trace >= 0) & (trace < len(sim.bank)) & (line >= 0) & (line < len(sim.bank.time))
         if not inside.all():
@@ -155,6 +192,7 @@ class Collector:
         if obs is not None and sim.obs is not None:
             sim.obs[...] = obs
         sim.bandwidth_scale = None if scale is None or (scale == 1.0).all() else scale
+        self.jitter_sigma = jitter
         self.prev_quality = books["prev_quality"]
         self.session_qoe = books["session_qoe"]
         self.session_chunks = books["session_chunks"]
@@ -168,7 +206,7 @@ class Collector:
         Returns the step, each chunk's QoE (the reward), and the mean per-chunk QoE of the
         sessions that ended; those are already restarted when this returns.
         """
-        step = self.sim.step(quality)
+        step = self.step(quality)
         reward = step.reward(self.qoe, self.prev_quality)
         self.prev_quality = np.array(quality, copy=True)
         self.session_qoe += np.where(decide, reward, 0.0)
