@@ -211,15 +211,23 @@ def test_the_oracle_plans_with_each_sessions_augmented_bandwidth() -> None:
 def test_bad_augmentation_flags_are_one_line_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, says: str
 ) -> None:
+    assert_one_line_train_error(tmp_path, capsys, [flag, value], says)
+    with pytest.raises(ConfigError, match=flag):
+        check_args(CommonArgs(**{flag[2:].replace("-", "_"): _typed(flag, value)}))
+
+
+def assert_one_line_train_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], says: str
+) -> None:
+    """``streambed train ppo`` with ``flags`` exits 2 with one error line holding ``says``,
+    and writes no run."""
     out = tmp_path / "run"
-    assert main(["train", "ppo", "--out", str(out), "--no-progress", flag, value]) == 2
+    assert main(["train", "ppo", "--out", str(out), "--no-progress", *flags]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and says in lines[0], err
     assert not out.exists()
-    with pytest.raises(ConfigError, match=flag):
-        check_args(CommonArgs(**{flag[2:].replace("-", "_"): _typed(flag, value)}))
 
 
 def _typed(flag: str, value: str) -> str | float:

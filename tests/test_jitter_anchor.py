@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_augment import assert_one_line_train_error
 from test_trainer import DATA, VIDEO
 
-from streambed.cli import main
 from streambed.traces import constant_trace
 from streambed.trainer.args import CommonArgs
 from streambed.trainer.data import Data
@@ -97,12 +97,7 @@ def test_no_jitter_draws_nothing() -> None:
 def test_bad_flags_are_one_line_naming_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, says: str
 ) -> None:
-    out = tmp_path / "run"
-    assert main(["train", "ppo", "--out", str(out), "--no-progress", flag, value]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1 and says in lines[0], err
+    assert_one_line_train_error(tmp_path, capsys, [flag, value], says)
 
 
 def _kl_from(anchor: torch.nn.Module, actor: torch.nn.Module, obs: torch.Tensor) -> float:
