@@ -337,56 +337,73 @@ def curves(runs: list[Path], png: Path | None) -> dict[str, Any]:
                 result[label][f"{name}_pt_val_qoe"] = policy.meta.get("val_qoe")
         print(label, json.dumps(result[label]), file=sys.stderr)
     if png is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from streambed.reports.style import COLUMN_IN, paper_style, save_figure
-
-        with paper_style():
-            fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6))
-            for name, entry in result.items():
-                pts = entry["curve_minutes_qoe"]
-                if pts:
-                    (line,) = ax.plot(
-                        [p[0] for p in pts],
-                        [p[1] for p in pts],
-                        marker="o",
-                        ms=3,
-                        label=f"{name} (seed {entry['seed']})",
-                    )
-                    if "averaged_pt_test_qoe" in entry:  # drawn at the end of the run
-                        ax.plot(
-                            entry["end_minutes"],
-                            entry["averaged_pt_test_qoe"],
-                            marker="*",
-                            ms=11,
-                            color=line.get_color(),
-                            ls="none",
-                        )
-            if reference is not None:
-                ax.axhline(
-                    reference,
-                    color="k",
-                    ls="--",
-                    lw=1,
-                    label=f"Pensieve-PPO checkpoint ({reference:.3f})",
-                )
-            if any("averaged_pt_test_qoe" in e for e in result.values()):
-                ax.plot([], [], marker="*", ms=11, color="grey", ls="none", label="averaged.pt")
-            ax.set_xlabel("training wall-clock minutes (2-core CPU)")
-            ax.set_ylabel("QoE (lin, per chunk), norway-test mean")
-            ax.grid(alpha=0.3)
-            if len(result) > 3:  # many runs: the legend below the axes, off the curves
-                fig.set_size_inches(COLUMN_IN, 3.6)
-                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small")
-            else:
-                ax.legend()
-            fig.tight_layout()
-            save_figure(fig, Path(png), dpi=200)  # and the PDF next to it
-            plt.close(fig)
+        plot_curves(result, reference, png)
     return {"reference_pensieve_ppo": reference, "runs": result}
+
+
+def plot_curves(result: dict[str, Any], reference: float | None, png: Path) -> None:
+    """Plot ``curves``' runs (test QoE against training minutes, averaged.pt as a star) with the
+    Pensieve-PPO checkpoint's line; PNG and the PDF next to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from streambed.reports.style import COLUMN_IN, paper_style, save_figure
+
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6))
+        seeds = [entry["seed"] for entry in result.values()]
+        by_seed = len(set(seeds)) < len(seeds)  # a seed's stages: one colour, one label
+        colors: dict[Any, str] = {}
+        for name, entry in result.items():
+            pts = entry["curve_minutes_qoe"]
+            seed = entry["seed"]
+            label = None if by_seed and seed in colors else f"{name} (seed {seed})"
+            if by_seed and label is not None:
+                label = f"seed {seed}"
+            color = colors.setdefault(seed, f"C{len(colors) % 10}")
+            if pts:
+                (line,) = ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o",
+                    ms=3,
+                    color=color if by_seed else None,
+                    label=label,
+                )
+                if "averaged_pt_test_qoe" in entry:  # drawn at the end of the run
+                    ax.plot(
+                        entry["end_minutes"],
+                        entry["averaged_pt_test_qoe"],
+                        marker="*",
+                        ms=11,
+                        color=line.get_color(),
+                        ls="none",
+                    )
+        if reference is not None:
+            ax.axhline(
+                reference,
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"Pensieve-PPO checkpoint ({reference:.3f})",
+            )
+        if any("averaged_pt_test_qoe" in e for e in result.values()):
+            ax.plot([], [], marker="*", ms=11, color="grey", ls="none", label="averaged.pt")
+        ax.set_xlabel("training wall-clock minutes (2-core CPU)")
+        ax.set_ylabel("QoE (lin, per chunk), norway-test mean")
+        ax.grid(alpha=0.3)
+        if (
+            len(set(seeds) if by_seed else seeds) > 3
+        ):  # many runs: the legend below the axes, off the curves
+            fig.set_size_inches(COLUMN_IN, 3.6)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small")
+        else:
+            ax.legend()
+        fig.tight_layout()
+        save_figure(fig, Path(png), dpi=200)  # and the PDF next to it
+        plt.close(fig)
 
 
 def _run_minutes(run: Path) -> float:
@@ -424,8 +441,13 @@ def main() -> None:
     r.add_argument("--version", choices=sorted(RECIPES), default="v4", help="recipe version")
     r.add_argument("--wait-for", type=Path, help="start once this file exists")
     c = sub.add_parser("curves", help="test QoE of each run's snapshots")
-    c.add_argument("runs", type=Path, nargs="+")
+    c.add_argument("runs", type=Path, nargs="+", help="run folders (or reports, --from-json)")
     c.add_argument("--png", type=Path)
+    c.add_argument(
+        "--from-json",
+        action="store_true",
+        help="RUNS are reports an earlier `curves` printed: merge and plot them, evaluating nothing",
+    )
     args = parser.parse_args()
     if not TRAIN.is_dir():
         sys.exit(f"bench_train: {TRAIN} is absent")
@@ -452,6 +474,13 @@ def main() -> None:
                 indent=2,
             )
         )
+        return
+    if args.what == "curves" and args.from_json:
+        reports = [json.loads(path.read_text()) for path in args.runs]
+        merged = {k: v for rep in reports for k, v in rep["runs"].items()}
+        if args.png is None:
+            sys.exit("bench_train curves --from-json: give --png")
+        plot_curves(merged, reports[0].get("reference_pensieve_ppo"), args.png)
         return
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}",
