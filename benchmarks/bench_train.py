@@ -359,9 +359,10 @@ def plot_curves(result: dict[str, Any], reference: float | None, png: Path) -> N
         for name, entry in result.items():
             pts = entry["curve_minutes_qoe"]
             seed = entry["seed"]
-            label = None if by_seed and seed in colors else f"{name} (seed {seed})"
-            if by_seed and label is not None:
-                label = f"seed {seed}"
+            if by_seed:
+                label = None if seed in colors else f"seed {seed}"
+            else:
+                label = f"{name} (seed {seed})"
             color = colors.setdefault(seed, f"C{len(colors) % 10}")
             if pts:
                 (line,) = ax.plot(
